@@ -1,0 +1,87 @@
+/* Block layer (src/block/): one request API over three engines.
+ *
+ *   engine  aio=threads  worker pool, preadv/pwritev
+ *           aio=native   libaio io_submit, completion eventfd on the main loop
+ *           aio=io_uring liburing, completion eventfd on the main loop
+ *   cache   none         O_DIRECT (unaligned guest buffers are bounced)
+ *           writethrough O_DSYNC
+ *           writeback    page cache; FLUSH = fdatasync
+ *           directsync   O_DIRECT|O_DSYNC
+ *           unsafe       page cache; FLUSH ignored
+ *   aio=native needs cache=none or directsync (as in QEMU).
+ *
+ * Completion callbacks always run on the main loop thread with the BQL held,
+ * never inside kl_blk_submit(), and never on a vCPU thread.
+ */
+#ifndef KVMLITE_BLOCK_H
+#define KVMLITE_BLOCK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "kvmlite/opts.h"
+
+enum kl_blk_engine { KL_AIO_THREADS, KL_AIO_NATIVE, KL_AIO_IO_URING };
+enum kl_blk_cache { KL_CACHE_NONE, KL_CACHE_WRITETHROUGH, KL_CACHE_WRITEBACK,
+		    KL_CACHE_DIRECTSYNC, KL_CACHE_UNSAFE };
+enum kl_blk_op { KL_BLK_READ, KL_BLK_WRITE, KL_BLK_FLUSH, KL_BLK_DISCARD,
+		 KL_BLK_WRITE_ZEROES };
+
+struct kl_block_opts {
+	const char *id;
+	const char *file;
+	const char *format;     /* "raw" (default); "qcow2" -> not supported yet */
+	enum kl_blk_engine engine;
+	enum kl_blk_cache cache;
+	bool readonly;
+};
+
+struct kl_blk_stats {
+	uint64_t rd_ops, wr_ops, flush_ops, discard_ops, wz_ops;
+	uint64_t rd_bytes, wr_bytes;
+	uint64_t rd_total_ns, wr_total_ns, flush_total_ns;
+	uint64_t failed_rd_ops, failed_wr_ops, failed_flush_ops;
+};
+
+struct kl_blockdev;
+
+struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err);
+void kl_blockdev_close(struct kl_blockdev *bd); /* drains in-flight requests */
+
+/* -drive option string -> opened and registered by id (auto id "drive0",
+ * "drive1"... when absent).  Consumes file, id, if, format, cache, aio,
+ * readonly, media=disk, index; rejects others.  *if_out gets the if= value
+ * ("virtio" default for kvmlite; "none" means a -device will attach it). */
+struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err);
+struct kl_blockdev *kl_blockdev_find(const char *id);
+/* Iterate over all registered drives in creation order. */
+void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque);
+/* Close every registered drive (at exit). */
+void kl_blockdev_close_all(void);
+
+const char *kl_blockdev_id(const struct kl_blockdev *bd);
+const char *kl_blockdev_filename(const struct kl_blockdev *bd);
+uint64_t kl_blockdev_size(const struct kl_blockdev *bd);       /* bytes */
+bool kl_blockdev_readonly(const struct kl_blockdev *bd);
+uint32_t kl_blockdev_block_size(const struct kl_blockdev *bd); /* logical, 512 */
+enum kl_blk_engine kl_blockdev_engine(const struct kl_blockdev *bd);
+enum kl_blk_cache kl_blockdev_cache(const struct kl_blockdev *bd);
+const char *kl_blk_engine_name(enum kl_blk_engine e);          /* "threads" ... */
+const char *kl_blk_cache_name(enum kl_blk_cache c);            /* "none" ... */
+void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out);
+/* Name of the device model attached (for query-block), set by the device. */
+void kl_blockdev_set_attached(struct kl_blockdev *bd, const char *qdev);
+const char *kl_blockdev_attached(const struct kl_blockdev *bd);
+
+/* ret: bytes transferred (>=0) or -errno. */
+typedef void (*kl_blk_cb)(void *opaque, long ret);
+/* READ/WRITE use iov (buffers in guest RAM, any alignment); FLUSH ignores
+ * offset/iov; DISCARD/WRITE_ZEROES use offset+len and no iov.  Writes on a
+ * read-only device complete with -EROFS; ranges past the end with -EINVAL.
+ * Returns 0 (cb will be called later) or -errno (cb will not be called). */
+int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
+		  const struct iovec *iov, int iovcnt, uint64_t len,
+		  kl_blk_cb cb, void *opaque);
+
+#endif

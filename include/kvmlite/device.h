@@ -1,0 +1,36 @@
+/* Registries for -device, -drive and -netdev back-ends.
+ *
+ * One device = one file + one ops struct.  A device file registers its type
+ * with KL_DEVICE_TYPE(...) at file scope; main.c looks types up by name.
+ * (The executable is built from object files directly, so the constructor
+ * is never dropped by the linker.)
+ */
+#ifndef KVMLITE_DEVICE_H
+#define KVMLITE_DEVICE_H
+
+#include "kvmlite/opts.h"
+
+struct kl_vm;
+
+struct kl_device_type {
+	const char *name;   /* "virtio-blk-pci", "e1000", "isa-debug-exit" ... */
+	const char *help;   /* one line for --help / -device help */
+	/* Create the device from its options (the "driver" key is already
+	 * consumed).  Read every key you support with kl_opts_get*; main.c
+	 * rejects unknown keys afterwards.  Return 0, or -1 with *err set. */
+	int (*create)(struct kl_vm *vm, struct kl_opts *opts, char **err);
+};
+
+void kl_device_type_register(const struct kl_device_type *t);
+const struct kl_device_type *kl_device_type_find(const char *name);
+/* NULL-terminated array of all registered types, sorted by name (g_free the
+ * array, not the elements). */
+const struct kl_device_type **kl_device_type_list(void);
+
+#define KL_DEVICE_TYPE(var)                                            \
+	static void __attribute__((constructor)) var##_register(void) \
+	{                                                              \
+		kl_device_type_register(&(var));                       \
+	}
+
+#endif
