@@ -40,4 +40,11 @@ int kl_boot_load(const struct kl_guest_mem *m, const struct kl_boot_config *cfg,
  * KL_IOAPIC_BASE, ISA IRQ 0-15 interrupt entries (IRQ0 -> IOAPIC pin 2). */
 int kl_mptable_write(const struct kl_guest_mem *m, unsigned ncpus, char **err);
 
+
+
+/* Fixed platform resources shared by the boot tables and the devices. */
+#define KL_ACPI_PM1A_EVT 0x600  /* PM1a event block: STS (2 bytes) + EN (2) */
+#define KL_ACPI_PM1A_CNT 0x604  /* PM1a control block (2 bytes) */
+#define KL_ACPI_SCI_IRQ 9
+#define KL_SERIAL0_IRQ 4
 #endif
