@@ -21,4 +21,21 @@ void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned nc
  * in the instruction emulator). */
 bool kl_host_is_emulated(void);
 
+
+
+/* vCPU objects (src/cpu/vcpu.c), driven by src/cpu/vm.c. */
+struct kl_vcpu *kl_vcpu_create(struct kl_vm *vm, unsigned index, const char *cpu_model,
+			       char **err);
+int kl_vcpu_start(struct kl_vcpu *c, char **err);
+void kl_vcpu_kick(struct kl_vcpu *c);          /* force it out of KVM_RUN */
+void kl_vcpu_join(struct kl_vcpu *c);
+void kl_vcpu_destroy(struct kl_vcpu *c);
+/* Architectural reset state captured at creation (templates for loaders). */
+void kl_vcpu_get_reset_state(const struct kl_vcpu *c, struct kvm_regs *regs,
+			     struct kvm_sregs *sregs);
+/* Registers to load after the next reset instead of the reset state (BSP). */
+void kl_vcpu_set_boot_state(struct kl_vcpu *c, const struct kvm_regs *regs,
+			    const struct kvm_sregs *sregs);
+/* Print registers of a vCPU (for fatal exits) to stderr. */
+void kl_vcpu_dump(struct kl_vcpu *c);
 #endif

@@ -1,0 +1,34 @@
+/* QEMU-compatible command line (src/cli/cli.c). */
+#ifndef KVMLITE_CLI_H
+#define KVMLITE_CLI_H
+
+#include <glib.h>
+#include <stdio.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct kl_cli {
+	uint64_t ram_size;       /* bytes; default 128 MiB */
+	unsigned smp, sockets, cores, threads;
+	char *kernel, *initrd, *append;
+	char *cpu;               /* -cpu; NULL = default model */
+	char *machine;           /* -M/-machine type */
+	char *mem_backend;       /* -machine memory-backend=ID */
+	GPtrArray *drives, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
+	char *name;
+	char *uuid;
+	char *pidfile;
+	bool start_paused;       /* -S */
+	bool nographic, nodefaults, daemonize, no_reboot, no_shutdown;
+	bool show_version, show_help;
+};
+
+/* Parse argv.  0 on success; -1 with *err = one line naming the flag/value.
+ * Validation of values that need no device knowledge happens here (-m, -smp,
+ * -M, -cpu syntax, -uuid, -display, -accel). */
+int kl_cli_parse(int argc, char **argv, struct kl_cli *cli, char **err);
+void kl_cli_free(struct kl_cli *cli);
+void kl_cli_print_help(FILE *f);
+int kl_parse_uuid(const char *s, uint8_t out[16]);
+
+#endif

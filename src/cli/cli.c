@@ -1,0 +1,410 @@
+/* QEMU-compatible command line parsing. */
+#include "kvmlite/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvmlite/opts.h"
+
+enum arg { NOARG, ARG };
+
+struct flag {
+	const char *name;
+	enum arg arg;
+	int (*fn)(struct kl_cli *c, const char *flag, const char *v, char **err);
+	const char *help;
+};
+
+#define FLAGFN(n) static int n(struct kl_cli *c, const char *flag, const char *v, char **err)
+
+static int set_str(char **dst, const char *v)
+{
+	g_free(*dst);
+	*dst = g_strdup(v);
+	return 0;
+}
+
+FLAGFN(f_m)
+{
+	/* -m 512 | -m 512M | -m size=512M[,slots=N,maxmem=S] */
+	struct kl_opts *o = kl_opts_parse(v, "size", err);
+	if (!o)
+		return -1;
+	const char *sz = kl_opts_get(o, "size");
+	uint64_t bytes = 0;
+	kl_opts_get(o, "slots");  /* accepted: no memory hotplug, ignored */
+	kl_opts_get(o, "maxmem");
+	int r = -1;
+	if (kl_opts_check_unused(o, flag, err) < 0)
+		goto out;
+	if (!sz || kl_parse_size(sz, 1ULL << 20, &bytes) < 0) {
+		*err = g_strdup_printf("%s %s: invalid RAM size", flag, v);
+		goto out;
+	}
+	if (bytes < (1ULL << 20)) {
+		*err = g_strdup_printf("%s %s: RAM size must be at least 1 MiB", flag, v);
+		goto out;
+	}
+	if (bytes & 0xfff) {
+		*err = g_strdup_printf("%s %s: RAM size must be a multiple of 4 KiB", flag, v);
+		goto out;
+	}
+	if (bytes > (1ULL << 40)) {
+		*err = g_strdup_printf("%s %s: RAM size above 1 TiB is not supported", flag, v);
+		goto out;
+	}
+	c->ram_size = bytes;
+	r = 0;
+out:
+	kl_opts_free(o);
+	return r;
+}
+
+static int get_count(struct kl_opts *o, const char *key, const char *flag, unsigned *out, char **err)
+{
+	uint64_t x;
+	if (kl_opts_get_u64(o, key, 0, &x, err) < 0) {
+		g_free(*err);
+		*err = g_strdup_printf("%s %s: '%s' must be a number", flag, o->src, key);
+		return -1;
+	}
+	if (x > 4096) {
+		*err = g_strdup_printf("%s %s: '%s' is too large", flag, o->src, key);
+		return -1;
+	}
+	*out = (unsigned)x;
+	return 0;
+}
+
+FLAGFN(f_smp)
+{
+	struct kl_opts *o = kl_opts_parse(v, "cpus", err);
+	if (!o)
+		return -1;
+	unsigned cpus, sockets, cores, threads, maxcpus, dies;
+	int r = -1;
+	if (get_count(o, "cpus", flag, &cpus, err) < 0 || get_count(o, "sockets", flag, &sockets, err) < 0 ||
+	    get_count(o, "cores", flag, &cores, err) < 0 || get_count(o, "threads", flag, &threads, err) < 0 ||
+	    get_count(o, "maxcpus", flag, &maxcpus, err) < 0 || get_count(o, "dies", flag, &dies, err) < 0 ||
+	    kl_opts_check_unused(o, flag, err) < 0)
+		goto out;
+	if (!kl_opts_get(o, "cpus") && !sockets && !cores && !threads) {
+		*err = g_strdup_printf("%s %s: give the number of CPUs", flag, v);
+		goto out;
+	}
+	if (kl_opts_get(o, "cpus") && cpus == 0) {
+		*err = g_strdup_printf("%s %s: the number of CPUs must be at least 1", flag, v);
+		goto out;
+	}
+	if (!sockets) sockets = 1;
+	if (!threads) threads = 1;
+	if (!dies) dies = 1;
+	if (!cores) cores = cpus ? (cpus + sockets * threads - 1) / (sockets * threads) : 1;
+	if (!cpus) cpus = sockets * cores * threads;
+	if (sockets * dies * cores * threads < cpus) {
+		*err = g_strdup_printf("%s %s: sockets*cores*threads (%u) is less than cpus (%u)", flag, v,
+				       sockets * dies * cores * threads, cpus);
+		goto out;
+	}
+	if (maxcpus && maxcpus != cpus) {
+		*err = g_strdup_printf("%s %s: CPU hotplug (maxcpus > cpus) is not supported", flag, v);
+		goto out;
+	}
+	if (cpus > 255) {
+		*err = g_strdup_printf("%s %s: at most 255 CPUs are supported", flag, v);
+		goto out;
+	}
+	c->smp = cpus;
+	c->sockets = sockets;
+	c->cores = cores;
+	c->threads = threads;
+	r = 0;
+out:
+	kl_opts_free(o);
+	return r;
+}
+
+FLAGFN(f_machine)
+{
+	static const char *const types[] = { "microvm", "pc", "q35", "kvmlite", "none", NULL };
+	struct kl_opts *o = kl_opts_parse(v, "type", err);
+	if (!o)
+		return -1;
+	int r = -1;
+	const char *t = kl_opts_get(o, "type");
+	const char *accel = kl_opts_get(o, "accel");
+	const char *mb = kl_opts_get(o, "memory-backend");
+	bool b;
+	/* Properties with no effect on kvmlite's one machine. */
+	if (kl_opts_get_bool(o, "acpi", true, &b, err) < 0 || kl_opts_get_bool(o, "pic", true, &b, err) < 0 ||
+	    kl_opts_get_bool(o, "pit", true, &b, err) < 0 || kl_opts_get_bool(o, "rtc", true, &b, err) < 0 ||
+	    kl_opts_get_bool(o, "isa-serial", true, &b, err) < 0 || kl_opts_get_bool(o, "pcie", true, &b, err) < 0)
+		goto out;
+	kl_opts_get(o, "kernel-irqchip");
+	if (kl_opts_check_unused(o, flag, err) < 0)
+		goto out;
+	if (t) {
+		bool ok = !strcmp(t, "help") || g_str_has_prefix(t, "pc-");
+		for (int i = 0; types[i]; i++)
+			ok |= !strcmp(t, types[i]);
+		if (!ok) {
+			*err = g_strdup_printf("%s %s: unsupported machine type '%s' (microvm, pc and q35 "
+					       "are accepted as names of kvmlite's one machine)", flag, v, t);
+			goto out;
+		}
+		set_str(&c->machine, t);
+	}
+	if (accel && strcmp(accel, "kvm")) {
+		*err = g_strdup_printf("%s %s: accelerator '%s' is not supported (only kvm)", flag, v, accel);
+		goto out;
+	}
+	if (mb)
+		set_str(&c->mem_backend, mb);
+	r = 0;
+out:
+	kl_opts_free(o);
+	return r;
+}
+
+FLAGFN(f_accel)
+{
+	struct kl_opts *o = kl_opts_parse(v, "accel", err);
+	if (!o)
+		return -1;
+	const char *a = kl_opts_get(o, "accel");
+	int r = -1;
+	kl_opts_get(o, "kernel-irqchip");
+	if (kl_opts_check_unused(o, flag, err) < 0)
+		goto out;
+	if (strcmp(a, "kvm")) {
+		*err = g_strdup_printf("%s %s: accelerator '%s' is not supported (only kvm)", flag, v, a);
+		goto out;
+	}
+	r = 0;
+out:
+	(void)c;
+	kl_opts_free(o);
+	return r;
+}
+
+int kl_parse_uuid(const char *s, uint8_t out[16])
+{
+	if (strlen(s) != 36)
+		return -1;
+	int j = 0;
+	for (int i = 0; i < 36;) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return -1;
+			i++;
+			continue;
+		}
+		int hi = g_ascii_xdigit_value(s[i]), lo = g_ascii_xdigit_value(s[i + 1]);
+		if (hi < 0 || lo < 0)
+			return -1;
+		out[j++] = (uint8_t)(hi << 4 | lo);
+		i += 2;
+	}
+	return 0;
+}
+
+FLAGFN(f_uuid)
+{
+	uint8_t u[16];
+	if (kl_parse_uuid(v, u) < 0) {
+		*err = g_strdup_printf("%s %s: invalid UUID (expected xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", flag, v);
+		return -1;
+	}
+	return set_str(&c->uuid, v);
+}
+
+FLAGFN(f_display)
+{
+	(void)c;
+	if (strcmp(v, "none") && !g_str_has_prefix(v, "none,")) {
+		*err = g_strdup_printf("%s %s: kvmlite has no display; only 'none' is supported", flag, v);
+		return -1;
+	}
+	return 0;
+}
+
+FLAGFN(f_vga)
+{
+	(void)c;
+	if (strcmp(v, "none")) {
+		*err = g_strdup_printf("%s %s: kvmlite has no display adapter; only 'none' is supported", flag, v);
+		return -1;
+	}
+	return 0;
+}
+
+FLAGFN(f_cpu)
+{
+	(void)flag; (void)err;
+	return set_str(&c->cpu, v);
+}
+
+#define STRFLAG(fn, field) \
+	FLAGFN(fn) { (void)flag; (void)err; return set_str(&c->field, v); }
+STRFLAG(f_kernel, kernel)
+STRFLAG(f_initrd, initrd)
+STRFLAG(f_append, append)
+STRFLAG(f_pidfile, pidfile)
+
+FLAGFN(f_name_opts)
+{
+	(void)flag; (void)err;
+	/* -name guest=NAME,... or plain NAME */
+	struct kl_opts *o = kl_opts_parse(v, "guest", err);
+	if (!o)
+		return -1;
+	const char *g = kl_opts_get(o, "guest");
+	kl_opts_get(o, "process");
+	kl_opts_get(o, "debug-threads");
+	int r = kl_opts_check_unused(o, flag, err);
+	if (r == 0)
+		r = set_str(&c->name, g);
+	kl_opts_free(o);
+	return r;
+}
+
+#define LISTFLAG(fn, field) \
+	FLAGFN(fn) { (void)flag; (void)err; g_ptr_array_add(c->field, g_strdup(v)); return 0; }
+LISTFLAG(f_drive, drives)
+LISTFLAG(f_device, devices)
+LISTFLAG(f_netdev, netdevs)
+LISTFLAG(f_chardev, chardevs)
+LISTFLAG(f_serial, serials)
+LISTFLAG(f_qmp, qmps)
+LISTFLAG(f_mon, mons)
+LISTFLAG(f_object, objects)
+
+#define BOOLFLAG(fn, field) \
+	FLAGFN(fn) { (void)flag; (void)v; (void)err; c->field = true; return 0; }
+BOOLFLAG(f_S, start_paused)
+BOOLFLAG(f_nographic, nographic)
+BOOLFLAG(f_nodefaults, nodefaults)
+BOOLFLAG(f_daemonize, daemonize)
+BOOLFLAG(f_no_reboot, no_reboot)
+BOOLFLAG(f_no_shutdown, no_shutdown)
+BOOLFLAG(f_version, show_version)
+BOOLFLAG(f_help, show_help)
+
+FLAGFN(f_accepted)
+{
+	(void)c; (void)flag; (void)v; (void)err;
+	return 0;
+}
+
+static const struct flag flags[] = {
+	{ "m", ARG, f_m, "-m [size=]SIZE       guest RAM (default 128M; suffixes K, M, G, T)" },
+	{ "smp", ARG, f_smp, "-smp N[,sockets=S][,cores=C][,threads=T]  number of vCPUs" },
+	{ "cpu", ARG, f_cpu, "-cpu MODEL[,+feat][,-feat]  CPU model (-cpu help lists them)" },
+	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID]  microvm/pc/q35 all name kvmlite's machine" },
+	{ "machine", ARG, f_machine, NULL },
+	{ "accel", ARG, f_accel, "-accel kvm           (the only accelerator)" },
+	{ "enable-kvm", NOARG, f_accepted, "-enable-kvm          (always on)" },
+	{ "kernel", ARG, f_kernel, "-kernel FILE         bzImage or PVH ELF vmlinux to boot" },
+	{ "initrd", ARG, f_initrd, "-initrd FILE         initial ramdisk" },
+	{ "append", ARG, f_append, "-append CMDLINE      kernel command line" },
+	{ "drive", ARG, f_drive, "-drive file=F[,if=virtio|none][,id=ID][,format=raw][,cache=none|writethrough|writeback|directsync|unsafe][,aio=threads|native|io_uring][,readonly=on]" },
+	{ "device", ARG, f_device, "-device DRIVER[,prop=value...]  (-device help lists drivers)" },
+	{ "netdev", ARG, f_netdev, "-netdev user|tap|socket,id=ID[,...]  network back-end" },
+	{ "chardev", ARG, f_chardev, "-chardev socket,id=ID,path=P|host=H,port=N,server=on,wait=off" },
+	{ "serial", ARG, f_serial, "-serial stdio|file:PATH|unix:PATH,server=on[,wait=off]|null|none" },
+	{ "qmp", ARG, f_qmp, "-qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off" },
+	{ "mon", ARG, f_mon, "-mon chardev=ID,mode=control" },
+	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd,id=ID,size=S[,hugetlb=on]" },
+	{ "name", ARG, f_name_opts, "-name [guest=]NAME" },
+	{ "uuid", ARG, f_uuid, "-uuid UUID" },
+	{ "S", NOARG, f_S, "-S                   do not start the CPUs (QMP 'cont' starts them)" },
+	{ "nographic", NOARG, f_nographic, "-nographic           serial on stdio (kvmlite never has a display)" },
+	{ "display", ARG, f_display, "-display none" },
+	{ "vga", ARG, f_vga, "-vga none" },
+	{ "nodefaults", NOARG, f_nodefaults, "-nodefaults          no default serial port" },
+	{ "no-reboot", NOARG, f_no_reboot, "-no-reboot           exit instead of rebooting" },
+	{ "no-shutdown", NOARG, f_no_shutdown, "-no-shutdown         stay paused after guest poweroff" },
+	{ "daemonize", NOARG, f_daemonize, "-daemonize           detach once the VM is set up" },
+	{ "pidfile", ARG, f_pidfile, "-pidfile FILE        write the process id to FILE" },
+	{ "version", NOARG, f_version, "-version             print the version and exit" },
+	{ "h", NOARG, f_help, "-h, -help, --help    this help" },
+	{ "help", NOARG, f_help, NULL },
+};
+
+void kl_cli_print_help(FILE *f)
+{
+	fprintf(f, "usage: kvmlite [options]\n"
+		   "A small QEMU-compatible virtual machine monitor on /dev/kvm.\n\n");
+	for (size_t i = 0; i < G_N_ELEMENTS(flags); i++)
+		if (flags[i].help)
+			fprintf(f, "  %s\n", flags[i].help);
+	fprintf(f, "\nAny other option is an error.  Options may start with - or --.\n");
+}
+
+int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
+{
+	memset(c, 0, sizeof(*c));
+	c->ram_size = 128ULL << 20;
+	c->smp = c->sockets = c->cores = c->threads = 1;
+	c->drives = g_ptr_array_new_with_free_func(g_free);
+	c->devices = g_ptr_array_new_with_free_func(g_free);
+	c->netdevs = g_ptr_array_new_with_free_func(g_free);
+	c->chardevs = g_ptr_array_new_with_free_func(g_free);
+	c->serials = g_ptr_array_new_with_free_func(g_free);
+	c->qmps = g_ptr_array_new_with_free_func(g_free);
+	c->mons = g_ptr_array_new_with_free_func(g_free);
+	c->objects = g_ptr_array_new_with_free_func(g_free);
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || !a[1]) {
+			*err = g_strdup_printf("%s: unexpected argument (kvmlite takes no disk image "
+					       "as a bare argument; use -drive file=...)", a);
+			return -1;
+		}
+		const char *n = a + 1;
+		if (*n == '-')
+			n++;
+		const struct flag *f = NULL;
+		for (size_t k = 0; k < G_N_ELEMENTS(flags); k++)
+			if (!strcmp(flags[k].name, n))
+				f = &flags[k];
+		if (!f) {
+			*err = g_strdup_printf("%s: invalid option", a);
+			return -1;
+		}
+		const char *v = NULL;
+		if (f->arg == ARG) {
+			if (i + 1 >= argc) {
+				*err = g_strdup_printf("%s: requires an argument", a);
+				return -1;
+			}
+			v = argv[++i];
+		}
+		char *flag = g_strdup_printf("-%s", f->name);
+		int r = f->fn(c, flag, v, err);
+		g_free(flag);
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void kl_cli_free(struct kl_cli *c)
+{
+	g_free(c->kernel);
+	g_free(c->initrd);
+	g_free(c->append);
+	g_free(c->cpu);
+	g_free(c->machine);
+	g_free(c->mem_backend);
+	g_free(c->name);
+	g_free(c->uuid);
+	g_free(c->pidfile);
+	GPtrArray *arrs[] = { c->drives, c->devices, c->netdevs, c->chardevs, c->serials,
+			      c->qmps, c->mons, c->objects };
+	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)
+		if (arrs[i])
+			g_ptr_array_free(arrs[i], TRUE);
+	memset(c, 0, sizeof(*c));
+}

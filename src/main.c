@@ -1,0 +1,400 @@
+/* kvmlite: command line -> machine assembly -> main loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <glib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvmlite/block.h"
+#include "kvmlite/boot.h"
+#include "kvmlite/cli.h"
+#include "kvmlite/cpu.h"
+#include "kvmlite/device.h"
+#include "kvmlite/hw.h"
+#include "kvmlite/loop.h"
+#include "kvmlite/monitor.h"
+#include "kvmlite/net.h"
+#include "kvmlite/pci.h"
+#include "kvmlite/vm.h"
+
+#ifndef KVMLITE_VERSION
+#define KVMLITE_VERSION "0.1.0"
+#endif
+
+static struct kl_vm the_vm;
+static struct kl_boot_config boot_cfg;
+static int daemon_pipe = -1;
+
+static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "kvmlite: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, "\n");
+	va_end(ap);
+	kl_serial_restore_tty();
+	if (daemon_pipe >= 0) {
+		char st = 1;
+		if (write(daemon_pipe, &st, 1) < 0) { /* parent exits non-zero anyway */ }
+	}
+	exit(1);
+}
+
+static void die_err(char *err)
+{
+	die("%s", err ? err : "unknown error");
+}
+
+/* Load the kernel and set the BSP's boot registers (first boot and reset). */
+static int load_boot(struct kl_vm *vm)
+{
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	char *err = NULL;
+	kl_vcpu_get_reset_state(vm->vcpus[0], &regs, &sregs);
+	if (kl_boot_load(&vm->mem, &boot_cfg, vm->ncpus, &regs, &sregs, &err) < 0) {
+		fprintf(stderr, "kvmlite: %s\n", err);
+		g_free(err);
+		return -1;
+	}
+	kl_vcpu_set_boot_state(vm->vcpus[0], &regs, &sregs);
+	return 0;
+}
+
+struct mem_backend {
+	char *id;
+	uint64_t size;
+	struct kl_mem_opts opts;
+};
+
+static GPtrArray *mem_backends;
+
+static void add_object(const char *spec)
+{
+	char *err = NULL;
+	struct kl_opts *o = kl_opts_parse(spec, "qom-type", &err);
+	if (!o)
+		die("-object %s: %s", spec, err);
+	const char *type = kl_opts_get(o, "qom-type");
+	struct mem_backend *mb = g_new0(struct mem_backend, 1);
+	bool b;
+	if (!strcmp(type, "memory-backend-ram")) {
+		mb->opts.memfd = false;
+	} else if (!strcmp(type, "memory-backend-memfd")) {
+		mb->opts.memfd = true;
+		if (kl_opts_get_bool(o, "hugetlb", false, &mb->opts.hugetlb, &err) < 0)
+			die_err(err);
+		kl_opts_get(o, "hugetlbsize");
+		if (kl_opts_get_bool(o, "seal", true, &b, &err) < 0)
+			die_err(err);
+	} else {
+		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd)",
+		    spec, type);
+	}
+	const char *id = kl_opts_get(o, "id");
+	if (!id)
+		die("-object %s: parameter 'id' is missing", spec);
+	if (kl_opts_get_size(o, "size", 0, &mb->size, &err) < 0)
+		die_err(err);
+	if (!mb->size)
+		die("-object %s: parameter 'size' is missing", spec);
+	if (kl_opts_get_bool(o, "share", true, &b, &err) < 0 ||
+	    kl_opts_get_bool(o, "merge", true, &b, &err) < 0 ||
+	    kl_opts_get_bool(o, "prealloc", false, &b, &err) < 0)
+		die_err(err);
+	kl_opts_get(o, "policy");
+	kl_opts_get(o, "host-nodes");
+	if (kl_opts_check_unused(o, "-object", &err) < 0)
+		die_err(err);
+	mb->id = g_strdup(id);
+	if (!mem_backends)
+		mem_backends = g_ptr_array_new();
+	g_ptr_array_add(mem_backends, mb);
+	kl_opts_free(o);
+}
+
+static void add_device(struct kl_vm *vm, const char *spec)
+{
+	char *err = NULL;
+	if (!strcmp(spec, "help") || !strcmp(spec, "?")) {
+		const struct kl_device_type **t = kl_device_type_list();
+		printf("Available devices:\n");
+		for (int i = 0; t[i]; i++)
+			printf("  %-16s %s\n", t[i]->name, t[i]->help ? t[i]->help : "");
+		g_free(t);
+		exit(0);
+	}
+	struct kl_opts *o = kl_opts_parse(spec, "driver", &err);
+	if (!o)
+		die("-device %s: %s", spec, err);
+	const char *drv = kl_opts_get(o, "driver");
+	const struct kl_device_type *t = kl_device_type_find(drv);
+	if (!t)
+		die("-device %s: unsupported device '%s' (-device help lists them)", spec, drv);
+	kl_opts_get(o, "id"); /* accepted for QEMU compatibility */
+	kl_opts_get(o, "bus");
+	kl_opts_get(o, "addr");
+	if (t->create(vm, o, &err) < 0)
+		die("-device %s: %s", spec, err);
+	char *what = g_strdup_printf("-device %s", drv);
+	if (kl_opts_check_unused(o, what, &err) < 0)
+		die_err(err);
+	g_free(what);
+	kl_opts_free(o);
+}
+
+static void add_drive(struct kl_vm *vm, const char *spec)
+{
+	char *err = NULL, *iface = NULL;
+	struct kl_opts *o = kl_opts_parse(spec, NULL, &err);
+	if (!o)
+		die("-drive %s: %s", spec, err);
+	struct kl_blockdev *bd = kl_drive_add(o, &iface, &err);
+	if (!bd)
+		die("-drive %s: %s", spec, err);
+	kl_opts_free(o);
+	if (iface && !strcmp(iface, "virtio")) {
+		char *dev = g_strdup_printf("virtio-blk-pci,drive=%s", kl_blockdev_id(bd));
+		add_device(vm, dev);
+		g_free(dev);
+	}
+	g_free(iface);
+}
+
+static gboolean on_signal(gpointer p)
+{
+	struct kl_vm *vm = p;
+	fprintf(stderr, "kvmlite: terminating on signal\n");
+	kl_vm_request_shutdown(vm, 0, false, "host-signal");
+	return G_SOURCE_CONTINUE;
+}
+
+static void on_reset_event(void *opaque, enum kl_vm_event ev, const struct kl_event_info *info)
+{
+	struct kl_vm *vm = opaque;
+	(void)info;
+	if (ev == KL_EV_RESET)
+		kl_vm_request_shutdown(vm, 0, false, NULL); /* -no-reboot */
+}
+
+static void daemonize_start(void)
+{
+	int p[2];
+	if (pipe(p) < 0)
+		die("-daemonize: pipe: %s", g_strerror(errno));
+	pid_t pid = fork();
+	if (pid < 0)
+		die("-daemonize: fork: %s", g_strerror(errno));
+	if (pid > 0) {
+		close(p[1]);
+		char st = 1;
+		ssize_t n = read(p[0], &st, 1);
+		_exit(n == 1 && st == 0 ? 0 : 1);
+	}
+	close(p[0]);
+	daemon_pipe = p[1];
+	if (setsid() < 0)
+		die("-daemonize: setsid: %s", g_strerror(errno));
+}
+
+static void daemonize_finish(void)
+{
+	if (daemon_pipe < 0)
+		return;
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, STDIN_FILENO);
+		dup2(fd, STDOUT_FILENO);
+		dup2(fd, STDERR_FILENO);
+		if (fd > 2)
+			close(fd);
+	}
+	char st = 0;
+	if (write(daemon_pipe, &st, 1) < 0) { /* parent gone: nothing to tell */ }
+	close(daemon_pipe);
+	daemon_pipe = -1;
+}
+
+static void write_pidfile(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		die("-pidfile %s: %s", path, g_strerror(errno));
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (write(fd, buf, n) != n)
+		die("-pidfile %s: %s", path, g_strerror(errno));
+	close(fd);
+}
+
+static void check_file(const char *flag, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) < 0)
+		die("%s %s: %s", flag, path, g_strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		die("%s %s: not a regular file", flag, path);
+	if (access(path, R_OK) < 0)
+		die("%s %s: %s", flag, path, g_strerror(errno));
+}
+
+int main(int argc, char **argv)
+{
+	struct kl_cli cli;
+	char *err = NULL;
+	struct kl_vm *vm = &the_vm;
+
+	if (kl_cli_parse(argc, argv, &cli, &err) < 0)
+		die_err(err);
+	if (cli.show_help) {
+		kl_cli_print_help(stdout);
+		return 0;
+	}
+	if (cli.show_version) {
+		printf("kvmlite version %s\n", KVMLITE_VERSION);
+		return 0;
+	}
+	if (cli.cpu && !strcmp(cli.cpu, "help")) {
+		const char *const *n = kl_cpu_model_names();
+		printf("Available CPU models:\n");
+		for (int i = 0; n[i]; i++)
+			printf("  %s\n", n[i]);
+		return 0;
+	}
+	if (cli.machine && !strcmp(cli.machine, "help")) {
+		printf("Supported machines are:\nmicrovm  kvmlite PC (alias)\npc       kvmlite PC (alias)\n"
+		       "q35      kvmlite PC (alias)\nkvmlite  kvmlite PC: in-kernel irqchip and PIT, "
+		       "16550A, PCI host with MSI-X\n");
+		return 0;
+	}
+	if (!cli.kernel)
+		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
+	check_file("-kernel", cli.kernel);
+	if (cli.initrd)
+		check_file("-initrd", cli.initrd);
+
+	for (guint i = 0; i < cli.objects->len; i++)
+		add_object(g_ptr_array_index(cli.objects, i));
+	struct kl_mem_opts mopts = { .thp = true };
+	uint64_t ram = cli.ram_size;
+	if (cli.mem_backend) {
+		struct mem_backend *mb = NULL;
+		for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
+			struct mem_backend *x = g_ptr_array_index(mem_backends, i);
+			if (!strcmp(x->id, cli.mem_backend))
+				mb = x;
+		}
+		if (!mb)
+			die("-machine memory-backend=%s: no -object with that id", cli.mem_backend);
+		mopts = mb->opts;
+		ram = mb->size;
+	}
+
+	kl_loop_init();
+	if (cli.daemonize)
+		daemonize_start();
+	if (kl_vm_create(vm, ram, &mopts, cli.smp, cli.cpu, &err) < 0)
+		die_err(err);
+	vm->sockets = cli.sockets;
+	vm->cores = cli.cores;
+	vm->threads = cli.threads;
+	vm->name = g_strdup(cli.name);
+	if (cli.uuid) {
+		kl_parse_uuid(cli.uuid, vm->uuid);
+		vm->has_uuid = true;
+	}
+
+	if (kl_platform_init(vm, &err) < 0)
+		die_err(err);
+	if (kl_acpi_pm_init(vm, &err) < 0)
+		die_err(err);
+	if (!kl_pci_host_create(vm, NULL, &err))
+		die_err(err);
+
+	/* Serial ports: COM1..COM4. */
+	static const unsigned com_base[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
+	static const unsigned com_irq[] = { 4, 3, 4, 3 };
+	GPtrArray *serials = g_ptr_array_new();
+	for (guint i = 0; i < cli.serials->len; i++)
+		g_ptr_array_add(serials, g_ptr_array_index(cli.serials, i));
+	if (serials->len == 0 && !cli.nodefaults)
+		g_ptr_array_add(serials, cli.daemonize ? "null" : "stdio");
+	if (serials->len > 4)
+		die("-serial: at most 4 serial ports are supported");
+	for (guint i = 0; i < serials->len; i++) {
+		const char *spec = g_ptr_array_index(serials, i);
+		if (!strcmp(spec, "none"))
+			continue;
+		if (cli.daemonize && !strcmp(spec, "stdio"))
+			die("-serial stdio cannot be used with -daemonize");
+		char label[32];
+		snprintf(label, sizeof(label), "serial%u", i);
+		if (kl_serial_create(vm, spec, com_base[i], com_irq[i], label, &err) < 0)
+			die_err(err);
+		kl_chardev_note(label, spec);
+	}
+	g_ptr_array_free(serials, TRUE);
+
+	for (guint i = 0; i < cli.chardevs->len; i++)
+		if (kl_chardev_add(g_ptr_array_index(cli.chardevs, i), &err) < 0)
+			die_err(err);
+	for (guint i = 0; i < cli.netdevs->len; i++)
+		if (!kl_netdev_add(g_ptr_array_index(cli.netdevs, i), &err))
+			die_err(err);
+	for (guint i = 0; i < cli.drives->len; i++)
+		add_drive(vm, g_ptr_array_index(cli.drives, i));
+	for (guint i = 0; i < cli.devices->len; i++)
+		add_device(vm, g_ptr_array_index(cli.devices, i));
+
+	boot_cfg.kernel = cli.kernel;
+	boot_cfg.initrd = cli.initrd;
+	boot_cfg.cmdline = cli.append ? cli.append : "";
+	if (load_boot(vm) < 0)
+		exit(1);
+	vm->reload_boot = load_boot;
+
+	for (guint i = 0; i < cli.qmps->len; i++)
+		if (kl_monitor_add_qmp(vm, g_ptr_array_index(cli.qmps, i), &err) < 0)
+			die_err(err);
+	for (guint i = 0; i < cli.mons->len; i++)
+		if (kl_monitor_add_mon(vm, g_ptr_array_index(cli.mons, i), &err) < 0)
+			die_err(err);
+	if (cli.no_reboot)
+		kl_vm_add_event_listener(vm, on_reset_event, vm);
+
+	GSource *src;
+	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
+		src = g_unix_signal_source_new(sigs[i]);
+		g_source_set_callback(src, on_signal, vm, NULL);
+		g_source_attach(src, kl_loop_context());
+		g_source_unref(src);
+	}
+	signal(SIGPIPE, SIG_IGN);
+
+	if (cli.pidfile)
+		write_pidfile(cli.pidfile);
+	if (kl_vm_start(vm, cli.start_paused, &err) < 0)
+		die_err(err);
+	daemonize_finish();
+
+	kl_loop_run();
+
+	int code = vm->exit_code;
+	kl_vm_destroy(vm);
+	kl_blockdev_close_all();
+	kl_monitor_cleanup();
+	kl_serial_restore_tty();
+	if (cli.pidfile)
+		unlink(cli.pidfile);
+	kl_cli_free(&cli);
+	kl_unlock();
+	fflush(stdout);
+	return code;
+}
