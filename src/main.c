@@ -276,6 +276,17 @@ int main(int argc, char **argv)
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	check_file("-kernel", cli.kernel);
+	{
+		/* Recognise the kernel before touching /dev/kvm. */
+		gchar *img = NULL;
+		gsize len = 0;
+		GError *gerr = NULL;
+		if (!g_file_get_contents(cli.kernel, &img, &len, &gerr))
+			die("-kernel %s: %s", cli.kernel, gerr->message);
+		if (kl_boot_probe(img, len, &err) == KL_KERNEL_UNKNOWN)
+			die("-kernel %s: %s", cli.kernel, err);
+		g_free(img);
+	}
 	if (cli.initrd)
 		check_file("-initrd", cli.initrd);
 

@@ -1,0 +1,112 @@
+/* Unit tests: QEMU-style option strings and sizes. */
+#include <check.h>
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvmlite/opts.h"
+
+START_TEST(implied_and_keys)
+{
+	char *err = NULL;
+	struct kl_opts *o = kl_opts_parse("virtio-blk-pci,drive=d0,num-queues=2", "driver", &err);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(kl_opts_get(o, "driver"), "virtio-blk-pci");
+	ck_assert_str_eq(kl_opts_get(o, "drive"), "d0");
+	uint64_t n;
+	ck_assert_int_eq(kl_opts_get_u64(o, "num-queues", 1, &n, &err), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(kl_opts_check_unused(o, "x", &err), 0);
+	kl_opts_free(o);
+}
+END_TEST
+
+START_TEST(unused_key_named)
+{
+	char *err = NULL;
+	struct kl_opts *o = kl_opts_parse("e1000,netdev=n0,bogus=1", "driver", &err);
+	ck_assert_ptr_nonnull(o);
+	kl_opts_get(o, "driver");
+	kl_opts_get(o, "netdev");
+	ck_assert_int_eq(kl_opts_check_unused(o, "-device e1000", &err), -1);
+	ck_assert_str_eq(err, "-device e1000: unknown parameter 'bogus'");
+	g_free(err);
+	kl_opts_free(o);
+}
+END_TEST
+
+START_TEST(comma_escape_and_flags)
+{
+	char *err = NULL;
+	struct kl_opts *o = kl_opts_parse("file=a,,b.img,server,nowait", NULL, &err);
+	ck_assert_ptr_nonnull(o);
+	ck_assert_str_eq(kl_opts_get(o, "file"), "a,b.img");
+	bool b;
+	ck_assert_int_eq(kl_opts_get_bool(o, "server", false, &b, &err), 0);
+	ck_assert(b);
+	ck_assert_int_eq(kl_opts_get_bool(o, "wait", true, &b, &err), 0);
+	ck_assert(!b);
+	kl_opts_free(o);
+}
+END_TEST
+
+START_TEST(syntax_errors)
+{
+	char *err = NULL;
+	ck_assert_ptr_null(kl_opts_parse("a=1,a=2", NULL, &err));
+	ck_assert_ptr_nonnull(strstr(err, "given twice"));
+	g_free(err);
+	err = NULL;
+	ck_assert_ptr_null(kl_opts_parse("=1", NULL, &err));
+	g_free(err);
+	err = NULL;
+	struct kl_opts *o = kl_opts_parse("x=maybe,n=-1,m=12abc", NULL, &err);
+	ck_assert_ptr_nonnull(o);
+	bool b;
+	uint64_t n;
+	ck_assert_int_eq(kl_opts_get_bool(o, "x", false, &b, &err), -1);
+	ck_assert_ptr_nonnull(strstr(err, "'maybe'"));
+	g_free(err);
+	ck_assert_int_eq(kl_opts_get_u64(o, "n", 0, &n, &err), -1);
+	g_free(err);
+	ck_assert_int_eq(kl_opts_get_u64(o, "m", 0, &n, &err), -1);
+	g_free(err);
+	kl_opts_free(o);
+}
+END_TEST
+
+START_TEST(sizes)
+{
+	uint64_t v;
+	ck_assert_int_eq(kl_parse_size("512", 1ULL << 20, &v), 0);
+	ck_assert_uint_eq(v, 512ULL << 20);
+	ck_assert_int_eq(kl_parse_size("5G", 1ULL << 20, &v), 0);
+	ck_assert_uint_eq(v, 5ULL << 30);
+	ck_assert_int_eq(kl_parse_size("1.5G", 1, &v), 0);
+	ck_assert_uint_eq(v, 3ULL << 29);
+	ck_assert_int_eq(kl_parse_size("4k", 1, &v), 0);
+	ck_assert_uint_eq(v, 4096);
+	ck_assert_int_eq(kl_parse_size("-1", 1, &v), -1);
+	ck_assert_int_eq(kl_parse_size("", 1, &v), -1);
+	ck_assert_int_eq(kl_parse_size("12Q", 1, &v), -1);
+	ck_assert_int_eq(kl_parse_size("99999999999T", 1, &v), -1);
+	ck_assert_int_eq(kl_parse_size("0.3", 1, &v), -1); /* fractional byte */
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("opts");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, implied_and_keys);
+	tcase_add_test(tc, unused_key_named);
+	tcase_add_test(tc, comma_escape_and_flags);
+	tcase_add_test(tc, syntax_errors);
+	tcase_add_test(tc, sizes);
+	suite_add_tcase(s, tc);
+	SRunner *sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
