@@ -316,6 +316,7 @@ int main(int argc, char **argv)
 	vm->cores = cli.cores;
 	vm->threads = cli.threads;
 	vm->name = g_strdup(cli.name);
+	vm->no_shutdown = cli.no_shutdown;
 	if (cli.uuid) {
 		kl_parse_uuid(cli.uuid, vm->uuid);
 		vm->has_uuid = true;

@@ -83,6 +83,8 @@ struct kl_vm {
 	uint8_t uuid[16];
 	bool has_uuid;
 
+	bool no_shutdown;          /* -no-shutdown: guest poweroff pauses, no exit */
+
 	/* what the boot loader needs to reload on reset */
 	void *boot;                /* struct kl_boot_config *, owned by main */
 	int (*reload_boot)(struct kl_vm *vm); /* re-load kernel + set BSP regs */

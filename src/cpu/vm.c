@@ -435,6 +435,8 @@ static void reset_bh(void *opaque)
 	}
 	vm->reset_gen++;
 	vm->pause_req = false;
+	if (vm->state == KL_RS_SHUTDOWN) /* -no-shutdown: reset, then 'cont' */
+		vm->state = KL_RS_PAUSED;
 	g_cond_broadcast(&vm->state_cond);
 	struct kl_event_info info = { guest, reason };
 	kl_vm_emit(vm, KL_EV_RESET, &info);
@@ -466,7 +468,14 @@ void kl_vm_request_shutdown(struct kl_vm *vm, int exit_code, bool guest, const c
 	bool locked = kl_locked();
 	if (!locked)
 		kl_lock();
-	if (!vm->quit_requested) {
+	if (!vm->quit_requested && guest && reason && vm->no_shutdown &&
+	    vm->state != KL_RS_SHUTDOWN) {
+		/* -no-shutdown: stop the vCPUs, stay up for QMP. */
+		struct kl_event_info info = { guest, reason };
+		vm->state = KL_RS_SHUTDOWN;
+		kl_vm_emit(vm, KL_EV_SHUTDOWN, &info);
+		kick_all(vm);
+	} else if (!vm->quit_requested) {
 		vm->quit_requested = true;
 		vm->exit_code = exit_code;
 		if (vm->state != KL_RS_INTERNAL_ERROR)
