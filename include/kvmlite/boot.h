@@ -41,6 +41,62 @@ int kl_boot_load(const struct kl_guest_mem *m, const struct kl_boot_config *cfg,
 int kl_mptable_write(const struct kl_guest_mem *m, unsigned ncpus, char **err);
 
 
+/* --- Added by the boot loaders (src/hw/boot*.c, mptable.c, acpi_tables.c) ---
+ * Fixed guest-physical layout used by kl_boot_load (all below 1 MiB except
+ * kernel/initrd):
+ *   0x00500  GDT (bzImage: null, -, 0x10 code64, 0x18 data; PVH: null,
+ *            0x08 code32, 0x10 data)
+ *   0x06000  PVH hvm_start_info, 0x06040 modlist, 0x06100 memmap
+ *   0x09000  PML4, 0x0a000 PDPT, 0x0b000-0x0efff 4 PDs (bzImage only)
+ *   0x10000  boot_params (zero page); real-mode heap up to 0x1fe00
+ *   0x20000  command line (at most KL_BOOT_CMDLINE_MAX bytes incl. NUL)
+ *   0xe0000  ACPI tables (RSDP first)     0xf0000 MP floating pointer + table
+ *   kernel:  bzImage at pref_address (or 1 MiB / kernel alignment),
+ *            PVH ELF at its PT_LOAD p_paddr
+ *   initrd:  page aligned at the top of RAM below min(4 GiB hole,
+ *            initrd_addr_max), above the kernel. */
+#define KL_BOOT_GDT_ADDR 0x500ULL
+#define KL_BOOT_PVH_INFO_ADDR 0x6000ULL
+#define KL_BOOT_PVH_MODLIST_ADDR 0x6040ULL
+#define KL_BOOT_PVH_MEMMAP_ADDR 0x6100ULL
+#define KL_BOOT_PML4_ADDR 0x9000ULL
+#define KL_BOOT_PARAMS_ADDR 0x10000ULL
+#define KL_BOOT_CMDLINE_ADDR 0x20000ULL
+#define KL_BOOT_CMDLINE_MAX 0x10000ULL
+#define KL_ACPI_TABLES_ADDR 0xE0000ULL
+#define KL_ACPI_TABLES_END 0xF0000ULL
+#define KL_MPTABLE_ADDR 0xF0000ULL
+#define KL_MPTABLE_END 0x100000ULL
+
+/* Which kind kl_boot_load() found and where it put things (for logging and
+ * tests); optional, see kl_boot_load_ex. */
+struct kl_boot_info {
+	enum kl_kernel_kind kind;
+	uint64_t entry;         /* RIP */
+	uint64_t kernel_addr;   /* lowest loaded byte */
+	uint64_t kernel_end;    /* end of the memory the kernel claims */
+	uint64_t initrd_addr;   /* 0 when none */
+	uint64_t initrd_size;
+	uint64_t rsdp_addr;     /* 0 when no ACPI tables were written */
+};
+struct kl_boot_opts {
+	/* Do not write ACPI tables (like QEMU's -no-acpi).  By default
+	 * kl_boot_load writes them (kl_acpi_write) and passes the RSDP in
+	 * boot_params.acpi_rsdp_addr / hvm_start_info.rsdp_paddr; the MP table
+	 * is always written.  Without ACPI a Linux guest uses the MP table and
+	 * scans PCI itself, but has no \_S5 soft-off / power button. */
+	bool no_acpi;
+};
+/* kl_boot_load with options (NULL = defaults: all zero, same as
+ * kl_boot_load) and an optional (NULL ok) report of the placement. */
+int kl_boot_load_ex(const struct kl_guest_mem *m, const struct kl_boot_config *cfg,
+		    unsigned ncpus, const struct kl_boot_opts *opts, struct kvm_regs *regs,
+		    struct kvm_sregs *sregs, struct kl_boot_info *info, char **err);
+
+/* ACPI tables (RSDP v2 -> RSDT/XSDT -> MADT, FADT -> FACS, DSDT with \_S5
+ * and the PCI root bridge \_SB.PCI0 with _CRS and _PRT) in
+ * [KL_ACPI_TABLES_ADDR, KL_ACPI_TABLES_END); *rsdp gets the RSDP address. */
+int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, char **err);
 
 /* Fixed platform resources shared by the boot tables and the devices. */
 #define KL_ACPI_PM1A_EVT 0x600  /* PM1a event block: STS (2 bytes) + EN (2) */

@@ -1,0 +1,80 @@
+/* Internal interface between the boot loader files (boot.c, boot_bzimage.c,
+ * boot_pvh.c).  Not a public header. */
+#ifndef KVMLITE_HW_BOOT_PRIV_H
+#define KVMLITE_HW_BOOT_PRIV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvmlite/boot.h"
+
+/* Little-endian field access on untrusted byte buffers (no alignment). */
+static inline uint16_t kl_le16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | p[1] << 8);
+}
+static inline uint32_t kl_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+static inline uint64_t kl_le64(const uint8_t *p)
+{
+	return (uint64_t)kl_le32(p) | (uint64_t)kl_le32(p + 4) << 32;
+}
+static inline void kl_put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+static inline void kl_put32(uint8_t *p, uint32_t v)
+{
+	kl_put16(p, (uint16_t)v);
+	kl_put16(p + 2, (uint16_t)(v >> 16));
+}
+static inline void kl_put64(uint8_t *p, uint64_t v)
+{
+	kl_put32(p, (uint32_t)v);
+	kl_put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Everything a loader needs besides the image. */
+struct kl_boot_ctx {
+	const struct kl_guest_mem *m;
+	const struct kl_boot_config *cfg;
+	const uint8_t *img;     /* kernel file contents */
+	size_t len;
+	uint64_t low_end;       /* end of the RAM block holding 1 MiB, <= 4 GiB */
+	uint64_t rsdp;          /* 0 = no ACPI */
+	struct kl_boot_info *info;
+};
+
+/* Probe helpers: 0 = recognised; -1 = not this kind (err set, may be NULL
+ * when the image simply does not look like this kind at all). */
+int kl_bzimage_check(const uint8_t *img, size_t len, char **err);
+int kl_pvh_check(const uint8_t *img, size_t len, uint32_t *entry, char **err);
+
+int kl_bzimage_load(struct kl_boot_ctx *c, struct kvm_regs *regs, struct kvm_sregs *sregs,
+		    char **err);
+int kl_pvh_load(struct kl_boot_ctx *c, struct kvm_regs *regs, struct kvm_sregs *sregs,
+		char **err);
+
+/* Write cfg->cmdline (NUL-terminated) at KL_BOOT_CMDLINE_ADDR; max_len is
+ * the longest string the kernel accepts (without the NUL).  Returns its
+ * length + 1 or -1. */
+long kl_boot_put_cmdline(struct kl_boot_ctx *c, uint64_t max_len, char **err);
+
+/* Place cfg->initrd page aligned at the highest address with
+ * addr + size <= limit and addr >= floor, read it straight into guest RAM.
+ * No initrd: *addr = *size = 0.  -1 with err naming the file. */
+int kl_boot_put_initrd(struct kl_boot_ctx *c, uint64_t floor, uint64_t limit,
+		       uint64_t *addr, uint64_t *size, char **err);
+
+/* Flat segment for KVM: code (type 0xb) or data (0x3), 32- or 64-bit. */
+void kl_boot_flat_seg(struct kvm_segment *s, uint16_t sel, bool code, bool l);
+/* Busy TSS (type 11) base 0 limit 0x67, as the PVH ABI and VMX expect. */
+void kl_boot_tss_seg(struct kvm_segment *s, uint16_t sel);
+/* Encode a GDT descriptor from a flat segment. */
+uint64_t kl_boot_gdt_entry(const struct kvm_segment *s);
+
+#endif
