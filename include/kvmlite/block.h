@@ -74,12 +74,27 @@ void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *ou
 void kl_blockdev_set_attached(struct kl_blockdev *bd, const char *qdev);
 const char *kl_blockdev_attached(const struct kl_blockdev *bd);
 
+/* aio=threads: worker threads per drive opened afterwards (default 16). */
+void kl_blk_set_pool_size(unsigned nthreads);
+unsigned kl_blk_pool_size(void);
+/* Busy-poll for further completions for up to ns after handling some, while
+ * requests are in flight (0 = off, the default; like QEMU's poll-max-ns). */
+void kl_blk_set_poll_ns(uint64_t ns);
+/* O_DIRECT alignment in use (1 when the page cache is used). */
+uint32_t kl_blockdev_dio_align(const struct kl_blockdev *bd);
+/* Requests submitted and not yet completed. */
+unsigned kl_blockdev_in_flight(const struct kl_blockdev *bd);
+
 /* ret: bytes transferred (>=0) or -errno. */
 typedef void (*kl_blk_cb)(void *opaque, long ret);
 /* READ/WRITE use iov (buffers in guest RAM, any alignment); FLUSH ignores
  * offset/iov; DISCARD/WRITE_ZEROES use offset+len and no iov.  Writes on a
  * read-only device complete with -EROFS; ranges past the end with -EINVAL.
- * Returns 0 (cb will be called later) or -errno (cb will not be called). */
+ * Returns 0 (cb will be called later) or -errno (cb will not be called):
+ * -EINVAL only for a bad op, NULL cb or a bad iovec (iovcnt < 0 or > IOV_MAX);
+ * -EROFS/-EINVAL for the request itself come through cb.  READ/WRITE complete
+ * with the byte count, FLUSH/DISCARD/WRITE_ZEROES with 0.  Call with the BQL
+ * held; do not close a device from one of its completion callbacks. */
 int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		  const struct iovec *iov, int iovcnt, uint64_t len,
 		  kl_blk_cb cb, void *opaque);
