@@ -1,0 +1,38 @@
+/* QMP monitor (src/monitor/): QEMU-compatible JSON control protocol on unix
+ * or loopback TCP sockets, driven by the main loop.
+ *
+ * Command-line mapping (main.c):
+ *   -qmp unix:PATH,server=on,wait=off      kl_monitor_add_qmp(vm, spec, &err)
+ *   -qmp unix:PATH,server,nowait           (old spelling, same)
+ *   -qmp tcp:HOST:PORT,server=on,wait=off  HOST must be a loopback address
+ *   -chardev socket,id=ID,path=PATH,server=on,wait=off   kl_chardev_add(spec, &err)
+ *   -chardev socket,id=ID,host=H,port=P,server=on,wait=off
+ *   -mon chardev=ID,mode=control           kl_monitor_add_mon(vm, spec, &err)
+ * Call every kl_chardev_add() before any kl_monitor_add_mon() (QEMU creates
+ * chardevs first too).  Everything must be called on the main thread with the
+ * BQL held, after kl_loop_init() and after vm->vcpus/ncpus/name/uuid are set
+ * (the functions only read vm at command time, so kl_vm_create may come
+ * later, but before kl_loop_run()).  All return 0, or -1 with a one-line
+ * *err (g_free it).
+ *
+ * At exit (after kl_loop_run() returns) call kl_monitor_cleanup(): it flushes
+ * pending replies/events (e.g. the reply to "quit" and the SHUTDOWN event)
+ * with a short timeout, closes every client and unlinks unix socket paths.
+ */
+#ifndef KVMLITE_MONITOR_H
+#define KVMLITE_MONITOR_H
+
+struct kl_vm;
+
+int kl_monitor_add_qmp(struct kl_vm *vm, const char *spec, char **err);
+int kl_chardev_add(const char *spec, char **err);
+int kl_monitor_add_mon(struct kl_vm *vm, const char *spec, char **err);
+
+/* Let a device back-end list itself in query-chardev, e.g.
+ * kl_chardev_note("serial0", "stdio"), ("serial0", "file:/tmp/x"),
+ * ("serial0", "unix:/tmp/s,server").  -1 if the label is already taken. */
+int kl_chardev_note(const char *label, const char *filename);
+
+void kl_monitor_cleanup(void);
+
+#endif

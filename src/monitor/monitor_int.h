@@ -1,0 +1,111 @@
+/* Internal interfaces of src/monitor/ (shared by the unit tests). */
+#ifndef KVMLITE_MONITOR_INT_H
+#define KVMLITE_MONITOR_INT_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "kvmlite/vm.h"
+
+#define KL_QMP_MAX_MSG (1u << 20)   /* bytes per JSON value */
+#define KL_QMP_MAX_DEPTH 1024       /* nesting of arrays/objects (as QEMU) */
+#define KL_QMP_MAX_OUT (16u << 20)  /* unread output before a client is dropped */
+
+/* ---- json.c: top-level value splitter and QEMU-style serializer ---- */
+
+/* Called once per top-level value (error == NULL: msg/len is the text) or
+ * per rejected value (error != NULL: the QMP error description). */
+typedef void (*kl_split_fn)(void *opaque, const char *msg, size_t len, const char *error);
+
+struct kl_json_splitter {
+	GString *buf;
+	size_t max_len;
+	unsigned max_depth;
+	unsigned depth;
+	bool in_str, esc;
+	char quote;         /* '"' or '\'' (QEMU and json-glib accept both) */
+	bool bare;          /* inside a top-level scalar (number, keyword) */
+	bool skipping;      /* dropping an oversized / too deep value */
+	const char *skip_err;
+	kl_split_fn fn;
+	void *opaque;
+};
+
+void kl_json_splitter_init(struct kl_json_splitter *sp, size_t max_len, unsigned max_depth,
+			   kl_split_fn fn, void *opaque);
+void kl_json_splitter_feed(struct kl_json_splitter *sp, const char *data, size_t len);
+void kl_json_splitter_destroy(struct kl_json_splitter *sp);
+
+/* Parse one value with json-glib.  NULL with *err ("JSON parse error, ...")
+ * on failure. */
+JsonNode *kl_json_parse(const char *msg, size_t len, char **err);
+/* QEMU's output format: {"a": 1, "b": [true, null]}, non-ASCII as \uXXXX. */
+char *kl_json_to_string(JsonNode *n);
+
+/* ---- qmp.c: one QMP session (protocol state, no I/O) ---- */
+
+struct kl_qmp_session {
+	struct kl_vm *vm;
+	bool negotiated;
+	GString *out;                 /* replies / events, "\r\n"-terminated */
+	struct kl_json_splitter sp;
+};
+
+void kl_qmp_session_init(struct kl_qmp_session *s, struct kl_vm *vm);
+void kl_qmp_session_destroy(struct kl_qmp_session *s);
+void kl_qmp_session_greeting(struct kl_qmp_session *s);
+void kl_qmp_session_input(struct kl_qmp_session *s, const char *data, size_t len);
+/* Handle one complete message (text of one JSON value); appends the reply. */
+void kl_qmp_handle(struct kl_qmp_session *s, const char *msg, size_t len);
+
+/* ---- qmp_cmds.c: command table ---- */
+
+enum kl_qmp_err { KL_QMP_OK, KL_QMP_GENERIC, KL_QMP_NOT_FOUND, KL_QMP_DEVICE_NOT_FOUND };
+const char *kl_qmp_err_class(enum kl_qmp_err e);
+
+struct kl_qmp_arg {
+	const char *name;
+	JsonNodeType type;   /* JSON_NODE_VALUE for scalars; see vtype */
+	GType vtype;         /* G_TYPE_STRING / G_TYPE_INT64 / G_TYPE_BOOLEAN */
+	bool optional;
+};
+
+typedef enum kl_qmp_err (*kl_qmp_cmd_fn)(struct kl_qmp_session *s, JsonObject *args,
+					 JsonNode **ret, char **desc);
+struct kl_qmp_cmd {
+	const char *name;
+	kl_qmp_cmd_fn fn;
+	const struct kl_qmp_arg *args; /* {NULL}-terminated */
+};
+const struct kl_qmp_cmd *kl_qmp_cmd_find(const char *name);
+const struct kl_qmp_cmd *kl_qmp_cmd_list(void); /* {NULL}-terminated */
+
+JsonNode *kl_qmp_version_node(void);  /* {"qemu": {...}, "package": ...} */
+
+/* Event name + optional data (consumed) -> every negotiated client. */
+void kl_monitor_broadcast(const char *event, JsonNode *data);
+/* Build the event line (timestamp, event, data) without the "\r\n". */
+char *kl_qmp_event_line(const char *event, JsonNode *data);
+/* vm.h listener: maps kl_vm_event to QMP events. */
+void kl_monitor_vm_event(void *opaque, enum kl_vm_event ev, const struct kl_event_info *info);
+
+/* ---- chardev.c: sockets, clients, query-chardev registry ---- */
+
+struct kl_monitor;
+struct kl_monitor *kl_monitor_new(struct kl_vm *vm);
+/* Adopt a connected, non-blocking-capable fd as a client; sends the greeting. */
+void kl_monitor_add_client(struct kl_monitor *mon, int fd);
+unsigned kl_monitor_nclients(const struct kl_monitor *mon);
+
+struct kl_chardev_info {
+	char *label;
+	char *filename;
+	bool frontend_open;
+};
+/* Snapshot of the registry (free with kl_chardev_info_free). */
+GPtrArray *kl_chardev_list(void);
+void kl_chardev_info_free(gpointer p);
+
+#endif

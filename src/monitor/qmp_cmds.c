@@ -1,0 +1,500 @@
+/* QMP commands (reply shapes follow the QEMU 7.2 QAPI schema). */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvmlite/block.h"
+#include "kvmlite/vm.h"
+#include "monitor_int.h"
+
+static JsonNode *obj_node(JsonObject *o)
+{
+	JsonNode *n = json_node_init_object(json_node_alloc(), o);
+	json_object_unref(o);
+	return n;
+}
+
+static JsonNode *arr_node(JsonArray *a)
+{
+	JsonNode *n = json_node_init_array(json_node_alloc(), a);
+	json_array_unref(a);
+	return n;
+}
+
+static enum kl_qmp_err cmd_qmp_capabilities(struct kl_qmp_session *s, JsonObject *args,
+					    JsonNode **ret, char **desc)
+{
+	(void)ret;
+	JsonArray *en = json_object_has_member(args, "enable")
+		? json_object_get_array_member(args, "enable") : NULL;
+	for (guint i = 0; en && i < json_array_get_length(en); i++) {
+		JsonNode *v = json_array_get_element(en, i);
+		/* QEMU 7.2's visitor names list elements 'null'. */
+		if (!JSON_NODE_HOLDS_VALUE(v) || json_node_get_value_type(v) != G_TYPE_STRING) {
+			*desc = g_strdup("Invalid parameter type for 'null', expected: string");
+			return KL_QMP_GENERIC;
+		}
+		const char *cap = json_node_get_string(v);
+		if (strcmp(cap, "oob")) {
+			*desc = g_strdup_printf("Parameter 'null' does not accept value '%s'", cap);
+			return KL_QMP_GENERIC;
+		}
+		/* Not offered in our greeting (no out-of-band execution). */
+		*desc = g_strdup_printf("Capability '%s' not available", cap);
+		return KL_QMP_GENERIC;
+	}
+	s->negotiated = true;
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_version(struct kl_qmp_session *s, JsonObject *args,
+					 JsonNode **ret, char **desc)
+{
+	(void)s, (void)args, (void)desc;
+	*ret = kl_qmp_version_node();
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_commands(struct kl_qmp_session *s, JsonObject *args,
+					  JsonNode **ret, char **desc)
+{
+	(void)s, (void)args, (void)desc;
+	JsonArray *a = json_array_new();
+	for (const struct kl_qmp_cmd *c = kl_qmp_cmd_list(); c->name; c++) {
+		JsonObject *o = json_object_new();
+		json_object_set_string_member(o, "name", c->name);
+		json_array_add_object_element(a, o);
+	}
+	*ret = arr_node(a);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_status(struct kl_qmp_session *s, JsonObject *args,
+					JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	JsonObject *o = json_object_new();
+	json_object_set_string_member(o, "status", kl_runstate_name(s->vm->state));
+	json_object_set_boolean_member(o, "singlestep", false);
+	json_object_set_boolean_member(o, "running", s->vm->state == KL_RS_RUNNING);
+	*ret = obj_node(o);
+	return KL_QMP_OK;
+}
+
+static bool needs_reset(const struct kl_vm *vm)
+{
+	return vm->state == KL_RS_SHUTDOWN || vm->state == KL_RS_INTERNAL_ERROR;
+}
+
+static enum kl_qmp_err cmd_stop(struct kl_qmp_session *s, JsonObject *args, JsonNode **ret,
+				char **desc)
+{
+	(void)args, (void)ret, (void)desc;
+	/* As QEMU: stopping a VM that is not running is a successful no-op. */
+	if (s->vm->state == KL_RS_RUNNING)
+		kl_vm_pause(s->vm);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_cont(struct kl_qmp_session *s, JsonObject *args, JsonNode **ret,
+				char **desc)
+{
+	(void)args, (void)ret;
+	if (needs_reset(s->vm)) {
+		*desc = g_strdup("Resetting the Virtual Machine is required");
+		return KL_QMP_GENERIC;
+	}
+	if (s->vm->state == KL_RS_PRELAUNCH || s->vm->state == KL_RS_PAUSED)
+		kl_vm_resume(s->vm);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_system_reset(struct kl_qmp_session *s, JsonObject *args,
+					JsonNode **ret, char **desc)
+{
+	(void)args, (void)ret, (void)desc;
+	kl_vm_request_reset(s->vm, false, "host-qmp-system-reset");
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_system_powerdown(struct kl_qmp_session *s, JsonObject *args,
+					    JsonNode **ret, char **desc)
+{
+	(void)args, (void)ret, (void)desc;
+	kl_vm_request_powerdown(s->vm);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_quit(struct kl_qmp_session *s, JsonObject *args, JsonNode **ret,
+				char **desc)
+{
+	(void)args, (void)ret, (void)desc;
+	kl_vm_request_shutdown(s->vm, 0, false, "host-qmp-quit");
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_name(struct kl_qmp_session *s, JsonObject *args,
+				      JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	JsonObject *o = json_object_new();
+	if (s->vm->name)
+		json_object_set_string_member(o, "name", s->vm->name);
+	*ret = obj_node(o);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_uuid(struct kl_qmp_session *s, JsonObject *args,
+				      JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	static const uint8_t zero[16];
+	const uint8_t *u = s->vm->has_uuid ? s->vm->uuid : zero;
+	char *str = g_strdup_printf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+				    "%02x%02x%02x%02x%02x%02x",
+				    u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9],
+				    u[10], u[11], u[12], u[13], u[14], u[15]);
+	JsonObject *o = json_object_new();
+	json_object_set_string_member(o, "UUID", str);
+	g_free(str);
+	*ret = obj_node(o);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_kvm(struct kl_qmp_session *s, JsonObject *args,
+				     JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	const char *dev = getenv("KVMLITE_KVM_DEV");
+	JsonObject *o = json_object_new();
+	json_object_set_boolean_member(o, "enabled", s->vm->vm_fd >= 0);
+	json_object_set_boolean_member(o, "present",
+				       s->vm->vm_fd >= 0 || access(dev ? dev : "/dev/kvm", R_OK | W_OK) == 0);
+	*ret = obj_node(o);
+	return KL_QMP_OK;
+}
+
+static void cpu_props(const struct kl_vm *vm, int idx, int64_t *sock, int64_t *core, int64_t *thr)
+{
+	unsigned t = vm->threads ? vm->threads : 1;
+	unsigned c = vm->cores ? vm->cores : 1;
+	*thr = idx % t;
+	*core = (idx / t) % c;
+	*sock = idx / (t * c);
+}
+
+static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject *args,
+					   JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	JsonArray *a = json_array_new();
+	for (unsigned i = 0; s->vm->vcpus && i < s->vm->ncpus; i++) {
+		const struct kl_vcpu *c = s->vm->vcpus[i];
+		if (!c)
+			continue;
+		int idx = kl_vcpu_index(c);
+		int64_t so, co, th;
+		cpu_props(s->vm, idx, &so, &co, &th);
+		JsonObject *p = json_object_new();
+		json_object_set_int_member(p, "core-id", co);
+		json_object_set_int_member(p, "thread-id", th);
+		json_object_set_int_member(p, "socket-id", so);
+		JsonObject *o = json_object_new();
+		json_object_set_int_member(o, "cpu-index", idx);
+		char *qom = g_strdup_printf("/machine/unattached/device[%d]", idx);
+		json_object_set_string_member(o, "qom-path", qom);
+		g_free(qom);
+		json_object_set_int_member(o, "thread-id", kl_vcpu_thread_id(c));
+		json_object_set_object_member(o, "props", p);
+		json_object_set_string_member(o, "target", "x86_64");
+		json_array_add_object_element(a, o);
+	}
+	*ret = arr_node(a);
+	return KL_QMP_OK;
+}
+
+struct blk_iter {
+	JsonArray *a;
+	unsigned n;
+};
+
+static void cache_flags(enum kl_blk_cache c, bool *wb, bool *direct, bool *noflush)
+{
+	*wb = c == KL_CACHE_NONE || c == KL_CACHE_WRITEBACK || c == KL_CACHE_UNSAFE;
+	*direct = c == KL_CACHE_NONE || c == KL_CACHE_DIRECTSYNC;
+	*noflush = c == KL_CACHE_UNSAFE;
+}
+
+static void block_info(struct kl_blockdev *bd, void *opaque)
+{
+	struct blk_iter *it = opaque;
+	const char *file = kl_blockdev_filename(bd);
+	char *node = g_strdup_printf("#block%03u", it->n++);
+
+	JsonObject *img = json_object_new();
+	json_object_set_string_member(img, "filename", file);
+	json_object_set_string_member(img, "format", "raw");
+	json_object_set_int_member(img, "virtual-size", (gint64)kl_blockdev_size(bd));
+	struct stat st;
+	if (stat(file, &st) == 0)
+		json_object_set_int_member(img, "actual-size", (gint64)st.st_blocks * 512);
+	json_object_set_boolean_member(img, "dirty-flag", false);
+
+	bool wb, direct, noflush;
+	cache_flags(kl_blockdev_cache(bd), &wb, &direct, &noflush);
+	JsonObject *cache = json_object_new();
+	json_object_set_boolean_member(cache, "writeback", wb);
+	json_object_set_boolean_member(cache, "direct", direct);
+	json_object_set_boolean_member(cache, "no-flush", noflush);
+
+	JsonObject *ins = json_object_new();
+	json_object_set_string_member(ins, "file", file);
+	json_object_set_string_member(ins, "node-name", node);
+	json_object_set_boolean_member(ins, "ro", kl_blockdev_readonly(bd));
+	json_object_set_string_member(ins, "drv", "raw");
+	json_object_set_int_member(ins, "backing_file_depth", 0);
+	json_object_set_boolean_member(ins, "encrypted", false);
+	json_object_set_string_member(ins, "detect_zeroes", "off");
+	static const char *const zeros[] = { "bps", "bps_rd", "bps_wr", "iops", "iops_rd",
+					     "iops_wr" };
+	for (unsigned i = 0; i < G_N_ELEMENTS(zeros); i++)
+		json_object_set_int_member(ins, zeros[i], 0);
+	json_object_set_object_member(ins, "image", img);
+	json_object_set_object_member(ins, "cache", cache);
+	json_object_set_int_member(ins, "write_threshold", 0);
+
+	JsonObject *o = json_object_new();
+	json_object_set_string_member(o, "device", kl_blockdev_id(bd));
+	const char *qdev = kl_blockdev_attached(bd);
+	if (qdev)
+		json_object_set_string_member(o, "qdev", qdev);
+	json_object_set_string_member(o, "type", "unknown");
+	json_object_set_boolean_member(o, "removable", false);
+	json_object_set_boolean_member(o, "locked", false);
+	json_object_set_object_member(o, "inserted", ins);
+	if (qdev)
+		json_object_set_string_member(o, "io-status", "ok");
+	json_array_add_object_element(it->a, o);
+	g_free(node);
+}
+
+static enum kl_qmp_err cmd_query_block(struct kl_qmp_session *s, JsonObject *args,
+				       JsonNode **ret, char **desc)
+{
+	(void)s, (void)args, (void)desc;
+	struct blk_iter it = { json_array_new(), 0 };
+	kl_blockdev_foreach(block_info, &it);
+	*ret = arr_node(it.a);
+	return KL_QMP_OK;
+}
+
+static JsonObject *stats_obj(const struct kl_blk_stats *st)
+{
+	JsonObject *s = json_object_new();
+#define I(k, v) json_object_set_int_member(s, k, (gint64)(v))
+	I("rd_bytes", st->rd_bytes);
+	I("wr_bytes", st->wr_bytes);
+	I("unmap_bytes", 0);
+	I("rd_operations", st->rd_ops);
+	I("wr_operations", st->wr_ops);
+	I("flush_operations", st->flush_ops);
+	I("unmap_operations", st->discard_ops);
+	I("rd_total_time_ns", st->rd_total_ns);
+	I("wr_total_time_ns", st->wr_total_ns);
+	I("flush_total_time_ns", st->flush_total_ns);
+	I("unmap_total_time_ns", 0);
+	I("wr_highest_offset", 0);
+	I("rd_merged", 0);
+	I("wr_merged", 0);
+	I("unmap_merged", 0);
+	I("failed_rd_operations", st->failed_rd_ops);
+	I("failed_wr_operations", st->failed_wr_ops);
+	I("failed_flush_operations", st->failed_flush_ops);
+	I("failed_unmap_operations", 0);
+	I("invalid_rd_operations", 0);
+	I("invalid_wr_operations", 0);
+	I("invalid_flush_operations", 0);
+	I("invalid_unmap_operations", 0);
+#undef I
+	json_object_set_boolean_member(s, "account_invalid", true);
+	json_object_set_boolean_member(s, "account_failed", true);
+	json_object_set_array_member(s, "timed_stats", json_array_new());
+	return s;
+}
+
+/* As QEMU: the format node (raw) with its protocol node (file) as parent;
+ * kvmlite has one layer, so both carry the same counters. */
+static void block_stats(struct kl_blockdev *bd, void *opaque)
+{
+	struct blk_iter *it = opaque;
+	struct kl_blk_stats st;
+	memset(&st, 0, sizeof(st));
+	kl_blockdev_get_stats(bd, &st);
+
+	JsonObject *drv = json_object_new();
+	json_object_set_string_member(drv, "driver", "file");
+	json_object_set_int_member(drv, "discard-nb-ok", (gint64)st.discard_ops);
+	json_object_set_int_member(drv, "discard-nb-failed", 0);
+	json_object_set_int_member(drv, "discard-bytes-ok", 0);
+	JsonObject *parent = json_object_new();
+	char *pnode = g_strdup_printf("#file%03u", it->n);
+	json_object_set_string_member(parent, "node-name", pnode);
+	g_free(pnode);
+	json_object_set_object_member(parent, "stats", stats_obj(&st));
+	json_object_set_object_member(parent, "driver-specific", drv);
+
+	JsonObject *o = json_object_new();
+	json_object_set_string_member(o, "device", kl_blockdev_id(bd));
+	char *node = g_strdup_printf("#block%03u", it->n++);
+	json_object_set_string_member(o, "node-name", node);
+	g_free(node);
+	if (kl_blockdev_attached(bd))
+		json_object_set_string_member(o, "qdev", kl_blockdev_attached(bd));
+	json_object_set_object_member(o, "stats", stats_obj(&st));
+	json_object_set_object_member(o, "parent", parent);
+	json_array_add_object_element(it->a, o);
+}
+
+static enum kl_qmp_err cmd_query_blockstats(struct kl_qmp_session *s, JsonObject *args,
+					    JsonNode **ret, char **desc)
+{
+	(void)s, (void)args, (void)desc;
+	struct blk_iter it = { json_array_new(), 0 };
+	kl_blockdev_foreach(block_stats, &it);
+	*ret = arr_node(it.a);
+	return KL_QMP_OK;
+}
+
+static enum kl_qmp_err cmd_query_chardev(struct kl_qmp_session *s, JsonObject *args,
+					 JsonNode **ret, char **desc)
+{
+	(void)s, (void)args, (void)desc;
+	GPtrArray *l = kl_chardev_list();
+	JsonArray *a = json_array_new();
+	for (guint i = 0; i < l->len; i++) {
+		const struct kl_chardev_info *ci = g_ptr_array_index(l, i);
+		JsonObject *o = json_object_new();
+		json_object_set_string_member(o, "label", ci->label);
+		json_object_set_string_member(o, "filename", ci->filename);
+		json_object_set_boolean_member(o, "frontend-open", ci->frontend_open);
+		json_array_add_object_element(a, o);
+	}
+	g_ptr_array_unref(l);
+	*ret = arr_node(a);
+	return KL_QMP_OK;
+}
+
+/* HMP text, formatted like QEMU 7.2's hmp_info_status / hmp_info_cpus. */
+static char *hmp_run(struct kl_qmp_session *s, const char *line, int64_t cur_cpu)
+{
+	gchar **w = g_strsplit_set(line, " \t", -1);
+	GPtrArray *words = g_ptr_array_new();
+	for (gchar **p = w; *p; p++)
+		if (**p)
+			g_ptr_array_add(words, *p);
+	GString *o = g_string_new(NULL);
+	const char *c0 = words->len > 0 ? g_ptr_array_index(words, 0) : "";
+	const char *c1 = words->len > 1 ? g_ptr_array_index(words, 1) : NULL;
+	struct kl_vm *vm = s->vm;
+
+	if (!strcmp(c0, "info") && c1 && words->len == 2 && !strcmp(c1, "status")) {
+		bool running = vm->state == KL_RS_RUNNING;
+		g_string_append_printf(o, "VM status: %s", running ? "running" : "paused");
+		if (!running && vm->state != KL_RS_PAUSED)
+			g_string_append_printf(o, " (%s)", kl_runstate_name(vm->state));
+		g_string_append(o, "\r\n");
+	} else if (!strcmp(c0, "info") && c1 && words->len == 2 && !strcmp(c1, "cpus")) {
+		for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
+			if (!vm->vcpus[i])
+				continue;
+			int idx = kl_vcpu_index(vm->vcpus[i]);
+			g_string_append_printf(o, "%c CPU #%d: thread_id=%d\r\n",
+					       idx == cur_cpu ? '*' : ' ', idx,
+					       kl_vcpu_thread_id(vm->vcpus[i]));
+		}
+	} else if (words->len == 1 && !strcmp(c0, "stop")) {
+		cmd_stop(s, NULL, NULL, NULL);
+	} else if (words->len == 1 && (!strcmp(c0, "cont") || !strcmp(c0, "c"))) {
+		char *d = NULL;
+		if (cmd_cont(s, NULL, NULL, &d) != KL_QMP_OK)
+			g_string_append_printf(o, "Error: %s\r\n", d);
+		g_free(d);
+	} else if (words->len == 1 && !strcmp(c0, "system_reset")) {
+		cmd_system_reset(s, NULL, NULL, NULL);
+	} else if (words->len == 1 && !strcmp(c0, "system_powerdown")) {
+		cmd_system_powerdown(s, NULL, NULL, NULL);
+	} else if (words->len > 0) {
+		char *t = g_strstrip(g_strdup(line));
+		g_string_append_printf(o, "unknown command: '%s'\r\n", t);
+		g_free(t);
+	}
+	g_ptr_array_free(words, TRUE);
+	g_strfreev(w);
+	return g_string_free(o, FALSE);
+}
+
+static enum kl_qmp_err cmd_hmp(struct kl_qmp_session *s, JsonObject *args, JsonNode **ret,
+			       char **desc)
+{
+	(void)desc;
+	const char *line = json_object_get_string_member(args, "command-line");
+	int64_t cpu = 0;
+	if (json_object_has_member(args, "cpu-index"))
+		cpu = json_object_get_int_member(args, "cpu-index");
+	else if (s->vm->vcpus && s->vm->ncpus && s->vm->vcpus[0])
+		cpu = kl_vcpu_index(s->vm->vcpus[0]);
+	char *out = hmp_run(s, line, cpu);
+	*ret = json_node_init_string(json_node_alloc(), out);
+	g_free(out);
+	return KL_QMP_OK;
+}
+
+static const struct kl_qmp_arg no_args[] = { { NULL } };
+static const struct kl_qmp_arg caps_args[] = {
+	{ "enable", JSON_NODE_ARRAY, G_TYPE_INVALID, true },
+	{ NULL },
+};
+static const struct kl_qmp_arg blockstats_args[] = {
+	{ "query-nodes", JSON_NODE_VALUE, G_TYPE_BOOLEAN, true },
+	{ NULL },
+};
+static const struct kl_qmp_arg hmp_args[] = {
+	{ "command-line", JSON_NODE_VALUE, G_TYPE_STRING, false },
+	{ "cpu-index", JSON_NODE_VALUE, G_TYPE_INT64, true },
+	{ NULL },
+};
+
+static const struct kl_qmp_cmd cmds[] = {
+	{ "qmp_capabilities", cmd_qmp_capabilities, caps_args },
+	{ "query-version", cmd_query_version, no_args },
+	{ "query-commands", cmd_query_commands, no_args },
+	{ "query-status", cmd_query_status, no_args },
+	{ "stop", cmd_stop, no_args },
+	{ "cont", cmd_cont, no_args },
+	{ "system_reset", cmd_system_reset, no_args },
+	{ "system_powerdown", cmd_system_powerdown, no_args },
+	{ "quit", cmd_quit, no_args },
+	{ "query-name", cmd_query_name, no_args },
+	{ "query-uuid", cmd_query_uuid, no_args },
+	{ "query-kvm", cmd_query_kvm, no_args },
+	{ "query-cpus-fast", cmd_query_cpus_fast, no_args },
+	{ "query-block", cmd_query_block, no_args },
+	{ "query-blockstats", cmd_query_blockstats, blockstats_args },
+	{ "query-chardev", cmd_query_chardev, no_args },
+	{ "human-monitor-command", cmd_hmp, hmp_args },
+	{ NULL },
+};
+
+const struct kl_qmp_cmd *kl_qmp_cmd_list(void)
+{
+	return cmds;
+}
+
+const struct kl_qmp_cmd *kl_qmp_cmd_find(const char *name)
+{
+	for (const struct kl_qmp_cmd *c = cmds; c->name; c++)
+		if (!strcmp(c->name, name))
+			return c;
+	return NULL;
+}

@@ -1,0 +1,161 @@
+/* Test doubles for the vm.h / block.h functions the monitor calls, so the
+ * monitor can be unit-tested with a struct kl_vm built by hand. */
+#include <string.h>
+
+#include "fake_vm.h"
+
+struct fake_calls fake;
+
+struct kl_vcpu {
+	int index;
+	int tid;
+};
+
+const char *kl_runstate_name(enum kl_runstate s)
+{
+	static const char *const n[] = { "prelaunch", "running", "paused", "shutdown",
+					 "internal-error" };
+	return (unsigned)s < G_N_ELEMENTS(n) ? n[s] : "unknown";
+}
+
+static void emit(struct kl_vm *vm, enum kl_vm_event ev, bool guest, const char *reason)
+{
+	(void)vm;
+	struct kl_event_info info = { guest, reason };
+	if (fake.listener)
+		fake.listener(fake.listener_opaque, ev, &info);
+}
+
+void kl_vm_pause(struct kl_vm *vm)
+{
+	fake.pause++;
+	vm->state = KL_RS_PAUSED;
+	emit(vm, KL_EV_STOP, false, NULL);
+}
+
+void kl_vm_resume(struct kl_vm *vm)
+{
+	fake.resume++;
+	vm->state = KL_RS_RUNNING;
+	emit(vm, KL_EV_RESUME, false, NULL);
+}
+
+void kl_vm_request_reset(struct kl_vm *vm, bool guest, const char *reason)
+{
+	fake.reset++;
+	fake.reset_guest = guest;
+	g_strlcpy(fake.reset_reason, reason, sizeof(fake.reset_reason));
+	emit(vm, KL_EV_RESET, guest, reason);
+}
+
+void kl_vm_request_shutdown(struct kl_vm *vm, int exit_code, bool guest, const char *reason)
+{
+	fake.shutdown++;
+	fake.shutdown_code = exit_code;
+	fake.shutdown_guest = guest;
+	g_strlcpy(fake.shutdown_reason, reason, sizeof(fake.shutdown_reason));
+	vm->state = KL_RS_SHUTDOWN;
+	emit(vm, KL_EV_SHUTDOWN, guest, reason);
+}
+
+void kl_vm_request_powerdown(struct kl_vm *vm)
+{
+	fake.powerdown++;
+	emit(vm, KL_EV_POWERDOWN, false, NULL);
+	if (vm->powerdown_fn)
+		vm->powerdown_fn(vm->powerdown_opaque);
+}
+
+void kl_vm_add_event_listener(struct kl_vm *vm, kl_event_fn fn, void *opaque)
+{
+	(void)vm;
+	fake.listener = fn;
+	fake.listener_opaque = opaque;
+	fake.listeners++;
+}
+
+void kl_vm_add_reset_handler(struct kl_vm *vm, kl_reset_fn fn, void *opaque)
+{
+	(void)vm;
+	fake.reset_fn = fn;
+	fake.reset_opaque = opaque;
+}
+
+int kl_vm_set_irq(struct kl_vm *vm, unsigned gsi, int level)
+{
+	(void)vm;
+	fake.irq_calls++;
+	fake.irq_gsi = gsi;
+	fake.irq_level = level;
+	return 0;
+}
+
+int kl_vcpu_index(const struct kl_vcpu *c)
+{
+	return c->index;
+}
+
+int kl_vcpu_thread_id(const struct kl_vcpu *c)
+{
+	return c->tid;
+}
+
+void fake_vm_init(struct kl_vm *vm, unsigned ncpus)
+{
+	memset(vm, 0, sizeof(*vm));
+	memset(&fake, 0, sizeof(fake));
+	vm->kvm_fd = vm->vm_fd = -1;
+	vm->ncpus = ncpus;
+	vm->sockets = 1;
+	vm->cores = ncpus;
+	vm->threads = 1;
+	vm->vcpus = g_new0(struct kl_vcpu *, ncpus);
+	for (unsigned i = 0; i < ncpus; i++) {
+		vm->vcpus[i] = g_new0(struct kl_vcpu, 1);
+		vm->vcpus[i]->index = (int)i;
+		vm->vcpus[i]->tid = 1000 + (int)i;
+	}
+	vm->state = KL_RS_PRELAUNCH;
+	kl_bus_init(&vm->pio, "pio");
+}
+
+void fake_vm_free(struct kl_vm *vm)
+{
+	for (unsigned i = 0; i < vm->ncpus; i++)
+		g_free(vm->vcpus[i]);
+	g_free(vm->vcpus);
+	kl_bus_destroy(&vm->pio);
+}
+
+/* ---- block layer ---- */
+struct kl_blockdev {
+	const char *id, *file;
+	uint64_t size;
+	bool ro;
+	enum kl_blk_cache cache;
+	const char *qdev;
+	struct kl_blk_stats st;
+};
+
+static struct kl_blockdev fake_bds[] = {
+	{ "drive0", "/nonexistent/disk0.img", 8 << 20, false, KL_CACHE_NONE, "/machine/peripheral-anon/device[0]",
+	  { .rd_ops = 3, .wr_ops = 2, .rd_bytes = 1536, .wr_bytes = 1024, .flush_ops = 1 } },
+	{ "drive1", "/nonexistent/disk1.img", 4096, true, KL_CACHE_UNSAFE, NULL, { 0 } },
+};
+unsigned fake_nblockdevs;
+
+void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque)
+{
+	for (unsigned i = 0; i < fake_nblockdevs && i < G_N_ELEMENTS(fake_bds); i++)
+		fn(&fake_bds[i], opaque);
+}
+const char *kl_blockdev_id(const struct kl_blockdev *bd) { return bd->id; }
+const char *kl_blockdev_filename(const struct kl_blockdev *bd) { return bd->file; }
+uint64_t kl_blockdev_size(const struct kl_blockdev *bd) { return bd->size; }
+bool kl_blockdev_readonly(const struct kl_blockdev *bd) { return bd->ro; }
+enum kl_blk_cache kl_blockdev_cache(const struct kl_blockdev *bd) { return bd->cache; }
+const char *kl_blockdev_attached(const struct kl_blockdev *bd) { return bd->qdev; }
+void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out)
+{
+	*out = bd->st;
+}
