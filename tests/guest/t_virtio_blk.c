@@ -1,0 +1,372 @@
+/* Probe tests for virtio-blk-pci (modern virtio 1.x transport):
+ *   blk         negotiate, MSI-X completion interrupt, write a pattern to 8
+ *               sectors (split data descriptors), FLUSH, read back, compare,
+ *               GET_ID, out-of-range read -> IOERR.  `ro=1`: expect a
+ *               read-only drive (RO feature, write -> IOERR).
+ *   blk-ro      same as blk with ro=1.
+ *   blk-queues  num-queues=2: requests on both queues in flight at once.
+ *   blk-bad     malformed chains (descriptor loop, buffer outside RAM,
+ *               over-long indirect table, avail index jump): each must set
+ *               DEVICE_NEEDS_RESET; after a reset a normal request works.
+ *   blk-crash   numbered block writes, "ACK n" after each acknowledged write
+ *               (after FLUSH when flush=1); driven by tests/crash/crash.py.
+ */
+#include "probe.h"
+#include "virtio_drv.h"
+
+/* PROBE_TEST with a test name that is not a C identifier ("blk-ro") */
+#define PROBE_TEST_NAMED(id, tname, func)                                      \
+	static const struct probe_test probe_test_##id                         \
+		__attribute__((used, section("probe_tests"), aligned(16))) = { \
+			tname, func }
+
+#define VIRTIO_ID_BLOCK 2
+#define F_SIZE_MAX 1
+#define F_SEG_MAX 2
+#define F_RO 5
+#define F_BLK_SIZE 6
+#define F_FLUSH 9
+#define F_MQ 12
+
+#define T_IN 0
+#define T_OUT 1
+#define T_FLUSH 4
+#define T_GET_ID 8
+
+#define S_OK 0
+#define S_IOERR 1
+#define QSIZE 64
+#define TIMEOUT_US 30000000 /* flushes can be slow on a loaded host */
+#define VEC_CFG 0x50
+#define VEC_Q0 0x51
+
+struct blk_req {
+	uint32_t type;
+	uint32_t ioprio;
+	uint64_t sector;
+	uint8_t status;
+} __attribute__((packed));
+
+struct blk {
+	struct vdev d;
+	struct vq q[2];
+	unsigned nq;
+	uint64_t features;
+	uint64_t capacity;
+	struct blk_req *reqs;  /* one per queue slot */
+};
+
+static volatile uint64_t cfg_irqs, q_irqs;
+static void cfg_handler(struct trap_frame *f) { (void)f; cfg_irqs++; lapic_eoi(); }
+static void q_handler(struct trap_frame *f) { (void)f; q_irqs++; lapic_eoi(); }
+
+static int blk_open(struct blk *b, unsigned nq, uint64_t extra)
+{
+	if (vdev_find(VIRTIO_ID_BLOCK, 0, &b->d) < 0)
+		return -1;
+	uint64_t want = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO | 1ULL << F_BLK_SIZE |
+			1ULL << F_FLUSH | (nq > 1 ? 1ULL << F_MQ : 0) | extra;
+	if (vdev_negotiate(&b->d, want, &b->features) < 0)
+		return -1;
+	b->nq = nq;
+	for (unsigned i = 0; i < nq; i++)
+		if (vq_setup(&b->d, &b->q[i], i, QSIZE) < 0)
+			return -1;
+	if (!b->reqs)
+		b->reqs = probe_alloc(sizeof(struct blk_req) * QSIZE * 2, 16);
+	if (!b->reqs)
+		return probe_fail("out of memory");
+	b->capacity = vdev_cfg64(&b->d, 0);
+	vdev_driver_ok(&b->d);
+	if (!(vdev_status(&b->d) & VIRTIO_S_DRIVER_OK))
+		return probe_fail("DRIVER_OK not set (status 0x%x)", vdev_status(&b->d));
+	return 0;
+}
+
+/* Queue one request (header, data split in up to two descriptors, status);
+ * returns the request slot (for status) or -1. */
+static struct blk_req *blk_submit(struct blk *b, unsigned qi, uint32_t type, uint64_t sector,
+				  void *buf, uint32_t len)
+{
+	struct vq *q = &b->q[qi];
+	struct blk_req *r = &b->reqs[qi * QSIZE + q->next_desc % QSIZE];
+	r->type = type;
+	r->ioprio = 0;
+	r->sector = sector;
+	r->status = 0xff;
+	bool dw = type == T_IN || type == T_GET_ID;
+	struct vbuf v[4];
+	unsigned n = 0;
+	v[n++] = (struct vbuf){ (uint64_t)(uintptr_t)r, 16, false };
+	if (len) {
+		uint32_t first = len > 512 ? len / 2 : len;
+		v[n++] = (struct vbuf){ (uint64_t)(uintptr_t)buf, first, dw };
+		if (len > first)
+			v[n++] = (struct vbuf){ (uint64_t)(uintptr_t)buf + first, len - first, dw };
+	}
+	v[n++] = (struct vbuf){ (uint64_t)(uintptr_t)&r->status, 1, true };
+	if (vq_add(q, v, n) < 0)
+		return NULL;
+	return r;
+}
+
+/* Synchronous request: returns the status byte, or -1 on timeout. */
+static int blk_do(struct blk *b, unsigned qi, uint32_t type, uint64_t sector, void *buf, uint32_t len)
+{
+	struct blk_req *r = blk_submit(b, qi, type, sector, buf, len);
+	if (!r)
+		return probe_fail("vq_add failed");
+	vq_kick(&b->q[qi]);
+	uint32_t ulen;
+	if (vq_wait(&b->q[qi], &ulen, TIMEOUT_US) < 0)
+		return probe_fail("request type %u sector %lu: no completion (status reg 0x%x)", type,
+				  sector, vdev_status(&b->d));
+	return r->status;
+}
+
+static void fill(uint8_t *p, unsigned len, unsigned seed)
+{
+	for (unsigned i = 0; i < len; i++)
+		p[i] = (uint8_t)(i * 31 + seed * 7 + (i >> 8));
+}
+
+static int test_blk_common(bool ro)
+{
+	struct blk b = { 0 };
+	if (blk_open(&b, 1, 0) < 0)
+		return -1;
+	printf("blk: capacity %lu sectors, features 0x%lx, status 0x%x\n", b.capacity, b.features,
+	       vdev_status(&b.d));
+	if (b.capacity < 64)
+		return probe_fail("capacity %lu sectors is too small for the test", b.capacity);
+	bool dev_ro = b.d.features & (1ULL << F_RO);
+	if (dev_ro != ro)
+		return probe_fail("RO feature %d, expected %d", dev_ro, ro);
+	if ((b.d.features & (1ULL << F_BLK_SIZE)) && vdev_cfg32(&b.d, 20) != 512)
+		return probe_fail("blk_size %u", vdev_cfg32(&b.d, 20));
+
+	/* MSI-X: config -> vector 0, queue 0 -> vector 1 */
+	irq_set_handler(VEC_CFG, cfg_handler);
+	irq_set_handler(VEC_Q0, q_handler);
+	lapic_enable();
+	if (vdev_msix_enable(&b.d) < 0 || vdev_msix_vector(&b.d, 0, VEC_CFG) < 0 ||
+	    vdev_msix_vector(&b.d, 1, VEC_Q0) < 0)
+		return -1;
+	if (vdev_set_config_vector(&b.d, 0) != 0 || vdev_set_queue_vector(&b.d, 0, 1) != 1)
+		return probe_fail("MSI-X vectors not accepted");
+
+	uint8_t *wbuf = probe_alloc(4096, 4096), *rbuf = probe_alloc(4096, 4096);
+	fill(wbuf, 4096, 5);
+	int st = blk_do(&b, 0, T_OUT, 16, wbuf, 4096);
+	if (st < 0)
+		return -1;
+	if (ro) {
+		if (st != S_IOERR)
+			return probe_fail("write to a read-only drive: status %d, want IOERR", st);
+	} else if (st != S_OK) {
+		return probe_fail("write: status %d", st);
+	}
+	/* completion interrupt through MSI-X (bounded wait with interrupts on) */
+	irq_enable();
+	for (unsigned i = 0; i < 1000000 && !q_irqs; i++)
+		cpu_relax();
+	irq_disable();
+	if (!q_irqs)
+		return probe_fail("no MSI-X interrupt for the queue (vector 0x%x)", VEC_Q0);
+	if ((st = blk_do(&b, 0, T_FLUSH, 0, NULL, 0)) != S_OK)
+		return probe_fail("flush: status %d", st);
+	memset(rbuf, 0xee, 4096);
+	if ((st = blk_do(&b, 0, T_IN, 16, rbuf, 4096)) != S_OK)
+		return probe_fail("read: status %d", st);
+	if (!ro && memcmp(rbuf, wbuf, 4096))
+		return probe_fail("read-back differs from the written pattern");
+	/* GET_ID (20 bytes, device-writable) */
+	memset(rbuf, 0xee, 32);
+	if ((st = blk_do(&b, 0, T_GET_ID, 0, rbuf, 20)) != S_OK)
+		return probe_fail("GET_ID: status %d", st);
+	/* reads past the end fail */
+	if ((st = blk_do(&b, 0, T_IN, b.capacity - 1, rbuf, 1024)) != S_IOERR)
+		return probe_fail("read past the end: status %d, want IOERR", st);
+	if (cfg_irqs)
+		return probe_fail("unexpected config interrupt");
+	printf("blk: %s 8 sectors ok, %lu queue interrupts\n", ro ? "read-only" : "wrote+read", q_irqs);
+	return 0;
+}
+
+static int test_blk(void)
+{
+	char v[8];
+	const char *ro = probe_cmdline_get("ro", v, sizeof(v));
+	return test_blk_common(ro && ro[0] == '1');
+}
+PROBE_TEST(blk, test_blk);
+
+static int test_blk_ro(void) { return test_blk_common(true); }
+PROBE_TEST_NAMED(blk_ro, "blk-ro", test_blk_ro);
+
+static int test_blk_queues(void)
+{
+	struct blk b = { 0 };
+	if (blk_open(&b, 2, 0) < 0)
+		return -1;
+	if (!(b.features & (1ULL << F_MQ)) || vdev_num_queues(&b.d) != 2 || vdev_cfg16(&b.d, 34) != 2)
+		return probe_fail("MQ: features 0x%lx num_queues %u cfg %u", b.features,
+				  vdev_num_queues(&b.d), vdev_cfg16(&b.d, 34));
+	uint8_t *w0 = probe_alloc(2048, 512), *w1 = probe_alloc(2048, 512);
+	uint8_t *r0 = probe_alloc(2048, 512), *r1 = probe_alloc(2048, 512);
+	fill(w0, 2048, 1);
+	fill(w1, 2048, 2);
+	/* both writes in flight before either is kicked */
+	struct blk_req *a = blk_submit(&b, 0, T_OUT, 100, w0, 2048);
+	struct blk_req *c = blk_submit(&b, 1, T_OUT, 200, w1, 2048);
+	if (!a || !c)
+		return probe_fail("vq_add failed");
+	vq_kick(&b.q[0]);
+	vq_kick(&b.q[1]);
+	if (vq_wait(&b.q[0], NULL, TIMEOUT_US) < 0 || vq_wait(&b.q[1], NULL, TIMEOUT_US) < 0)
+		return probe_fail("no completion on one of the queues");
+	if (a->status != S_OK || c->status != S_OK)
+		return probe_fail("write status q0 %u q1 %u", a->status, c->status);
+	/* read back crosswise */
+	int s0 = blk_do(&b, 1, T_IN, 100, r0, 2048), s1 = blk_do(&b, 0, T_IN, 200, r1, 2048);
+	if (s0 != S_OK || s1 != S_OK)
+		return probe_fail("read status %d %d", s0, s1);
+	if (memcmp(r0, w0, 2048) || memcmp(r1, w1, 2048))
+		return probe_fail("multi-queue read-back mismatch");
+	printf("blk-queues: 2 queues, concurrent writes ok\n");
+	return 0;
+}
+PROBE_TEST_NAMED(blk_queues, "blk-queues", test_blk_queues);
+
+/* wait (bounded) for NEEDS_RESET; the queue must not have completed anything */
+static int expect_needs_reset(struct blk *b, const char *what)
+{
+	for (unsigned i = 0; i < 200000; i++) {
+		if (vdev_status(&b->d) & VIRTIO_S_NEEDS_RESET)
+			break;
+		udelay(5);
+	}
+	uint8_t s = vdev_status(&b->d);
+	if (!(s & VIRTIO_S_NEEDS_RESET))
+		return probe_fail("%s: status 0x%x without NEEDS_RESET", what, s);
+	if (vq_has_used(&b->q[0]))
+		return probe_fail("%s: malformed chain was completed", what);
+	printf("blk-bad: %s -> status 0x%x (NEEDS_RESET)\n", what, s);
+	return 0;
+}
+
+static int recover(struct blk *b, uint8_t *buf, const char *what)
+{
+	if (blk_open(b, 1, 1ULL << VIRTIO_F_INDIRECT_DESC) < 0)
+		return -1;
+	fill(buf, 512, 9);
+	int st = blk_do(b, 0, T_OUT, 3, buf, 512);
+	if (st != S_OK)
+		return probe_fail("after %s + reset: write status %d", what, st);
+	return 0;
+}
+
+static int test_blk_bad(void)
+{
+	struct blk b = { 0 };
+	uint8_t *buf = probe_alloc(4096, 4096);
+	if (recover(&b, buf, "start") < 0)
+		return -1;
+	if (!(b.features & (1ULL << VIRTIO_F_INDIRECT_DESC)))
+		return probe_fail("INDIRECT_DESC not offered");
+	struct vq *q = &b.q[0];
+	struct blk_req *r = &b.reqs[0];
+	r->type = T_IN;
+	r->sector = 0;
+
+	/* 1. descriptor loop: 0 -> 1 -> 0 */
+	q->desc[0] = (struct vring_desc){ (uint64_t)(uintptr_t)r, 16, VRING_DESC_F_NEXT, 1 };
+	q->desc[1] = (struct vring_desc){ (uint64_t)(uintptr_t)buf, 512,
+					  VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 0 };
+	vq_publish(q, 0);
+	vq_kick(q);
+	if (expect_needs_reset(&b, "descriptor loop") < 0 || recover(&b, buf, "loop") < 0)
+		return -1;
+
+	/* 2. data buffer outside guest RAM */
+	q->desc[0] = (struct vring_desc){ (uint64_t)(uintptr_t)r, 16, VRING_DESC_F_NEXT, 1 };
+	q->desc[1] = (struct vring_desc){ 0x7f00000000ull, 512, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, 2 };
+	q->desc[2] = (struct vring_desc){ (uint64_t)(uintptr_t)&r->status, 1, VRING_DESC_F_WRITE, 0 };
+	vq_publish(q, 0);
+	vq_kick(q);
+	if (expect_needs_reset(&b, "buffer outside RAM") < 0 || recover(&b, buf, "bad buffer") < 0)
+		return -1;
+
+	/* 3. over-long chain: an indirect table of 2048 descriptors */
+	struct vring_desc *t = probe_alloc(2048 * 16, 4096);
+	for (unsigned i = 0; i < 2048; i++)
+		t[i] = (struct vring_desc){ (uint64_t)(uintptr_t)buf, 512,
+					    VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, (uint16_t)(i + 1) };
+	t[0] = (struct vring_desc){ (uint64_t)(uintptr_t)r, 16, VRING_DESC_F_NEXT, 1 };
+	t[2047].flags = VRING_DESC_F_WRITE;
+	q->desc[0] = (struct vring_desc){ (uint64_t)(uintptr_t)t, 2048 * 16, VRING_DESC_F_INDIRECT, 0 };
+	vq_publish(q, 0);
+	vq_kick(q);
+	if (expect_needs_reset(&b, "2048-entry indirect chain") < 0 ||
+	    recover(&b, buf, "long chain") < 0)
+		return -1;
+
+	/* 4. avail index jumping more than the queue size ahead */
+	q->avail_idx += q->size + 5;
+	q->avail[1] = q->avail_idx;
+	vq_kick(q);
+	if (expect_needs_reset(&b, "avail index jump") < 0 || recover(&b, buf, "avail jump") < 0)
+		return -1;
+
+	/* the recovered device reads back what we wrote */
+	uint8_t *rb = probe_alloc(512, 512);
+	if (blk_do(&b, 0, T_IN, 3, rb, 512) != S_OK || memcmp(rb, buf, 512))
+		return probe_fail("read-back after recovery failed");
+	return 0;
+}
+PROBE_TEST_NAMED(blk_bad, "blk-bad", test_blk_bad);
+
+/* ---- crash consistency ---- */
+#define CRASH_MAGIC 0x48534152434c4bull /* "KLCRASH" */
+
+static unsigned parse_uint(const char *s, unsigned def)
+{
+	if (!s || !*s)
+		return def;
+	unsigned v = 0;
+	for (; *s >= '0' && *s <= '9'; s++)
+		v = v * 10 + (*s - '0');
+	return v;
+}
+
+/* block i (512 bytes at sector i): magic, i, gen, then a pattern of (i, gen) */
+static int test_blk_crash(void)
+{
+	char v[24];
+	unsigned gen = parse_uint(probe_cmdline_get("gen", v, sizeof(v)), 1);
+	bool flush = parse_uint(probe_cmdline_get("flush", v, sizeof(v)), 0) != 0;
+	unsigned count = parse_uint(probe_cmdline_get("count", v, sizeof(v)), 0);
+	struct blk b = { 0 };
+	if (blk_open(&b, 1, 0) < 0)
+		return -1;
+	if (!count || count > b.capacity)
+		count = b.capacity;
+	uint64_t *blk = probe_alloc(512, 512);
+	printf("CRASH START gen=%u flush=%d count=%u\n", gen, flush, count);
+	for (unsigned i = 0; i < count; i++) {
+		blk[0] = CRASH_MAGIC;
+		blk[1] = i;
+		blk[2] = gen;
+		for (unsigned k = 3; k < 64; k++)
+			blk[k] = (uint64_t)i * 0x9e3779b97f4a7c15ull ^ ((uint64_t)gen << 32) ^ k;
+		int st = blk_do(&b, 0, T_OUT, i, blk, 512);
+		if (st != S_OK)
+			return probe_fail("write %u: status %d", i, st);
+		if (flush && (st = blk_do(&b, 0, T_FLUSH, 0, NULL, 0)) != S_OK)
+			return probe_fail("flush after %u: status %d", i, st);
+		printf("ACK %u\n", i);
+	}
+	printf("CRASH DONE %u\n", count);
+	return 0;
+}
+PROBE_TEST_NAMED(blk_crash, "blk-crash", test_blk_crash);
