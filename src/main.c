@@ -273,6 +273,11 @@ int main(int argc, char **argv)
 		       "16550A, PCI host with MSI-X\n");
 		return 0;
 	}
+	for (guint i = 0; i < cli.devices->len; i++) {
+		const char *d = g_ptr_array_index(cli.devices, i);
+		if (!strcmp(d, "help") || !strcmp(d, "?"))
+			add_device(NULL, d); /* lists the device types and exits */
+	}
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	check_file("-kernel", cli.kernel);
