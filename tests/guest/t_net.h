@@ -55,7 +55,9 @@ int net_slirp_conversation(struct netif *nif, int arp_mode, int dhcp_mode, bool 
 			   int icmp_mode, bool icmp_partial);
 
 /* Two VMs joined by -netdev socket (cmdline role=a|b, count=N): each
- * sends N broadcast frames (ethertype 0x88b5, role + sequence) and must
+ * repeats a HELLO until it hears from the peer (frames sent before the
+ * peer is connected and up are lost, as on a real wire), then sends N
+ * broadcast frames (ethertype 0x88b5, role + kind + sequence) and must
  * receive the peer's N in order.  0 or probe_fail. */
 int net_pair_run(struct netif *nif);
 

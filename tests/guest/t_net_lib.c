@@ -232,32 +232,60 @@ static unsigned long cmd_num(const char *key, unsigned long def)
 	return n;
 }
 
+/* Pair frame: broadcast, ethertype 0x88b5, [14] sender role 'a'|'b',
+ * [15] kind, [16..19] sequence, [20..59] 0x5a. */
+#define PAIR_HELLO 1
+#define PAIR_DATA 2
+#define PAIR_HELLO_US 20000   /* HELLO retransmit period */
+
+static void pair_frame(uint8_t *f, const uint8_t mac[6], char role, uint8_t kind, uint32_t seq)
+{
+	memset(f, 0xff, 6);
+	memcpy(f + 6, mac, 6);
+	f[12] = 0x88;
+	f[13] = 0xb5;   /* local experimental ethertype */
+	f[14] = (uint8_t)role;
+	f[15] = kind;
+	net_put32(f + 16, seq);
+	memset(f + 20, 0x5a, 60 - 20);
+}
+
+/* Like a real wire, -netdev socket drops what a NIC sends before the peer
+ * is connected (listen side before the accept) and the peer's NIC may not
+ * be up yet: so each side repeats a HELLO until it hears from the peer (a
+ * HELLO or a data frame), and only then sends its numbered data frames,
+ * which from then on must all arrive, in order (the VMMs queue frames
+ * while a receive ring is full; nothing may be lost). */
 int net_pair_run(struct netif *nif)
 {
 	char role[4];
 	if (!probe_cmdline_get("role", role, sizeof(role)) || (role[0] != 'a' && role[0] != 'b'))
 		return probe_fail("role=a|b missing on the command line");
+	const char peer = role[0] == 'a' ? 'b' : 'a';
 	unsigned long count = cmd_num("count", 20);
 	uint8_t *f = probe_alloc(128, 64);
 	uint8_t *r = probe_alloc(NET_FRAME_MAX, 64);
-	unsigned long got = 0, next_send = 0;
-	uint64_t t0 = rdtsc();
+	unsigned long got = 0, next_send = 0, hellos = 0;
+	bool peer_up = false;
+	uint64_t t0 = rdtsc(), last_hello = 0;
 	while ((got < count || next_send < count) && net_us_since(t0) < 20000000) {
-		if (next_send < count) {
-			memset(f, 0xff, 6);
-			memcpy(f + 6, nif->mac, 6);
-			f[12] = 0x88;
-			f[13] = 0xb5;   /* local experimental ethertype */
-			f[14] = (uint8_t)role[0];
-			net_put32(f + 15, (uint32_t)next_send);
-			memset(f + 19, 0x5a, 60 - 19);
+		if (!peer_up) {
+			if (!hellos || net_us_since(last_hello) >= PAIR_HELLO_US) {
+				pair_frame(f, nif->mac, role[0], PAIR_HELLO, (uint32_t)hellos);
+				if (nif->send(nif, f, 60, 0))
+					return probe_fail("%s: HELLO %lu not sent", nif->name, hellos);
+				hellos++;
+				last_hello = rdtsc();
+			}
+		} else if (next_send < count) {
+			pair_frame(f, nif->mac, role[0], PAIR_DATA, (uint32_t)next_send);
 			if (nif->send(nif, f, 60, 0))
 				return probe_fail("%s: send %lu failed", nif->name, next_send);
 			next_send++;
 		}
 		size_t n = nif->recv(nif, r, NET_FRAME_MAX);
 		if (!n) {
-			if (next_send >= count)
+			if (!peer_up || next_send >= count)
 				udelay(500);
 			continue;
 		}
@@ -265,19 +293,31 @@ int net_pair_run(struct netif *nif)
 			continue;
 		if (r[14] == (uint8_t)role[0])
 			return probe_fail("%s: received our own frame back", nif->name);
-		if (r[14] != (role[0] == 'a' ? 'b' : 'a'))
+		if (r[14] != (uint8_t)peer)
 			return probe_fail("%s: frame from an unknown sender %x", nif->name, r[14]);
-		uint32_t seq = net_be32(r + 15);
+		for (unsigned i = 20; i < 60; i++)
+			if (r[i] != 0x5a)
+				return probe_fail("%s: peer frame (kind %u) corrupted at byte %u", nif->name,
+						  r[15], i);
+		uint32_t seq = net_be32(r + 16);
+		if (r[15] == PAIR_HELLO) {
+			peer_up = true;   /* late or repeated HELLOs are harmless */
+			continue;
+		}
+		if (r[15] != PAIR_DATA)
+			return probe_fail("%s: peer frame of unknown kind %u", nif->name, r[15]);
+		peer_up = true;           /* the peer heard us and is sending */
 		if (seq != got)
 			return probe_fail("%s: peer frame %u arrived, expected %lu", nif->name, seq, got);
-		for (unsigned i = 19; i < 60; i++)
-			if (r[i] != 0x5a)
-				return probe_fail("%s: peer frame %u corrupted at byte %u", nif->name, seq, i);
 		got++;
 	}
-	if (got < count)
-		return probe_fail("%s: received %lu of %lu frames from the peer", nif->name, got, count);
-	printf("pair %c (%s): sent %lu, received %lu in order\n", role[0], nif->name, next_send, got);
+	if (!peer_up)
+		return probe_fail("%s: no answer from the peer to %lu HELLOs", nif->name, hellos);
+	if (got < count || next_send < count)
+		return probe_fail("%s: received %lu of %lu frames from the peer (sent %lu)", nif->name,
+				  got, count, next_send);
+	printf("pair %c (%s): %lu HELLO, sent %lu, received %lu in order\n", role[0], nif->name,
+	       hellos, next_send, got);
 	/* linger so the peer can finish receiving our last frames */
 	udelay(300000);
 	return 0;
