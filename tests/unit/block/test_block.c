@@ -2,6 +2,8 @@
  * and /tmp, bounce buffers, flush/discard/write-zeroes, range and
  * read-only errors, queue depth 64, stats, drain, -drive parsing. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -699,9 +701,5 @@ int main(void)
 	tcase_add_test(tp, test_drive_options);
 	tcase_add_test(tp, test_qemu_img_images);
 	suite_add_tcase(s, tp);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

@@ -3,6 +3,8 @@
  * written out here from the Intel SDM / AMD APM, independently of the
  * feature table in cpumodel.c. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <stdint.h>
@@ -493,9 +495,5 @@ int main(void)
 	tcase_add_test(tc, test_errors);
 	tcase_add_test(tc, test_host_detection);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

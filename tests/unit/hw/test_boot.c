@@ -3,6 +3,8 @@
  * a PVH ELF built here at run time, the real probe guest when
  * KVMLITE_TEST_PROBE_ELF is set, and hostile inputs. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -815,9 +817,5 @@ int main(void)
 		suite_add_tcase(s, tc);
 	}
 
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

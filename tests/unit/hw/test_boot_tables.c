@@ -1,6 +1,8 @@
 /* Unit tests for the MP table (src/hw/mptable.c) and the ACPI tables
  * (src/hw/acpi_tables.c): structure walks, counts, lengths, checksums. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -518,9 +520,5 @@ int main(void)
 		tcase_add_test(tc, test_acpi_iasl);
 		suite_add_tcase(s, tc);
 	}
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

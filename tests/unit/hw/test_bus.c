@@ -1,5 +1,7 @@
 /* Unit tests: I/O bus registration and dispatch. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <stdlib.h>
 
 #include "kvmlite/bus.h"
@@ -87,9 +89,5 @@ int main(void)
 	tcase_add_test(tc, dispatch);
 	tcase_add_test(tc, overlaps_and_unregister);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

@@ -1,5 +1,7 @@
 /* Unit tests: guest memory layout, bounds-checked translation, e820. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,9 +116,5 @@ int main(void)
 	tcase_add_test(tc, bounds);
 	tcase_add_test(tc, memfd_backing);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

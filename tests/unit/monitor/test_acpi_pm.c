@@ -1,5 +1,7 @@
 /* ACPI PM1a block: register semantics, SCI level, S5, reset, power button. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,9 +153,5 @@ int main(void)
 	tcase_add_test(t, reset_clears);
 	tcase_add_test(t, ports_taken);
 	suite_add_tcase(s, t);
-	SRunner *r = srunner_create(s);
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }

@@ -1,5 +1,7 @@
 /* Unit tests: QEMU-compatible command line parsing, good and bad. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -140,9 +142,5 @@ int main(void)
 	tcase_add_test(tc, bad_lines);
 	tcase_add_test(tc, uuid_parse);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(s);
 }
