@@ -14,17 +14,6 @@
 #include "kvmlite/net.h"
 #include "e1000_int.h"
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
 
 void e1000_tx_reset(struct e1000_core *c)
 {
@@ -43,7 +32,7 @@ static void csum_insert(uint8_t *f, size_t len, size_t css, size_t cso, size_t c
 	if (css >= end || cso + 2 > len)
 		return;
 	uint32_t s = kl_net_csum_add(add, f + css, end - css);
-	wr16(f + cso, kl_net_csum_fold(s));
+	kl_put_be16(f + cso, kl_net_csum_fold(s));
 }
 
 static void tx_send(struct e1000_core *c, uint8_t *f, size_t len, bool vle, uint16_t vlan)
@@ -55,8 +44,8 @@ static void tx_send(struct e1000_core *c, uint8_t *f, size_t len, bool vle, uint
 	if (vle && (E1000_REG(c, E1000_CTRL) & 0x40000000 /* VME */)) {
 		tmp = g_malloc(len + 4);
 		memcpy(tmp, f, 12);
-		wr16(tmp + 12, (uint16_t)E1000_REG(c, E1000_VET));
-		wr16(tmp + 14, vlan);
+		kl_put_be16(tmp + 12, (uint16_t)E1000_REG(c, E1000_VET));
+		kl_put_be16(tmp + 14, vlan);
 		memcpy(tmp + 16, f + 12, len - 12);
 		out = tmp;
 		len += 4;
@@ -89,7 +78,7 @@ static void tx_offload(struct e1000_core *c, uint8_t *f, size_t len, uint32_t l4
 	struct e1000_tx_ctx *x = &c->tx.ctx;
 	if (c->tx.popts & E1000_TXD_POPTS_IXSM) {
 		if ((size_t)x->ipcso + 2 <= len) {
-			wr16(f + x->ipcso, 0);
+			kl_put_be16(f + x->ipcso, 0);
 			csum_insert(f, len, x->ipcss, x->ipcso, x->ipcse, 0);
 		}
 	}
@@ -114,20 +103,20 @@ static void tso_segment(struct e1000_core *c, bool last, bool vle, uint16_t vlan
 	size_t len = t->len;
 	size_t payload = len - x->hdr_len;
 	if (x->tucmd & E1000_TUCMD_IP) {
-		wr16(f + x->ipcss + 2, (uint16_t)(len - x->ipcss));
-		wr16(f + x->ipcss + 4, (uint16_t)(rd16(t->hdr + x->ipcss + 4) + t->seg_count));
+		kl_put_be16(f + x->ipcss + 2, (uint16_t)(len - x->ipcss));
+		kl_put_be16(f + x->ipcss + 4, (uint16_t)(kl_get_be16(t->hdr + x->ipcss + 4) + t->seg_count));
 	} else {
-		wr16(f + x->ipcss + 4, (uint16_t)(len - x->ipcss - 40));
+		kl_put_be16(f + x->ipcss + 4, (uint16_t)(len - x->ipcss - 40));
 	}
 	uint32_t l4len = (uint32_t)(len - x->tucss);
 	if (x->tucmd & E1000_TUCMD_TCP) {
-		wr32(f + x->tucss + 4, rd32(t->hdr + x->tucss + 4) + t->seg_sent);
+		kl_put_be32(f + x->tucss + 4, kl_get_be32(t->hdr + x->tucss + 4) + t->seg_sent);
 		if (!last)
 			f[x->tucss + 13] &= (uint8_t)~0x09;  /* PSH, FIN on the last only */
 		if (t->seg_count)
 			f[x->tucss + 13] &= (uint8_t)~0x80;  /* CWR on the first only */
 	} else {
-		wr16(f + x->tucss + 4, (uint16_t)l4len);
+		kl_put_be16(f + x->tucss + 4, (uint16_t)l4len);
 	}
 	/* The driver left the pseudo-header sum without length in the L4
 	 * checksum field: add this segment's L4 length. */

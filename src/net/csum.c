@@ -11,17 +11,6 @@
 #define ETH_P_IPV6 0x86dd
 #define ETH_P_8021Q 0x8100
 
-static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
 
 int kl_net_parse_mac(const char *s, uint8_t mac[6])
 {
@@ -50,7 +39,7 @@ uint32_t kl_net_csum_add(uint32_t sum, const void *buf, size_t len)
 	const uint8_t *p = buf;
 	uint64_t s = sum;
 	while (len >= 2) {
-		s += rd16(p);
+		s += kl_get_be16(p);
 		p += 2;
 		len -= 2;
 	}
@@ -73,7 +62,7 @@ int kl_net_csum_insert(uint8_t *frame, size_t len, size_t start, size_t off)
 	if (start >= len || off > len - start || len - start - off < 2)
 		return -1;
 	uint16_t c = kl_net_csum_fold(kl_net_csum_add(0, frame + start, len - start));
-	wr16(frame + start + off, c);
+	kl_put_be16(frame + start + off, c);
 	return 0;
 }
 
@@ -91,12 +80,12 @@ static int parse_l3(const uint8_t *f, size_t len, struct l3info *li)
 	if (len < ETH_HLEN)
 		return -1;
 	size_t off = 12;
-	uint16_t et = rd16(f + off);
+	uint16_t et = kl_get_be16(f + off);
 	off += 2;
 	if (et == ETH_P_8021Q) {
 		if (len < off + 4)
 			return -1;
-		et = rd16(f + off + 2);
+		et = kl_get_be16(f + off + 2);
 		off += 4;
 	}
 	li->l3 = off;
@@ -104,7 +93,7 @@ static int parse_l3(const uint8_t *f, size_t len, struct l3info *li)
 		if (len < off + 20 || (f[off] >> 4) != 4)
 			return -1;
 		size_t ihl = (size_t)(f[off] & 0xf) * 4;
-		size_t tot = rd16(f + off + 2);
+		size_t tot = kl_get_be16(f + off + 2);
 		if (tot == 0)
 			tot = len - off;   /* TSO super-frames may leave it 0 */
 		if (ihl < 20 || len < off + ihl || tot < ihl)
@@ -121,7 +110,7 @@ static int parse_l3(const uint8_t *f, size_t len, struct l3info *li)
 		li->v6 = 1;
 		li->proto = f[off + 6];
 		li->l4 = off + 40;
-		size_t end = off + 40 + rd16(f + off + 4);
+		size_t end = off + 40 + kl_get_be16(f + off + 4);
 		li->l3_end = end <= len ? end : len;
 		return 0;
 	}
@@ -134,7 +123,7 @@ static uint32_t pseudo_sum(const uint8_t *f, const struct l3info *li, size_t l4l
 	if (li->v6) {
 		s = kl_net_csum_add(0, f + li->l3 + 8, 32);
 		uint8_t tail[8] = { 0, 0, 0, 0, 0, 0, 0, li->proto };
-		wr32(tail, (uint32_t)l4len);
+		kl_put_be32(tail, (uint32_t)l4len);
 		s = kl_net_csum_add(s, tail, 8);
 	} else {
 		s = kl_net_csum_add(0, f + li->l3 + 12, 8);
@@ -146,8 +135,8 @@ static uint32_t pseudo_sum(const uint8_t *f, const struct l3info *li, size_t l4l
 
 static void fill_ipv4_hdr(uint8_t *f, size_t l3, size_t ihl)
 {
-	wr16(f + l3 + 10, 0);
-	wr16(f + l3 + 10, kl_net_csum_fold(kl_net_csum_add(0, f + l3, ihl)));
+	kl_put_be16(f + l3 + 10, 0);
+	kl_put_be16(f + l3 + 10, kl_net_csum_fold(kl_net_csum_add(0, f + l3, ihl)));
 }
 
 int kl_net_csum_fill(uint8_t *f, size_t len)
@@ -157,7 +146,7 @@ int kl_net_csum_fill(uint8_t *f, size_t len)
 		return -1;
 	if (!li.v6) {
 		fill_ipv4_hdr(f, li.l3, li.l4 - li.l3);
-		uint16_t frag = rd16(f + li.l3 + 6);
+		uint16_t frag = kl_get_be16(f + li.l3 + 6);
 		if (frag & 0x3fff)
 			return 0;  /* fragment: no L4 header to fix */
 	}
@@ -171,11 +160,11 @@ int kl_net_csum_fill(uint8_t *f, size_t len)
 		coff = 6;
 	else
 		return 0;
-	wr16(f + li.l4 + coff, 0);
+	kl_put_be16(f + li.l4 + coff, 0);
 	uint16_t c = kl_net_csum_fold(kl_net_csum_add(pseudo_sum(f, &li, l4len), f + li.l4, l4len));
 	if (li.proto == 17 && c == 0)
 		c = 0xffff;
-	wr16(f + li.l4 + coff, c);
+	kl_put_be16(f + li.l4 + coff, c);
 	return 0;
 }
 
@@ -198,8 +187,8 @@ int kl_net_tso_segment(const uint8_t *frame, size_t len, size_t hdr_len, size_t 
 	if (mss > KL_NET_MAX_FRAME - hdr_len)
 		mss = KL_NET_MAX_FRAME - hdr_len;
 	uint8_t *seg = g_malloc(hdr_len + (mss < payload ? mss : payload));
-	uint32_t seq = rd32(frame + li.l4 + 4);
-	uint16_t ipid = li.v6 ? 0 : rd16(frame + li.l3 + 4);
+	uint32_t seq = kl_get_be32(frame + li.l4 + 4);
+	uint16_t ipid = li.v6 ? 0 : kl_get_be16(frame + li.l3 + 4);
 	uint8_t flags = frame[li.l4 + 13];
 	size_t done = 0;
 	int n = 0;
@@ -211,24 +200,24 @@ int kl_net_tso_segment(const uint8_t *frame, size_t len, size_t hdr_len, size_t 
 		size_t seglen = hdr_len + chunk;
 		size_t l4len = seglen - li.l4;
 		if (li.v6) {
-			wr16(seg + li.l3 + 4, (uint16_t)(seglen - li.l3 - 40));
+			kl_put_be16(seg + li.l3 + 4, (uint16_t)(seglen - li.l3 - 40));
 		} else {
-			wr16(seg + li.l3 + 2, (uint16_t)(seglen - li.l3));
-			wr16(seg + li.l3 + 4, (uint16_t)(ipid + n));
+			kl_put_be16(seg + li.l3 + 2, (uint16_t)(seglen - li.l3));
+			kl_put_be16(seg + li.l3 + 4, (uint16_t)(ipid + n));
 			fill_ipv4_hdr(seg, li.l3, li.l4 - li.l3);
 		}
-		wr32(seg + li.l4 + 4, seq + (uint32_t)done);
+		kl_put_be32(seg + li.l4 + 4, seq + (uint32_t)done);
 		uint8_t fl = flags;
 		if (!last)
 			fl &= (uint8_t)~0x09;  /* FIN, PSH only on the last */
 		if (n > 0)
 			fl &= (uint8_t)~0x80;  /* CWR only on the first */
 		seg[li.l4 + 13] = fl;
-		wr16(seg + li.l4 + 16, 0);
+		kl_put_be16(seg + li.l4 + 16, 0);
 		struct l3info sli = li;
 		uint16_t c = kl_net_csum_fold(kl_net_csum_add(pseudo_sum(seg, &sli, l4len),
 							     seg + li.l4, l4len));
-		wr16(seg + li.l4 + 16, c);
+		kl_put_be16(seg + li.l4 + 16, c);
 		emit(opaque, seg, seglen);
 		done += chunk;
 		n++;
