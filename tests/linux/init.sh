@@ -1,0 +1,56 @@
+#!/bin/sh
+# /init (initramfs) and /sbin/init (ext4 root image) of the kvmlite Linux
+# guest suite; busybox.  The host side is tests/linux/run-linux, which picks
+# the check with kl.test=NAME on the kernel command line and reads the
+# "KL-..." lines from the serial console.
+export PATH=/bin:/sbin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo "KL-INIT: user space up, pid $$"
+
+test=
+# shellcheck disable=SC2013 # words of the command line, not lines
+for w in $(cat /proc/cmdline); do
+	case "$w" in kl.test=*) test=${w#kl.test=} ;; esac
+done
+pass() { echo "KL-PASS $1"; }
+fail() { echo "KL-FAIL $1: $2"; }
+
+case "$test" in
+disk)
+	# /dev/vda is a scratch disk: write /pattern at 64 KiB with O_DIRECT,
+	# sync, read it back with O_DIRECT and compare.  The host compares the
+	# image file against /pattern after the VMM has exited.
+	if dd if=/pattern of=/dev/vda bs=4096 seek=16 oflag=direct conv=fsync 2>/dev/null &&
+	   sync &&
+	   dd if=/dev/vda of=/tmp/back bs=4096 skip=16 count=16 iflag=direct 2>/dev/null &&
+	   cmp /pattern /tmp/back; then
+		pass disk
+	else
+		fail disk "write/read-back of /dev/vda differs"
+	fi
+	;;
+ping)
+	if ping -c 3 -W 5 10.0.2.2; then pass ping; else fail ping "no reply from 10.0.2.2"; fi
+	;;
+powerdown)
+	# wait for the ACPI power button (any input event on its device)
+	dev=
+	for n in /sys/class/input/input*; do
+		grep -q "Power Button" "$n/name" 2>/dev/null || continue
+		for e in "$n"/event*; do [ -e "$e" ] && dev=/dev/input/${e##*/}; done
+	done
+	if [ -z "$dev" ]; then
+		fail powerdown "no Power Button input device"
+	else
+		echo "KL-READY powerdown $dev"
+		head -c 1 "$dev" >/dev/null && pass powerdown
+	fi
+	;;
+shell)
+	exec sh
+	;;
+esac
+echo "KL-INIT: powering off"
+poweroff -f
