@@ -230,9 +230,9 @@ static void handle_mmio(struct kl_vcpu *c)
 	}
 }
 
-/* The emulator on PVM hosts cannot execute int3.  When an emulation
- * failure is on an int3 byte, deliver #BP ourselves (RIP past the int3, as a
- * trap) and carry on.  Returns true when handled. */
+/* The emulator on PVM hosts cannot execute int3 or fwait.  When an
+ * emulation failure is on an int3 byte, deliver #BP ourselves (RIP past the
+ * int3, as a trap); on fwait, step over it.  Returns true when handled. */
 static bool try_int3(struct kl_vcpu *c)
 {
 	struct kvm_regs r;
@@ -243,7 +243,16 @@ static bool try_int3(struct kl_vcpu *c)
 	if (ioctl(c->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
 		return false;
 	uint8_t b;
-	if (kl_mem_read(&c->vm->mem, tr.physical_address, &b, 1) < 0 || b != 0xcc)
+	if (kl_mem_read(&c->vm->mem, tr.physical_address, &b, 1) < 0)
+		return false;
+	if (b == 0x9b) {
+		/* fwait: waits for pending x87 exceptions.  The emulator cannot run
+		 * it, and guests here cannot have x87 state with exceptions
+		 * pending (no x87 in the emulator), so it is a no-op: skip it. */
+		r.rip += 1;
+		return ioctl(c->fd, KVM_SET_REGS, &r) == 0;
+	}
+	if (b != 0xcc)
 		return false;
 	r.rip += 1;
 	if (ioctl(c->fd, KVM_SET_REGS, &r) < 0)
