@@ -280,18 +280,12 @@ int main(int argc, char **argv)
 	}
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
-	check_file("-kernel", cli.kernel);
-	{
-		/* Recognise the kernel before touching /dev/kvm. */
-		gchar *img = NULL;
-		gsize len = 0;
-		GError *gerr = NULL;
-		if (!g_file_get_contents(cli.kernel, &img, &len, &gerr))
-			die("-kernel %s: %s", cli.kernel, gerr->message);
-		if (kl_boot_probe(img, len, &err) == KL_KERNEL_UNKNOWN)
-			die("-kernel %s: %s", cli.kernel, err);
-		g_free(img);
-	}
+	/* Read and recognise the kernel before touching /dev/kvm; the first
+	 * load uses this copy, a reset reads the file again. */
+	void *kernel_img = NULL;
+	size_t kernel_len = 0;
+	if (kl_boot_read_kernel(cli.kernel, &kernel_img, &kernel_len, &err) == KL_KERNEL_UNKNOWN)
+		die_err(err);
 	if (cli.initrd)
 		check_file("-initrd", cli.initrd);
 
@@ -372,8 +366,12 @@ int main(int argc, char **argv)
 	boot_cfg.kernel = cli.kernel;
 	boot_cfg.initrd = cli.initrd;
 	boot_cfg.cmdline = cli.append ? cli.append : "";
+	boot_cfg.image = kernel_img;
+	boot_cfg.image_len = kernel_len;
 	if (load_boot(vm) < 0)
 		exit(1);
+	boot_cfg.image = NULL;
+	g_free(kernel_img);
 	vm->reload_boot = load_boot;
 
 	for (guint i = 0; i < cli.qmps->len; i++)

@@ -24,12 +24,22 @@ struct kl_boot_config {
 	const char *kernel;   /* path, required */
 	const char *initrd;   /* path or NULL */
 	const char *cmdline;  /* NULL = "" */
+	/* Optional: the kernel file already read by kl_boot_read_kernel(); the
+	 * loader then uses it instead of reading `kernel` again.  NULL = read. */
+	const void *image;
+	size_t image_len;
 };
+
 
 enum kl_kernel_kind { KL_KERNEL_UNKNOWN, KL_KERNEL_BZIMAGE, KL_KERNEL_PVH_ELF };
 
 /* Classify an in-memory kernel image; on UNKNOWN, *err says why. */
 enum kl_kernel_kind kl_boot_probe(const void *img, size_t len, char **err);
+
+/* Read a kernel file and recognise it.  Returns its kind with *img (g_free
+ * it) and *len holding the file, or KL_KERNEL_UNKNOWN with a one-line *err
+ * naming the file (missing, not a regular file, empty, not a kernel). */
+enum kl_kernel_kind kl_boot_read_kernel(const char *path, void **img, size_t *len, char **err);
 
 int kl_boot_load(const struct kl_guest_mem *m, const struct kl_boot_config *cfg,
 		 unsigned ncpus, struct kvm_regs *regs, struct kvm_sregs *sregs,

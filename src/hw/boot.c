@@ -85,6 +85,44 @@ enum kl_kernel_kind kl_boot_probe(const void *img, size_t len, char **err)
 	return k;
 }
 
+enum kl_kernel_kind kl_boot_read_kernel(const char *path, void **imgp, size_t *lenp, char **err)
+{
+	int fd;
+	uint64_t sz;
+	if (open_input("kernel", path, &fd, &sz, err) < 0)
+		return KL_KERNEL_UNKNOWN;
+	if (sz > SIZE_MAX / 2) {
+		*err = g_strdup_printf("kernel '%s': %llu bytes is too large", path,
+				       (unsigned long long)sz);
+		close(fd);
+		return KL_KERNEL_UNKNOWN;
+	}
+	uint8_t *img = g_try_malloc((size_t)sz);
+	if (!img) {
+		*err = g_strdup_printf("kernel '%s': out of memory reading %llu bytes", path,
+				       (unsigned long long)sz);
+		close(fd);
+		return KL_KERNEL_UNKNOWN;
+	}
+	int r = read_all(fd, img, sz, "kernel", path, err);
+	close(fd);
+	if (r < 0) {
+		g_free(img);
+		return KL_KERNEL_UNKNOWN;
+	}
+	char *why = NULL;
+	enum kl_kernel_kind kind = kl_boot_probe(img, (size_t)sz, &why);
+	if (kind == KL_KERNEL_UNKNOWN) {
+		*err = g_strdup_printf("kernel '%s': %s", path, why);
+		g_free(why);
+		g_free(img);
+		return KL_KERNEL_UNKNOWN;
+	}
+	*imgp = img;
+	*lenp = (size_t)sz;
+	return kind;
+}
+
 static enum kl_kernel_kind probe(const void *img, size_t len, char **err)
 {
 	const uint8_t *p = img;
@@ -243,50 +281,43 @@ int kl_boot_load_ex(const struct kl_guest_mem *m, const struct kl_boot_config *c
 		return -1;
 	}
 
-	int fd;
-	uint64_t sz;
-	if (open_input("kernel", path, &fd, &sz, err) < 0)
-		return -1;
-	if (sz > m->ram_size || sz > SIZE_MAX / 2) {
+	void *owned = NULL;
+	const uint8_t *img = cfg->image;
+	size_t sz = cfg->image_len;
+	enum kl_kernel_kind kind;
+	if (img) {
+		char *why = NULL;
+		kind = kl_boot_probe(img, sz, &why);
+		if (kind == KL_KERNEL_UNKNOWN) {
+			*err = g_strdup_printf("kernel '%s': %s", path, why);
+			g_free(why);
+			return -1;
+		}
+	} else {
+		kind = kl_boot_read_kernel(path, &owned, &sz, err);
+		if (kind == KL_KERNEL_UNKNOWN)
+			return -1;
+		img = owned;
+	}
+	if (sz > m->ram_size) {
 		*err = g_strdup_printf("kernel '%s': %llu bytes is larger than guest RAM "
 				       "(%llu MiB)", path, (unsigned long long)sz,
 				       (unsigned long long)(m->ram_size >> 20));
-		close(fd);
+		g_free(owned);
 		return -1;
 	}
-	uint8_t *img = g_try_malloc((size_t)sz);
-	if (!img) {
-		*err = g_strdup_printf("kernel '%s': out of memory reading %llu bytes", path,
-				       (unsigned long long)sz);
-		close(fd);
-		return -1;
-	}
-	int r = read_all(fd, img, sz, "kernel", path, err);
-	close(fd);
-	if (r < 0) {
-		g_free(img);
-		return -1;
-	}
-
-	char *why = NULL;
-	enum kl_kernel_kind kind = kl_boot_probe(img, (size_t)sz, &why);
-	if (kind == KL_KERNEL_UNKNOWN) {
-		*err = g_strdup_printf("kernel '%s': %s", path, why);
-		g_free(why);
-		g_free(img);
-		return -1;
-	}
+	int r;
 
 	/* Fixed tables first (0xe0000-0xfffff); the loaders keep clear of them. */
 	uint64_t rsdp = 0;
 	if (kl_mptable_write(m, ncpus, err) < 0 ||
 	    (!opts->no_acpi && kl_acpi_write(m, ncpus, &rsdp, err) < 0)) {
-		g_free(img);
+		g_free(owned);
 		return -1;
 	}
 
 	struct kl_boot_ctx c = {
-		.m = m, .cfg = cfg, .img = img, .len = (size_t)sz, .low_end = low_end,
+		.m = m, .cfg = cfg, .img = img, .len = sz, .low_end = low_end,
 		.rsdp = rsdp, .info = info,
 	};
 	info->kind = kind;
@@ -295,7 +326,7 @@ int kl_boot_load_ex(const struct kl_guest_mem *m, const struct kl_boot_config *c
 		r = kl_bzimage_load(&c, regs, sregs, err);
 	else
 		r = kl_pvh_load(&c, regs, sregs, err);
-	g_free(img);
+	g_free(owned);
 	if (r == 0)
 		g_debug("boot: %s '%s' entry 0x%llx", kind_name(kind), path,
 			(unsigned long long)info->entry);
