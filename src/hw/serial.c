@@ -68,33 +68,29 @@ void kl_serial_restore_tty(void)
 	}
 }
 
+/* Highest-priority pending interrupt source (IIR bits 3:0). */
+static uint8_t pending_source(const struct serial *s)
+{
+	if ((s->ier & UART_IER_RDI) && s->rx_count)
+		return UART_IIR_RDI;
+	if ((s->ier & UART_IER_THRI) && s->thr_ipending)
+		return UART_IIR_THRI;
+	return UART_IIR_NO_INT;
+}
+
 static void update_irq(struct serial *s)
 {
-	uint8_t iir = UART_IIR_NO_INT;
-	if ((s->ier & UART_IER_RDI) && s->rx_count)
-		iir = UART_IIR_RDI;
-	else if ((s->ier & UART_IER_THRI) && s->thr_ipending)
-		iir = UART_IIR_THRI;
-	int level = iir != UART_IIR_NO_INT;
 	/* OUT2 gates the interrupt line on PCs. */
-	if (!(s->mcr & UART_MCR_OUT2))
-		level = 0;
+	int level = pending_source(s) != UART_IIR_NO_INT && (s->mcr & UART_MCR_OUT2);
 	if (level != s->irq_level) {
 		s->irq_level = level;
 		kl_vm_set_irq(s->vm, s->irq, level);
 	}
 }
 
-static uint8_t iir_value(struct serial *s)
+static uint8_t iir_value(const struct serial *s)
 {
-	uint8_t iir = UART_IIR_NO_INT;
-	if ((s->ier & UART_IER_RDI) && s->rx_count)
-		iir = UART_IIR_RDI;
-	else if ((s->ier & UART_IER_THRI) && s->thr_ipending)
-		iir = UART_IIR_THRI;
-	if (s->fcr & 1)
-		iir |= UART_IIR_FIFO;
-	return iir;
+	return pending_source(s) | ((s->fcr & 1) ? UART_IIR_FIFO : 0);
 }
 
 static void rx_push(struct serial *s, uint8_t b)
