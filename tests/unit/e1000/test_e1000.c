@@ -2,6 +2,8 @@
  * TX (legacy, context/data, checksum offload, TSO), RX and filtering,
  * statistics, hostile ring values. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -706,9 +708,5 @@ static Suite *e1000_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(e1000_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(e1000_suite());
 }

@@ -1,6 +1,8 @@
 /* Unit tests for the QMP monitor: splitter, parser/serializer, protocol,
  * commands (fake vm), sockets and event broadcast. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <errno.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -828,9 +830,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *r = srunner_create(suite());
-	srunner_run_all(r, CK_NORMAL);
-	int failed = srunner_ntests_failed(r);
-	srunner_free(r);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(suite());
 }

@@ -2,6 +2,8 @@
  * framing over a socketpair and over listen/connect, flow control, and
  * the slirp back-end answering ARP, DHCP and ICMP echo. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -832,9 +834,5 @@ static Suite *net_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(net_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(net_suite());
 }

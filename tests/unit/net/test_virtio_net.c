@@ -3,6 +3,8 @@
  * NEEDS_CSUM and GSO fallbacks, RX with mergeable buffers, the control
  * queue's RX filter, and RX flow control. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -428,9 +430,5 @@ static Suite *vnet_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(vnet_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return kl_check_run(vnet_suite());
 }

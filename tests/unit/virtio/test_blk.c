@@ -1,6 +1,8 @@
 /* virtio-blk-pci over the real block layer (threads engine, temp image),
  * driven through PCI config + BAR accesses by a tiny in-test driver. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -338,9 +340,5 @@ int main(void)
 	tcase_add_test(tc, multiqueue);
 	tcase_add_test(tc, create_errors);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return kl_check_run(s);
 }

@@ -2,6 +2,8 @@
  * virtio-pci transport, with a hand-built struct kl_vm and fake platform
  * ops (no /dev/kvm). */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -783,9 +785,5 @@ Suite *pci_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(pci_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return kl_check_run(pci_suite());
 }

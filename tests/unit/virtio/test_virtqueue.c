@@ -1,5 +1,7 @@
 /* Split virtqueue core against fake guest memory and hand-built rings. */
 #include <check.h>
+
+#include "../kl_check.h"
 #include <glib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -515,9 +517,5 @@ Suite *virtqueue_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(virtqueue_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return kl_check_run(virtqueue_suite());
 }
