@@ -511,15 +511,9 @@ static int test_net_sink_e1000(void)
 			batch = 0;
 			last = rdtsc();
 		}
-		if (got && net_us_since(last) > 3000000)
-			break;
-		if (!got && net_us_since(last) > 60000000)
+		if (net_sink_idle(got, last))
 			break;
 	}
-	printf("SINK got=%lu us=%lu\n", got, (unsigned long)(got ? net_us_since(t0) : 0));
-	udelay(300000);
-	if (got < n)
-		return probe_fail("received %lu of %lu frames", got, n);
-	return 0;
+	return net_sink_finish(got, n, t0);
 }
 PROBE_TEST(net_sink_e1000, test_net_sink_e1000);

@@ -444,3 +444,17 @@ int net_tcp_tso_run(struct netif *nif)
 	udelay(200000);
 	return 0;
 }
+
+bool net_sink_idle(unsigned long got, uint64_t last)
+{
+	return net_us_since(last) > (got ? 3000000u : 60000000u);
+}
+
+int net_sink_finish(unsigned long got, unsigned long n, uint64_t t0)
+{
+	printf("SINK got=%lu us=%lu\n", got, (unsigned long)(got ? net_us_since(t0) : 0));
+	udelay(300000);
+	if (got < n)
+		return probe_fail("received %lu of %lu frames", got, n);
+	return 0;
+}
