@@ -251,6 +251,17 @@ class QMP:
 
 
 # ---------------------------------------------------------------- VMM
+def verdict(failures):
+    """Print the failed checks (or PASS); return the test's exit status."""
+    if failures:
+        print("FAIL: %d check(s) failed:" % len(failures))
+        for f in failures:
+            print("  - " + f)
+        return 1
+    print("PASS")
+    return 0
+
+
 def kvm_usable():
     dev = os.environ.get("KVMLITE_KVM_DEV", "/dev/kvm")
     try:

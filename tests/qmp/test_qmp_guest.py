@@ -194,13 +194,7 @@ def main():
         return 1
     phase1(flavour, binary, probe)
     phase2(flavour, binary, probe)
-    if failures:
-        print("FAIL: %d check(s) failed:" % len(failures))
-        for f in failures:
-            print("  - " + f)
-        return 1
-    print("PASS")
-    return 0
+    return qmplib.verdict(failures)
 
 
 if __name__ == "__main__":

@@ -243,13 +243,7 @@ def main():
             print("serial tail: %s" % vm.lines[-10:])
             print("stderr: %s" % vm.stderr_text()[-2000:])
         vm.stop()
-    if failures:
-        print("FAIL:")
-        for f in failures:
-            print("  - " + f)
-        return 1
-    print("PASS")
-    return 0
+    return qmplib.verdict(failures)
 
 
 if __name__ == "__main__":
