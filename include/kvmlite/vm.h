@@ -44,10 +44,6 @@ struct kl_event_info {
 typedef void (*kl_event_fn)(void *opaque, enum kl_vm_event ev, const struct kl_event_info *info);
 typedef void (*kl_reset_fn)(void *opaque);
 
-struct kl_vm_config_cpu {
-	char *model;  /* -cpu string, NULL = default */
-};
-
 struct kl_vm {
 	int kvm_fd;
 	int vm_fd;
@@ -71,7 +67,6 @@ struct kl_vm {
 
 	/* GSI routing table (IRQCHIP routes + MSI routes), protected by BQL */
 	void *routing;            /* struct kvm_irq_routing * */
-	unsigned next_msi_gsi;
 	uint8_t *msi_gsi_used;
 
 	GPtrArray *reset_handlers; /* of struct kl_reset_entry */
@@ -85,8 +80,7 @@ struct kl_vm {
 
 	bool no_shutdown;          /* -no-shutdown: guest poweroff pauses, no exit */
 
-	/* what the boot loader needs to reload on reset */
-	void *boot;                /* struct kl_boot_config *, owned by main */
+	/* re-load the kernel and set the BSP's boot registers on reset */
 	int (*reload_boot)(struct kl_vm *vm); /* re-load kernel + set BSP regs */
 };
 

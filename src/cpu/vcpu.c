@@ -230,33 +230,34 @@ static void handle_mmio(struct kl_vcpu *c)
 	}
 }
 
+/* Read len instruction bytes at the guest's CS:RIP (its registers in *r). */
+static int read_insn(struct kl_vcpu *c, struct kvm_regs *r, uint8_t *buf, size_t len)
+{
+	struct kvm_sregs s;
+	if (ioctl(c->fd, KVM_GET_REGS, r) < 0 || ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
+		return -1;
+	struct kvm_translation tr = { .linear_address = s.cs.base + r->rip };
+	if (ioctl(c->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
+		return -1;
+	return kl_mem_read(&c->vm->mem, tr.physical_address, buf, len);
+}
+
 /* The emulator on PVM hosts cannot execute int3 or fwait.  When an
  * emulation failure is on an int3 byte, deliver #BP ourselves (RIP past the
  * int3, as a trap); on fwait, step over it.  Returns true when handled. */
-static bool try_int3(struct kl_vcpu *c)
+static bool step_emulator_gap(struct kl_vcpu *c)
 {
 	struct kvm_regs r;
-	struct kvm_sregs s;
-	if (ioctl(c->fd, KVM_GET_REGS, &r) < 0 || ioctl(c->fd, KVM_GET_SREGS, &s) < 0)
-		return false;
-	struct kvm_translation tr = { .linear_address = s.cs.base + r.rip };
-	if (ioctl(c->fd, KVM_TRANSLATE, &tr) < 0 || !tr.valid)
-		return false;
 	uint8_t b;
-	if (kl_mem_read(&c->vm->mem, tr.physical_address, &b, 1) < 0)
-		return false;
-	if (b == 0x9b) {
-		/* fwait: waits for pending x87 exceptions.  The emulator cannot run
-		 * it, and guests here cannot have x87 state with exceptions
-		 * pending (no x87 in the emulator), so it is a no-op: skip it. */
-		r.rip += 1;
-		return ioctl(c->fd, KVM_SET_REGS, &r) == 0;
-	}
-	if (b != 0xcc)
+	if (read_insn(c, &r, &b, 1) < 0 || (b != 0xcc && b != 0x9b))
 		return false;
 	r.rip += 1;
 	if (ioctl(c->fd, KVM_SET_REGS, &r) < 0)
 		return false;
+	/* fwait waits for pending x87 exceptions; guests here cannot have any
+	 * (no x87 in the emulator), so stepping over it is all it does. */
+	if (b == 0x9b)
+		return true;
 	struct kvm_vcpu_events ev;
 	if (ioctl(c->fd, KVM_GET_VCPU_EVENTS, &ev) < 0)
 		return false;
@@ -276,17 +277,12 @@ static void report_internal_error(struct kl_vcpu *c)
 		fprintf(stderr, " data[%u]=%llx", i, (unsigned long long)run->internal.data[i]);
 	fprintf(stderr, "\n");
 	struct kvm_regs r;
-	struct kvm_sregs s;
-	if (ioctl(c->fd, KVM_GET_REGS, &r) == 0 && ioctl(c->fd, KVM_GET_SREGS, &s) == 0) {
-		struct kvm_translation tr = { .linear_address = s.cs.base + r.rip };
-		uint8_t code[16];
-		if (ioctl(c->fd, KVM_TRANSLATE, &tr) == 0 && tr.valid &&
-		    kl_mem_read(&c->vm->mem, tr.physical_address, code, sizeof(code)) == 0) {
-			fprintf(stderr, "kvmlite: instruction bytes at RIP:");
-			for (unsigned i = 0; i < sizeof(code); i++)
-				fprintf(stderr, " %02x", code[i]);
-			fprintf(stderr, "\n");
-		}
+	uint8_t code[16];
+	if (read_insn(c, &r, code, sizeof(code)) == 0) {
+		fprintf(stderr, "kvmlite: instruction bytes at RIP:");
+		for (unsigned i = 0; i < sizeof(code); i++)
+			fprintf(stderr, " %02x", code[i]);
+		fprintf(stderr, "\n");
 	}
 }
 
@@ -338,7 +334,7 @@ static bool handle_exit(struct kl_vcpu *c)
 		}
 		return true;
 	case KVM_EXIT_INTERNAL_ERROR:
-		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && try_int3(c))
+		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && step_emulator_gap(c))
 			return true;
 		report_internal_error(c);
 		kl_vcpu_dump(c);

@@ -88,7 +88,6 @@ static int setup_routing(struct kl_vm *vm)
 		route_add(vm, &e);
 	}
 	vm->msi_gsi_used = g_malloc0(KL_MAX_GSI);
-	vm->next_msi_gsi = KL_MSI_GSI_BASE;
 	return route_commit(vm);
 }
 
