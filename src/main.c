@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmlite/block.h"
@@ -233,17 +232,6 @@ static void write_pidfile(const char *path)
 	close(fd);
 }
 
-static void check_file(const char *flag, const char *path)
-{
-	struct stat st;
-	if (stat(path, &st) < 0)
-		die("%s %s: %s", flag, path, g_strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		die("%s %s: not a regular file", flag, path);
-	if (access(path, R_OK) < 0)
-		die("%s %s: %s", flag, path, g_strerror(errno));
-}
-
 int main(int argc, char **argv)
 {
 	struct kl_cli cli;
@@ -286,8 +274,8 @@ int main(int argc, char **argv)
 	size_t kernel_len = 0;
 	if (kl_boot_read_kernel(cli.kernel, &kernel_img, &kernel_len, &err) == KL_KERNEL_UNKNOWN)
 		die_err(err);
-	if (cli.initrd)
-		check_file("-initrd", cli.initrd);
+	if (cli.initrd && kl_boot_check_file("initrd", cli.initrd, &err) < 0)
+		die_err(err);
 
 	for (guint i = 0; i < cli.objects->len; i++)
 		add_object(g_ptr_array_index(cli.objects, i));

@@ -36,6 +36,10 @@ enum kl_kernel_kind { KL_KERNEL_UNKNOWN, KL_KERNEL_BZIMAGE, KL_KERNEL_PVH_ELF };
 /* Classify an in-memory kernel image; on UNKNOWN, *err says why. */
 enum kl_kernel_kind kl_boot_probe(const void *img, size_t len, char **err);
 
+/* The loaders' file checks without reading: exists, regular, non-empty,
+ * readable.  what = "kernel" or "initrd" for the one-line *err. */
+int kl_boot_check_file(const char *what, const char *path, char **err);
+
 /* Read a kernel file and recognise it.  Returns its kind with *img (g_free
  * it) and *len holding the file, or KL_KERNEL_UNKNOWN with a one-line *err
  * naming the file (missing, not a regular file, empty, not a kernel). */

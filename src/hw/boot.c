@@ -42,6 +42,16 @@ static int open_input(const char *what, const char *path, int *fdp, uint64_t *si
 	return 0;
 }
 
+int kl_boot_check_file(const char *what, const char *path, char **err)
+{
+	int fd;
+	uint64_t sz;
+	if (open_input(what, path, &fd, &sz, err) < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
 /* Read exactly len bytes from fd into buf. */
 static int read_all(int fd, void *buf, uint64_t len, const char *what, const char *path,
 		    char **err)
