@@ -256,6 +256,8 @@ fail:
 
 /* ---- request state machine ---- */
 
+static void untrack_write(struct kl_blk_req *r);
+
 static void finish(struct kl_blk_req *r, long ret)
 {
 	struct kl_blockdev *bd = r->bd;
@@ -300,6 +302,8 @@ static void finish(struct kl_blk_req *r, long ret)
 			s->wz_ops++;
 		break;
 	}
+	if (r->tracked)
+		untrack_write(r);
 	bd->in_flight--;
 	free(r->bounce);
 	g_free(r->ziov);
@@ -447,6 +451,116 @@ static void start_falloc(struct kl_blk_req *r, int mode)
 	r->eiov = NULL;
 	r->eiovcnt = 0;
 	submit_phase(r);
+}
+
+static void start_write(struct kl_blk_req *r)
+{
+	struct kl_blockdev *bd = r->bd;
+
+	if (r->op == KL_BLK_WRITE)
+		start_rw(r);
+	else if (!bd->no_zero_range)
+		start_falloc(r, FALLOC_FL_ZERO_RANGE);
+	else if (!bd->no_punch)
+		start_falloc(r, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+	else
+		start_zero_writes(r);
+}
+
+/* ---- writes that share O_DIRECT blocks ----
+ * A write whose range is not aligned to the O_DIRECT block is a
+ * read-modify-write of its head/tail blocks.  Two such writes to different
+ * bytes of one block, or one and a plain write of that block, would
+ * otherwise overwrite each other with stale data (a lost write the guest
+ * never asked for).  Such "serial" requests run alone on their span: they
+ * wait for every overlapping write in flight, and later overlapping
+ * writes wait for them, in submission order (like QEMU's serialising
+ * requests).  Plain aligned writes are tracked but never wait for each
+ * other; without serial requests the check costs nothing. */
+
+static bool spans_conflict(const struct kl_blk_req *a, const struct kl_blk_req *b)
+{
+	return (a->serial || b->serial) && a->sbeg < b->send && b->sbeg < a->send;
+}
+
+/* No tracked write in flight, nor one waiting ahead of r, conflicts with r. */
+static bool write_may_start(const struct kl_blockdev *bd, const struct kl_blk_req *r)
+{
+	if (!r->serial && !bd->n_serial)
+		return true;
+	for (const struct kl_blk_req *q = bd->writes; q; q = q->wnext)
+		if (spans_conflict(r, q))
+			return false;
+	for (const struct kl_blk_req *q = bd->waiting; q && q != r; q = q->wnext)
+		if (spans_conflict(r, q))
+			return false;
+	return true;
+}
+
+static void writes_insert(struct kl_blockdev *bd, struct kl_blk_req *r)
+{
+	r->wprev = NULL;
+	r->wnext = bd->writes;
+	if (bd->writes)
+		bd->writes->wprev = r;
+	bd->writes = r;
+}
+
+/* A WRITE/WRITE_ZEROES of len > 0 is about to start: track it on direct
+ * devices; false when it has to wait (it is started by untrack_write()). */
+static bool track_write(struct kl_blk_req *r)
+{
+	struct kl_blockdev *bd = r->bd;
+	uint64_t a = bd->align;
+
+	if (a <= 1)
+		return true;
+	r->tracked = true;
+	r->sbeg = r->offset & ~(a - 1);
+	r->send = (r->offset + r->len + a - 1) & ~(a - 1);
+	r->serial = ((r->offset | r->len) & (a - 1)) != 0;
+	if (r->serial)
+		bd->n_serial++;
+	if (write_may_start(bd, r)) {
+		writes_insert(bd, r);
+		return true;
+	}
+	r->wnext = NULL;
+	if (bd->waiting_tail)
+		bd->waiting_tail->wnext = r;
+	else
+		bd->waiting = r;
+	bd->waiting_tail = r;
+	return false;
+}
+
+static void untrack_write(struct kl_blk_req *r)
+{
+	struct kl_blockdev *bd = r->bd;
+
+	if (r->wprev)
+		r->wprev->wnext = r->wnext;
+	else
+		bd->writes = r->wnext;
+	if (r->wnext)
+		r->wnext->wprev = r->wprev;
+	if (r->serial)
+		bd->n_serial--;
+	/* start, in order, the waiting writes that no longer conflict */
+	struct kl_blk_req **pp = &bd->waiting, *prev = NULL;
+	while (*pp) {
+		struct kl_blk_req *w = *pp;
+		if (write_may_start(bd, w)) {
+			*pp = w->wnext;
+			if (bd->waiting_tail == w)
+				bd->waiting_tail = prev;
+			writes_insert(bd, w);
+			start_write(w);
+		} else {
+			prev = w;
+			pp = &w->wnext;
+		}
+	}
 }
 
 /* An O_DIRECT write of the partial last block extended the file: cut it
@@ -632,12 +746,20 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 	}
 	switch (op) {
 	case KL_BLK_READ:
-	case KL_BLK_WRITE:
 		if (!r->len) {
 			r->eop = KL_EOP_FLUSH;
 			defer(r, 0);
 		} else {
 			start_rw(r);
+		}
+		break;
+	case KL_BLK_WRITE:
+	case KL_BLK_WRITE_ZEROES:
+		if (!r->len) {
+			r->eop = KL_EOP_FLUSH;
+			defer(r, 0);
+		} else if (track_write(r)) {
+			start_write(r);
 		}
 		break;
 	case KL_BLK_FLUSH:
@@ -653,18 +775,6 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 			defer(r, 0);
 		} else {
 			start_falloc(r, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
-		}
-		break;
-	case KL_BLK_WRITE_ZEROES:
-		if (!r->len) {
-			r->eop = KL_EOP_FLUSH;
-			defer(r, 0);
-		} else if (!bd->no_zero_range) {
-			start_falloc(r, FALLOC_FL_ZERO_RANGE);
-		} else if (!bd->no_punch) {
-			start_falloc(r, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
-		} else {
-			start_zero_writes(r);
 		}
 		break;
 	}

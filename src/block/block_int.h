@@ -41,6 +41,14 @@ struct kl_blk_req {
 	bool rmw;                       /* write phase 1: read the aligned span */
 	struct iovec *ziov;             /* write-zeroes emulated with writes */
 
+	/* O_DIRECT write ordering (block.c): WRITE/WRITE_ZEROES on a direct
+	 * device cover the aligned span [sbeg, send); a request whose range is
+	 * not aligned is read-modify-written and "serial": it does not run
+	 * alongside another write whose span overlaps its own. */
+	bool tracked, serial;
+	uint64_t sbeg, send;
+	struct kl_blk_req *wprev, *wnext; /* bd->writes (in flight) or bd->waiting */
+
 	/* engine private */
 	struct iocb iocb;
 	bool via_pool;                  /* native: op sent to the thread pool */
@@ -84,6 +92,9 @@ struct kl_blockdev {
 	bool in_poll;                   /* inside the completion handler: batch submits */
 
 	unsigned in_flight;
+	struct kl_blk_req *writes;      /* tracked writes in flight */
+	struct kl_blk_req *waiting, *waiting_tail; /* tracked writes held back, FIFO */
+	unsigned n_serial;              /* serial requests in flight or waiting */
 	struct kl_blk_req *deferred, **deferred_tail; /* complete on next poll */
 	struct kl_blk_stats stats;
 	bool registered;
