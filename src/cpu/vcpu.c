@@ -63,6 +63,14 @@ static int set_cpuid(struct kl_vcpu *c, const char *model, char **err)
 		g_free(cpuid);
 		return -1;
 	}
+	size_t nlen = model ? strcspn(model, ",") : 0;
+	if (c->index == 0 && model &&
+	    ((nlen == 4 && !strncmp(model, "host", 4)) || (nlen == 3 && !strncmp(model, "max", 3))) &&
+	    kl_host_is_emulated())
+		fprintf(stderr, "kvmlite: warning: -cpu %.*s on a host without VMX/SVM (PVM): "
+			"guests run in KVM's instruction emulator, which cannot execute XSAVE, "
+			"AVX, POPCNT, CLAC/STAC, TSC-deadline ...; -cpu kvmlite-safe (the "
+			"default here) hides them\n", (int)nlen, model);
 	kl_cpuid_fix_topology(cpuid, c->index, vm->ncpus);
 	if (ioctl(c->fd, KVM_SET_CPUID2, cpuid) < 0) {
 		*err = g_strdup_printf("KVM_SET_CPUID2: %s", g_strerror(errno));
@@ -284,6 +292,10 @@ static void report_internal_error(struct kl_vcpu *c)
 			fprintf(stderr, " %02x", code[i]);
 		fprintf(stderr, "\n");
 	}
+	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && kl_host_is_emulated())
+		fprintf(stderr, "kvmlite: this host has no VMX/SVM (PVM): every guest instruction "
+			"runs in KVM's instruction emulator, which cannot execute this one; "
+			"see docs/cpu.md (-cpu kvmlite-safe, guest kernel parameters)\n");
 }
 
 static const char *exit_name(uint32_t r)
