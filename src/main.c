@@ -142,9 +142,10 @@ static void add_device(struct kl_vm *vm, const char *spec)
 	if (t->create(vm, o, &err) < 0)
 		die("-device %s: %s", spec, err);
 	char *what = g_strdup_printf("-device %s", drv);
-	if (kl_opts_check_unused(o, what, &err) < 0)
-		die_err(err);
+	int unused = kl_opts_check_unused(o, what, &err);
 	g_free(what);
+	if (unused < 0)
+		die_err(err);
 	kl_opts_free(o);
 }
 
