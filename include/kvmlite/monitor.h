@@ -4,16 +4,23 @@
  * Command-line mapping (main.c):
  *   -qmp unix:PATH,server=on,wait=off      kl_monitor_add_qmp(vm, spec, &err)
  *   -qmp unix:PATH,server,nowait           (old spelling, same)
+ *   -qmp unix:PATH,server=on               wait=on (the default): blocks until
+ *                                          the first client connects
+ *   -qmp unix:PATH                         client mode (server=off): connects
+ *                                          to PATH now; kvmlite sends the greeting
  *   -qmp tcp:HOST:PORT,server=on,wait=off  HOST must be a loopback address
- *   -chardev socket,id=ID,path=PATH,server=on,wait=off   kl_chardev_add(spec, &err)
- *   -chardev socket,id=ID,host=H,port=P,server=on,wait=off
+ *                                          (when connecting too)
+ *   -chardev socket,id=ID,path=PATH[,server=on[,wait=off]]   kl_chardev_add(spec, &err)
+ *   -chardev socket,id=ID,host=H,port=P[,server=on[,wait=off]]
  *   -mon chardev=ID,mode=control           kl_monitor_add_mon(vm, spec, &err)
  * Call every kl_chardev_add() before any kl_monitor_add_mon() (QEMU creates
  * chardevs first too).  Everything must be called on the main thread with the
  * BQL held, after kl_loop_init() and after vm->vcpus/ncpus/name/uuid are set
  * (the functions only read vm at command time, so kl_vm_create may come
- * later, but before kl_loop_run()).  All return 0, or -1 with a one-line
- * *err (g_free it).
+ * later, but before kl_loop_run()), and before the vCPUs start: wait=on
+ * blocks the caller in poll()/accept4().  A connection made by
+ * kl_chardev_add() is held until its -mon attaches (closed at cleanup if
+ * none does).  All return 0, or -1 with a one-line *err (g_free it).
  *
  * At exit (after kl_loop_run() returns) call kl_monitor_cleanup(): it flushes
  * pending replies/events (e.g. the reply to "quit" and the SHUTDOWN event)

@@ -311,9 +311,11 @@ static const struct flag flags[] = {
 	{ "drive", ARG, f_drive, "-drive file=F[,if=virtio|none][,id=ID][,format=raw][,cache=none|writethrough|writeback|directsync|unsafe][,aio=threads|native|io_uring][,readonly=on]" },
 	{ "device", ARG, f_device, "-device DRIVER[,prop=value...]  (-device help lists drivers)" },
 	{ "netdev", ARG, f_netdev, "-netdev user|tap|socket,id=ID[,...]  network back-end" },
-	{ "chardev", ARG, f_chardev, "-chardev socket,id=ID,path=P|host=H,port=N,server=on,wait=off" },
+	{ "chardev", ARG, f_chardev, "-chardev socket,id=ID,path=P|host=H,port=N[,server=on[,wait=off]]  as -qmp" },
 	{ "serial", ARG, f_serial, "-serial stdio|file:PATH|unix:PATH,server=on[,wait=off]|null|none" },
-	{ "qmp", ARG, f_qmp, "-qmp unix:PATH,server=on,wait=off | tcp:HOST:PORT,server=on,wait=off" },
+	{ "qmp", ARG, f_qmp, "-qmp unix:PATH|tcp:HOST:PORT[,server=on[,wait=off]]  QMP monitor: server=on listens\n"
+			     "                       (wait=on, the default, waits for a client before the guest starts);\n"
+			     "                       without server=on it connects to the socket at start-up; TCP: loopback only" },
 	{ "mon", ARG, f_mon, "-mon chardev=ID,mode=control" },
 	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd,id=ID,size=S[,hugetlb=on]" },
 	{ "name", ARG, f_name_opts, "-name [guest=]NAME" },

@@ -1,11 +1,14 @@
 /* Monitor transports: -qmp / -chardev socket / -mon parsing, listening
- * sockets (unix, loopback TCP), client connections on the main loop, the
- * query-chardev registry and event broadcast. */
+ * sockets (unix, loopback TCP; wait=on blocks start-up until the first
+ * client), client mode (server=off: connect to a peer's socket), client
+ * connections on the main loop, the query-chardev registry and event
+ * broadcast. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,10 +26,11 @@
 
 struct kl_chardev {
 	char *label;
-	char *filename;       /* "unix:PATH,server=on", "stdio", ... */
+	char *filename;       /* "unix:PATH,server=on", "tcp:H:P", "stdio", ... */
 	bool is_socket;
-	int listen_fd;
+	int listen_fd;        /* -1: none (client mode, notes) */
 	guint listen_watch;
+	int pending_fd;       /* connected before a monitor attached, -1: none */
 	char *unlink_path;
 	struct kl_monitor *mon; /* frontend, NULL: none */
 	bool noted_open;        /* frontend-open for kl_chardev_note entries */
@@ -281,16 +285,15 @@ static bool addr_is_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-static int listen_tcp(const char *host, const char *port, char **err)
+/* Resolve host:port; every address must be loopback (QMP has no
+ * authentication: it is never exposed on the network, in either direction).
+ * verb: "listens on" / "connects to", for the message. */
+static struct addrinfo *resolve_loopback(const char *host, const char *port, const char *verb,
+					 char **err)
 {
-	if (!host || !*host) {
-		*err = g_strdup("listening on all interfaces is not allowed; use a loopback host "
-				"such as 127.0.0.1");
-		return -1;
-	}
 	if (!port || !*port) {
 		*err = g_strdup("missing TCP port");
-		return -1;
+		return NULL;
 	}
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV };
@@ -298,16 +301,29 @@ static int listen_tcp(const char *host, const char *port, char **err)
 	int r = getaddrinfo(host, port, &hints, &res);
 	if (r) {
 		*err = g_strdup_printf("cannot resolve '%s:%s': %s", host, port, gai_strerror(r));
-		return -1;
+		return NULL;
 	}
 	for (struct addrinfo *a = res; a; a = a->ai_next) {
 		if (!addr_is_loopback(a->ai_addr)) {
 			*err = g_strdup_printf("host '%s' is not a loopback address; the monitor "
-					       "only listens on 127.0.0.0/8 or ::1", host);
+					       "only %s 127.0.0.0/8 or ::1", host, verb);
 			freeaddrinfo(res);
-			return -1;
+			return NULL;
 		}
 	}
+	return res;
+}
+
+static int listen_tcp(const char *host, const char *port, char **err)
+{
+	if (!host || !*host) {
+		*err = g_strdup("listening on all interfaces is not allowed; use a loopback host "
+				"such as 127.0.0.1");
+		return -1;
+	}
+	struct addrinfo *res = resolve_loopback(host, port, "listens on", err);
+	if (!res)
+		return -1;
 	int fd = -1, e = 0;
 	for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
 		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -329,6 +345,83 @@ static int listen_tcp(const char *host, const char *port, char **err)
 	return fd;
 }
 
+/* wait=on: block start-up until the first client connects (QEMU does the
+ * same before the guest runs).  Returns the accepted fd, or -1 with *err. */
+static int wait_first_client(int lfd, const char *fname, char **err)
+{
+	fprintf(stderr, "kvmlite: waiting for connection on: disconnected:%s\n", fname);
+	for (;;) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		if (poll(&p, 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			*err = g_strdup_printf("waiting for a connection: %s", g_strerror(errno));
+			return -1;
+		}
+		int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (c >= 0)
+			return c;
+		if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == ECONNABORTED)
+			continue;
+		*err = g_strdup_printf("cannot accept a connection: %s", g_strerror(errno));
+		return -1;
+	}
+}
+
+/* ---------------- client mode (server=off) ---------------- */
+
+static int connect_unix(const char *path, char **err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (!*path) {
+		*err = g_strdup("empty unix socket path");
+		return -1;
+	}
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		*err = g_strdup_printf("unix socket path '%s' is too long (max %zu bytes)", path,
+				       sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		*err = g_strdup_printf("cannot connect to %s: %s", path, g_strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int connect_tcp(const char *host, const char *port, char **err)
+{
+	if (!host || !*host) {
+		*err = g_strdup("missing host to connect to; use a loopback host such as 127.0.0.1");
+		return -1;
+	}
+	struct addrinfo *res = resolve_loopback(host, port, "connects to", err);
+	if (!res)
+		return -1;
+	int fd = -1, e = 0;
+	for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
+			e = errno;
+			close(fd);
+			fd = -1;
+		}
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		*err = g_strdup_printf("cannot connect to %s:%s: %s", host, port, g_strerror(e));
+	return fd;
+}
+
 /* ---------------- registry ---------------- */
 
 static struct kl_chardev *chardev_find(const char *label)
@@ -347,6 +440,7 @@ static struct kl_chardev *chardev_new(const char *label, const char *filename)
 	cd->label = g_strdup(label);
 	cd->filename = g_strdup(filename);
 	cd->listen_fd = -1;
+	cd->pending_fd = -1;
 	if (!chardevs)
 		chardevs = g_ptr_array_new();
 	g_ptr_array_add(chardevs, cd);
@@ -387,14 +481,17 @@ GPtrArray *kl_chardev_list(void)
 }
 
 /* Parse "unix:PATH" / "tcp:HOST:PORT" (from -qmp) or path=/host=/port= (from
- * -chardev socket) plus server/wait, and start listening. */
+ * -chardev socket) plus server/wait.  server=on: listen (and with wait=on,
+ * the default, block until the first client connects); server=off (the
+ * default): connect to the peer now.  A connection made here is kept in
+ * pending_fd until a monitor attaches (chardev_attach). */
 static struct kl_chardev *socket_chardev(const char *what, const char *label, struct kl_opts *o,
 					 const char *addr, char **err)
 {
 	char *e = NULL, *host = NULL, *port = NULL, *path = NULL, *fname = NULL;
 	bool server, wait;
 	struct kl_chardev *cd = NULL;
-	int fd = -1;
+	int fd = -1, first = -1;
 
 	if (addr && g_str_has_prefix(addr, "unix:")) {
 		path = g_strdup(addr + 5);
@@ -434,31 +531,38 @@ static struct kl_chardev *socket_chardev(const char *what, const char *label, st
 	if (kl_opts_get_bool(o, "server", false, &server, &e) < 0 ||
 	    kl_opts_get_bool(o, "wait", true, &wait, &e) < 0)
 		goto fail;
-	if (!server) {
-		e = g_strdup("only server mode is supported (add server=on)");
-		goto fail;
-	}
-	if (wait) {
-		e = g_strdup("wait=on is not supported (add wait=off)");
-		goto fail;
-	}
+	/* (wait= is read even with server=off, where QEMU ignores it) */
 	if (kl_opts_check_unused(o, what, &e) < 0)
 		goto fail;
-	if (path) {
-		fd = listen_unix(path, &e);
-		fname = g_strdup_printf("unix:%s,server=on", path);
+	const char *srv = server ? ",server=on" : "";
+	if (path)
+		fname = g_strdup_printf("unix:%s%s", path, srv);
+	else
+		fname = strchr(host, ':') ? g_strdup_printf("tcp:[%s]:%s%s", host, port, srv)
+					  : g_strdup_printf("tcp:%s:%s%s", host, port, srv);
+	if (!server) {
+		first = path ? connect_unix(path, &e) : connect_tcp(host, port, &e);
+		if (first < 0)
+			goto fail;
 	} else {
-		fd = listen_tcp(host, port, &e);
-		fname = strchr(host, ':') ? g_strdup_printf("tcp:[%s]:%s,server=on", host, port)
-					  : g_strdup_printf("tcp:%s:%s,server=on", host, port);
+		fd = path ? listen_unix(path, &e) : listen_tcp(host, port, &e);
+		if (fd < 0)
+			goto fail;
+		if (wait && (first = wait_first_client(fd, fname, &e)) < 0) {
+			close(fd);
+			if (path)
+				unlink(path);
+			goto fail;
+		}
 	}
-	if (fd < 0)
-		goto fail;
 	cd = chardev_new(label, fname);
 	cd->is_socket = true;
-	cd->listen_fd = fd;
-	cd->unlink_path = g_strdup(path);
-	cd->listen_watch = kl_fd_add(fd, G_IO_IN, listen_ready, cd);
+	cd->pending_fd = first;
+	if (fd >= 0) {
+		cd->listen_fd = fd;
+		cd->unlink_path = g_strdup(path);
+		cd->listen_watch = kl_fd_add(fd, G_IO_IN, listen_ready, cd);
+	}
 fail:
 	if (e)
 		*err = g_strdup_printf("%s '%s': %s", what, o->src, e);
@@ -478,6 +582,19 @@ static void ensure_listener(struct kl_vm *vm)
 	kl_vm_add_event_listener(vm, kl_monitor_vm_event, NULL);
 }
 
+/* Give the chardev its monitor; a connection made at start-up (wait=on,
+ * client mode) becomes the monitor's first client and gets the greeting. */
+static void chardev_attach(struct kl_chardev *cd, struct kl_vm *vm)
+{
+	cd->mon = kl_monitor_new(vm);
+	cd->mon->cd = cd;
+	ensure_listener(vm);
+	if (cd->pending_fd >= 0) {
+		kl_monitor_add_client(cd->mon, cd->pending_fd);
+		cd->pending_fd = -1;
+	}
+}
+
 int kl_monitor_add_qmp(struct kl_vm *vm, const char *spec, char **err)
 {
 	char *e = NULL;
@@ -494,9 +611,7 @@ int kl_monitor_add_qmp(struct kl_vm *vm, const char *spec, char **err)
 	if (!cd)
 		return -1;
 	compat_idx++;
-	cd->mon = kl_monitor_new(vm);
-	cd->mon->cd = cd;
-	ensure_listener(vm);
+	chardev_attach(cd, vm);
 	return 0;
 }
 
@@ -554,9 +669,7 @@ int kl_monitor_add_mon(struct kl_vm *vm, const char *spec, char **err)
 	} else if (cd->mon) {
 		*err = g_strdup_printf("-mon '%s': chardev '%s' is already in use", spec, id);
 	} else {
-		cd->mon = kl_monitor_new(vm);
-		cd->mon->cd = cd;
-		ensure_listener(vm);
+		chardev_attach(cd, vm);
 		ret = 0;
 	}
 	g_free(e);
@@ -600,6 +713,8 @@ void kl_monitor_cleanup(void)
 			kl_source_remove(cd->listen_watch);
 		if (cd->listen_fd >= 0)
 			close(cd->listen_fd);
+		if (cd->pending_fd >= 0)
+			close(cd->pending_fd); /* no -mon ever took this chardev */
 		if (cd->unlink_path)
 			unlink(cd->unlink_path);
 		g_free(cd->unlink_path);

@@ -168,10 +168,16 @@ class QMPError(Exception):
 
 
 class QMP:
-    def __init__(self, path, timeout=20.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Client end of a QMP connection: connects to the unix socket at path,
+    or (path None) takes an already connected socket (e.g. one accepted
+    from a VMM in client mode); reads the greeting."""
+
+    def __init__(self, path, timeout=20.0, sock=None):
+        if sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = sock
         deadline = time.monotonic() + timeout
-        while True:
+        while path is not None:
             try:
                 self.sock.connect(path)
                 break
@@ -273,10 +279,12 @@ def kvm_usable():
 
 
 class VMM:
-    """kvmlite or QEMU running the probe guest with -S and a QMP socket.
-    Serial output (stdout) is collected by a thread."""
+    """kvmlite or QEMU running the probe guest with -S (paused=False: without)
+    and a QMP socket.  Serial output (stdout) and stderr are collected by
+    threads (stderr_text() while it runs too)."""
 
-    def __init__(self, flavour, binary, probe, test, extra=(), cmdline="", qmp_args=None):
+    def __init__(self, flavour, binary, probe, test, extra=(), cmdline="", qmp_args=None,
+                 paused=True):
         self.dir = tempfile.mkdtemp(prefix="klqmp-")
         self.sock = os.path.join(self.dir, "qmp.sock")
         # QEMU serves one client per socket: a second -qmp for the second
@@ -291,8 +299,8 @@ class VMM:
             cmd += ["-serial", "stdio", "-display", "none"]
         else:
             cmd += ["-nographic"]
-        cmd += ["-m", "64", "-kernel", probe, "-append", append, "-S",
-                "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
+        cmd += ["-m", "64", "-kernel", probe, "-append", append] + (["-S"] if paused else [])
+        cmd += ["-device", "isa-debug-exit,iobase=0xf4,iosize=4",
                 "-qmp", qmp_args or ("unix:%s,server=on,wait=off" % self.sock)]
         if self.sock2 != self.sock:
             cmd += ["-qmp", "unix:%s,server=on,wait=off" % self.sock2]
@@ -313,7 +321,12 @@ class VMM:
                 self.cv.notify_all()
 
     def _ereader(self):
-        self.err = self.proc.stderr.read()
+        fd = self.proc.stderr.fileno()
+        while True:
+            d = os.read(fd, 65536)
+            if not d:
+                break
+            self.err += d
 
     def wait_serial(self, text, timeout=60.0, start=0):
         """Index of the first line (from start) containing text."""

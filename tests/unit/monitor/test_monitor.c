@@ -16,6 +16,7 @@
 
 #include "../../../src/monitor/monitor_int.h"
 #include "fake_vm.h"
+#include "sock_util.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/monitor.h"
 
@@ -421,71 +422,6 @@ END_TEST
 
 /* ---------------- sockets, several clients, events ---------------- */
 
-static void pump(void)
-{
-	while (g_main_context_iteration(kl_loop_context(), FALSE))
-		;
-}
-
-/* Read one "\r\n"-terminated line from fd, pumping the main loop. */
-static char *read_line(int fd, GString *acc)
-{
-	for (int i = 0; i < 4000; i++) {
-		char *nl = strstr(acc->str, "\r\n");
-		if (nl) {
-			char *l = g_strndup(acc->str, nl - acc->str);
-			g_string_erase(acc, 0, nl - acc->str + 2);
-			return l;
-		}
-		pump();
-		char buf[65536];
-		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-		if (n > 0)
-			g_string_append_len(acc, buf, n);
-		else if (n == 0)
-			return NULL;
-		else
-			g_usleep(500);
-	}
-	return NULL;
-}
-
-static bool quiet(int fd)
-{
-	pump();
-	char c;
-	return recv(fd, &c, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN;
-}
-
-static void send_str(int fd, const char *s)
-{
-	ck_assert_int_eq(send(fd, s, strlen(s), MSG_NOSIGNAL), (ssize_t)strlen(s));
-}
-
-static int connect_unix(const char *path)
-{
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
-	ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	return fd;
-}
-
-static void expect_line(int fd, GString *acc, const char *prefix)
-{
-	char *l = read_line(fd, acc);
-	ck_assert_msg(l && g_str_has_prefix(l, prefix), "got '%s', want '%s...'", l ? l : "(eof)", prefix);
-	g_free(l);
-}
-
-static char *tmp_sock(void)
-{
-	char *dir = g_dir_make_tmp("klqmp-XXXXXX", NULL);
-	char *p = g_build_filename(dir, "qmp.sock", NULL);
-	g_free(dir);
-	return p;
-}
-
 START_TEST(sock_events_to_every_negotiated_client)
 {
 	kl_loop_init();
@@ -715,10 +651,18 @@ START_TEST(spec_errors)
 	fake_vm_init(&vm, 1);
 	char *err = NULL;
 	static const char *const bad[][2] = {
-		{ "unix:/tmp/klqmp-x.sock,server=on", "wait=on is not supported" },
-		{ "unix:/tmp/klqmp-x.sock,server=on,wait=on", "wait=on is not supported" },
-		{ "unix:/tmp/klqmp-x.sock,wait=off", "only server mode" },
+		/* client mode (server=off, the default): connect now */
+		{ "unix:/nonexistent/klqmp.sock", "cannot connect to /nonexistent/klqmp.sock: No such file" },
+		{ "unix:/nonexistent/klqmp.sock,wait=on", "cannot connect to /nonexistent" }, /* wait ignored */
+		{ "unix:/nonexistent/klqmp.sock,server=off,nowait", "cannot connect to /nonexistent" },
+		{ "unix:", "empty unix socket path" },
+		{ "tcp:0.0.0.0:4444", "is not a loopback address; the monitor only connects to" },
+		{ "tcp::4444", "missing host to connect to" },
+		{ "tcp:127.0.0.1:", "missing TCP port" },
+		{ "unix:/nonexistent/klqmp.sock,reconnect=1", "unknown parameter 'reconnect'" },
+		{ "unix:/tmp/klqmp-x.sock,server=on,wait=on,bogus=1", "bogus" }, /* before waiting */
 		{ "tcp:0.0.0.0:4444,server=on,wait=off", "not a loopback address" },
+		{ "tcp:0.0.0.0:4444,server=on", "not a loopback address" }, /* before waiting */
 		{ "tcp::4444,server=on,wait=off", "all interfaces" },
 		{ "tcp:127.0.0.1,server=on,wait=off", "lacks a port" },
 		{ "stdio", "not supported" },
@@ -731,6 +675,31 @@ START_TEST(spec_errors)
 		g_free(err);
 		err = NULL;
 	}
+	/* a unix socket that exists but nobody listens on */
+	char *dead = tmp_sock();
+	int ds = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un dsa = { .sun_family = AF_UNIX };
+	g_strlcpy(dsa.sun_path, dead, sizeof(dsa.sun_path));
+	ck_assert_int_eq(bind(ds, (struct sockaddr *)&dsa, sizeof(dsa)), 0);
+	char *spec = g_strdup_printf("unix:%s", dead);
+	char *want = g_strdup_printf("-qmp '%s': cannot connect to %s: Connection refused", spec, dead);
+	ck_assert_int_eq(kl_monitor_add_qmp(&vm, spec, &err), -1);
+	ck_assert_str_eq(err, want);
+	g_free(err);
+	g_free(spec);
+	g_free(want);
+	spec = g_strdup_printf("socket,id=c0,path=%s", dead);
+	ck_assert_int_eq(kl_chardev_add(spec, &err), -1);
+	ck_assert_msg(g_str_has_prefix(err, "-chardev 'socket,id=c0,") && strstr(err, "cannot connect to ") &&
+		      strstr(err, "Connection refused"), "%s", err);
+	g_free(err);
+	g_free(spec);
+	err = NULL;
+	ck_assert(access(dead, F_OK) == 0); /* a peer's path is never unlinked */
+	close(ds);
+	unlink(dead);
+	g_free(dead);
+
 	ck_assert_int_eq(kl_chardev_add("file,id=x,path=/tmp/x", &err), -1);
 	ck_assert(strstr(err, "only socket"));
 	g_free(err);
@@ -825,6 +794,7 @@ static Suite *suite(void)
 	tcase_add_test(t, spec_errors);
 	tcase_add_test(t, tcp_loopback_client);
 	suite_add_tcase(s, t);
+	suite_add_tcase(s, chardev_modes_tcase());
 	return s;
 }
 
