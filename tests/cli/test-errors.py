@@ -41,6 +41,41 @@ def run(args, env=None, needle=None, name=None):
         print("FAIL %-28s %s\n     stderr: %r" % (name, "; ".join(why), err))
 
 
+def host_is_emulated():
+    """Same rule as kl_host_is_emulated() (src/cpu/cpumodel.c)."""
+    if os.path.exists("/sys/module/kvm_pvm"):
+        return True
+    with open("/proc/cpuinfo") as f:
+        flags = [l.split(":", 1)[1].split() for l in f if l.startswith("flags")]
+    return not any("vmx" in fl or "svm" in fl for fl in flags)
+
+
+def cpu_warning(probe):
+    """Not an error case: -cpu host on a host without VMX/SVM runs the guest
+    and warns once on stderr, naming the emulator and kvmlite-safe; the
+    default model gives no warning."""
+    global failures, passed
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("skip -cpu host warning: /dev/kvm is not accessible")
+        return
+    emulated = host_is_emulated()
+    for model, want in (("host", emulated), ("kvmlite-safe", False)):
+        p = subprocess.run([kvmlite, "-cpu", model, "-kernel", probe, "-append", "test=hello",
+                            "-nodefaults", "-serial", "null",
+                            "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        warned = [l for l in p.stderr.splitlines() if "warning: -cpu " + model in l]
+        ok = p.returncode == 1 and len(warned) == (1 if want else 0) and \
+            (not want or ("instruction emulator" in warned[0] and "kvmlite-safe" in warned[0]))
+        name = "-cpu %s warning%s" % (model, "" if want else " absent")
+        if ok:
+            passed += 1
+            print("ok   %-28s %s" % (name, warned[0] if warned else "(no warning)"))
+        else:
+            failures += 1
+            print("FAIL %-28s exit %d, stderr %r" % (name, p.returncode, p.stderr))
+
+
 with tempfile.TemporaryDirectory() as d:
     garbage = os.path.join(d, "garbage.bin")
     with open(garbage, "wb") as f:
@@ -80,6 +115,15 @@ with tempfile.TemporaryDirectory() as d:
             name="bad serial back-end")
         run(["-kernel", probe, "-drive", "file=%s,if=ide" % garbage], needle="ide",
             name="unsupported drive if=")
+        nobody = os.path.join(d, "nobody.sock")
+        run(["-kernel", probe, "-qmp", "unix:" + nobody],
+            needle="cannot connect to %s: No such file or directory" % nobody,
+            name="-qmp client, no listener")
+        run(["-kernel", probe, "-qmp", "tcp:192.0.2.1:4444"], needle="not a loopback address",
+            name="-qmp client, non-loopback")
+        run(["-kernel", probe, "-qmp", "unix:%s,reconnect=1" % nobody],
+            needle="unknown parameter 'reconnect'", name="-qmp reconnect=")
+        cpu_warning(probe)
     else:
         print("note: probe kernel not given; cases needing a valid kernel not run")
 
