@@ -244,19 +244,28 @@ static bool listen_ready(int fd, GIOCondition cond, void *opaque)
 	return true;
 }
 
-static int listen_unix(const char *path, char **err)
+/* sa = the unix socket address of path; -1 with *err if path cannot be one. */
+static int unix_addr(const char *path, struct sockaddr_un *sa, char **err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	*sa = (struct sockaddr_un){ .sun_family = AF_UNIX };
 	if (!*path) {
 		*err = g_strdup("empty unix socket path");
 		return -1;
 	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
+	if (strlen(path) >= sizeof(sa->sun_path)) {
 		*err = g_strdup_printf("unix socket path '%s' is too long (max %zu bytes)", path,
-				       sizeof(sa.sun_path) - 1);
+				       sizeof(sa->sun_path) - 1);
 		return -1;
 	}
-	strcpy(sa.sun_path, path);
+	strcpy(sa->sun_path, path);
+	return 0;
+}
+
+static int listen_unix(const char *path, char **err)
+{
+	struct sockaddr_un sa;
+	if (unix_addr(path, &sa, err) < 0)
+		return -1;
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
@@ -373,17 +382,9 @@ static int wait_first_client(int lfd, const char *fname, char **err)
 
 static int connect_unix(const char *path, char **err)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (!*path) {
-		*err = g_strdup("empty unix socket path");
+	struct sockaddr_un sa;
+	if (unix_addr(path, &sa, err) < 0)
 		return -1;
-	}
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		*err = g_strdup_printf("unix socket path '%s' is too long (max %zu bytes)", path,
-				       sizeof(sa.sun_path) - 1);
-		return -1;
-	}
-	strcpy(sa.sun_path, path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		*err = g_strdup_printf("cannot connect to %s: %s", path, g_strerror(errno));
