@@ -38,7 +38,7 @@ int kl_opts_get_u64(struct kl_opts *o, const char *key, uint64_t def, uint64_t *
  * default_unit bytes-multiplier (1 for bytes, 1<<20 for -m). */
 int kl_parse_size(const char *s, uint64_t default_unit, uint64_t *out);
 int kl_opts_get_size(struct kl_opts *o, const char *key, uint64_t def, uint64_t *out, char **err);
-/* -1 with *err = "<what>: unknown parameter 'key'" if any key was never read. */
+/* Error "WHAT: unknown parameter 'KEY'" (what NULL: without the prefix). */
 int kl_opts_check_unused(const struct kl_opts *o, const char *what, char **err);
 
 #endif

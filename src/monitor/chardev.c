@@ -533,7 +533,7 @@ static struct kl_chardev *socket_chardev(const char *what, const char *label, st
 	    kl_opts_get_bool(o, "wait", true, &wait, &e) < 0)
 		goto fail;
 	/* (wait= is read even with server=off, where QEMU ignores it) */
-	if (kl_opts_check_unused(o, what, &e) < 0)
+	if (kl_opts_check_unused(o, NULL, &e) /* the prefix comes below */ < 0)
 		goto fail;
 	const char *srv = server ? ",server=on" : "";
 	if (path)

@@ -214,7 +214,8 @@ int kl_opts_check_unused(const struct kl_opts *o, const char *what, char **err)
 {
 	for (unsigned i = 0; i < o->n; i++) {
 		if (!o->v[i].used) {
-			*err = g_strdup_printf("%s: unknown parameter '%s'", what, o->v[i].key);
+			*err = what ? g_strdup_printf("%s: unknown parameter '%s'", what, o->v[i].key)
+				    : g_strdup_printf("unknown parameter '%s'", o->v[i].key);
 			return -1;
 		}
 	}

@@ -33,6 +33,9 @@ START_TEST(unused_key_named)
 	ck_assert_int_eq(kl_opts_check_unused(o, "-device e1000", &err), -1);
 	ck_assert_str_eq(err, "-device e1000: unknown parameter 'bogus'");
 	g_free(err);
+	ck_assert_int_eq(kl_opts_check_unused(o, NULL, &err), -1);
+	ck_assert_str_eq(err, "unknown parameter 'bogus'");
+	g_free(err);
 	kl_opts_free(o);
 }
 END_TEST
