@@ -71,6 +71,7 @@ struct kl_vm {
 
 	GPtrArray *reset_handlers; /* of struct kl_reset_entry */
 	GPtrArray *event_listeners;
+	GPtrArray *cleanups;       /* of struct cleanup_entry: kl_vm_add_cleanup */
 	kl_reset_fn powerdown_fn;  /* platform's "power button"; NULL: none */
 	void *powerdown_opaque;
 
@@ -117,6 +118,11 @@ void kl_vm_request_powerdown(struct kl_vm *vm);
 void kl_vm_fatal(struct kl_vm *vm, int exit_code);
 
 void kl_vm_add_reset_handler(struct kl_vm *vm, kl_reset_fn fn, void *opaque);
+/* Device teardown: kl_vm_destroy calls fn(opaque) once the vCPU threads are
+ * joined (no handler can run any more), in reverse order of registration,
+ * before it frees the buses.  A device whose state is referenced only from
+ * bus ranges and reset handlers registers its free function here. */
+void kl_vm_add_cleanup(struct kl_vm *vm, GDestroyNotify fn, void *opaque);
 void kl_vm_add_event_listener(struct kl_vm *vm, kl_event_fn fn, void *opaque);
 void kl_vm_emit(struct kl_vm *vm, enum kl_vm_event ev, const struct kl_event_info *info);
 

@@ -29,6 +29,11 @@ struct reset_entry {
 	void *opaque;
 };
 
+struct cleanup_entry {
+	GDestroyNotify fn;
+	void *opaque;
+};
+
 /* Snapshot of the in-kernel irqchips and PIT at creation, for reset. */
 static struct kvm_irqchip rst_chip[3];
 static struct kvm_pit_state2 rst_pit;
@@ -123,6 +128,7 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 	g_cond_init(&vm->state_cond);
 	vm->reset_handlers = g_ptr_array_new_with_free_func(g_free);
 	vm->event_listeners = g_ptr_array_new_with_free_func(g_free);
+	vm->cleanups = g_ptr_array_new_with_free_func(g_free);
 	vm->state = KL_RS_PRELAUNCH;
 	vm->ncpus = ncpus;
 	vm->sockets = 1;
@@ -266,6 +272,13 @@ void kl_vm_destroy(struct kl_vm *vm)
 	}
 	g_free(vm->vcpus);
 	vm->vcpus = NULL;
+	/* Devices last registered go first (they may use earlier ones). */
+	for (guint i = vm->cleanups->len; i > 0; i--) {
+		struct cleanup_entry *e = g_ptr_array_index(vm->cleanups, i - 1);
+		e->fn(e->opaque);
+	}
+	g_ptr_array_free(vm->cleanups, TRUE);
+	vm->cleanups = NULL;
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)
@@ -281,6 +294,8 @@ void kl_vm_destroy(struct kl_vm *vm)
 	g_ptr_array_free(vm->reset_handlers, TRUE);
 	g_ptr_array_free(vm->event_listeners, TRUE);
 	vm->reset_handlers = vm->event_listeners = NULL;
+	g_free(vm->name);
+	vm->name = NULL;
 }
 
 int kl_vm_set_irq(struct kl_vm *vm, unsigned gsi, int level)
@@ -371,6 +386,14 @@ void kl_vm_add_reset_handler(struct kl_vm *vm, kl_reset_fn fn, void *opaque)
 	e->fn = fn;
 	e->opaque = opaque;
 	g_ptr_array_add(vm->reset_handlers, e);
+}
+
+void kl_vm_add_cleanup(struct kl_vm *vm, GDestroyNotify fn, void *opaque)
+{
+	struct cleanup_entry *e = g_new(struct cleanup_entry, 1);
+	e->fn = fn;
+	e->opaque = opaque;
+	g_ptr_array_add(vm->cleanups, e);
 }
 
 void kl_vm_add_event_listener(struct kl_vm *vm, kl_event_fn fn, void *opaque)

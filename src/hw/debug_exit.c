@@ -46,6 +46,7 @@ static int dx_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 		g_free(d);
 		return -1;
 	}
+	kl_vm_add_cleanup(vm, g_free, d);
 	return 0;
 }
 

@@ -128,9 +128,15 @@ int kl_platform_init(struct kl_vm *vm, char **err)
 	    kl_bus_register(&vm->pio, 0x60, 5, &kbd_ops, p, "i8042-reset") < 0 ||
 	    kl_bus_register(&vm->pio, 0x80, 1, &post_ops, p, "post") < 0 ||
 	    kl_bus_register(&vm->pio, 0x70, 2, &rtc_ops, p, "cmos-rtc") < 0) {
+		/* drop the ranges registered before the overlap */
+		static const uint64_t bases[] = { 0xcf9, 0x60, 0x80, 0x70 };
+		for (unsigned i = 0; i < G_N_ELEMENTS(bases); i++)
+			kl_bus_unregister(&vm->pio, bases[i], p);
+		g_free(p);
 		*err = g_strdup("platform I/O ports overlap");
 		return -1;
 	}
 	kl_vm_add_reset_handler(vm, platform_reset, p);
+	kl_vm_add_cleanup(vm, g_free, p);
 	return 0;
 }

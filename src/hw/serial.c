@@ -386,6 +386,22 @@ static int open_backend(struct serial *s, const char *spec, char **err)
 	return -1;
 }
 
+/* Close the back-end: watches, the client / file / listening fds (never
+ * the process's stdin/stdout), then the state.  From kl_vm_destroy. */
+static void serial_free(void *opaque)
+{
+	struct serial *s = opaque;
+	if (s->in_watch)
+		kl_source_remove(s->in_watch);
+	if (s->listen_watch)
+		kl_source_remove(s->listen_watch);
+	if (s->be != BE_STDIO && s->out_fd >= 0)
+		close(s->out_fd);
+	if (s->listen_fd >= 0)
+		close(s->listen_fd);
+	g_free(s);
+}
+
 int kl_serial_create(struct kl_vm *vm, const char *spec, unsigned base, unsigned irq,
 		     const char *label, char **err)
 {
@@ -402,9 +418,11 @@ int kl_serial_create(struct kl_vm *vm, const char *spec, unsigned base, unsigned
 	serial_reset(s);
 	if (kl_bus_register(&vm->pio, base, 8, &serial_ops, s, "serial") < 0) {
 		*err = g_strdup_printf("serial port at 0x%x overlaps another device", base);
+		serial_free(s);
 		return -1;
 	}
 	kl_vm_add_reset_handler(vm, serial_reset, s);
+	kl_vm_add_cleanup(vm, serial_free, s);
 	watch_input(s);
 	return 0;
 }

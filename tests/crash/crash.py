@@ -31,6 +31,10 @@ import sys
 import tempfile
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import sanitizers  # noqa: E402  (tests/sanitizers.py)
+
 SKIP = 77
 MAGIC = 0x48534152434c4b
 M64 = (1 << 64) - 1
@@ -148,6 +152,9 @@ def one_run(o, img, gen, kill_after, rng):
                 return None, line
     p.wait()
     err = p.stderr.read().decode("utf-8", "replace").strip()
+    san = sanitizers.report(err, None if killed else p.returncode)
+    if san:
+        return None, "%s\n%s" % (san, "\n".join(sanitizers.excerpt(err)))
     if not killed and not done:
         return None, "kvmlite exited (status %s) before the kill: %s" % (p.returncode, err[-300:])
     return {"acked": acked, "killed": killed and not done, "done": done}, None

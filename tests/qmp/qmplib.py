@@ -15,6 +15,10 @@ import tempfile
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)), ".."))
+import sanitizers  # noqa: E402  (tests/sanitizers.py)
+
 SKIP = 77
 
 # ---------------------------------------------------------------- schemas
@@ -257,8 +261,14 @@ class QMP:
 
 
 # ---------------------------------------------------------------- VMM
+# Sanitizer reports of every VMM stopped so far (VMM.stop), as failures.
+sanitizer_failures = []
+
+
 def verdict(failures):
-    """Print the failed checks (or PASS); return the test's exit status."""
+    """Print the failed checks (or PASS); return the test's exit status.
+    A sanitizer report of any VMM run (see VMM.stop) is a failure too."""
+    failures = failures + sanitizer_failures
     if failures:
         print("FAIL: %d check(s) failed:" % len(failures))
         for f in failures:
@@ -291,6 +301,7 @@ class VMM:
         # client.  kvmlite serves several clients on one socket.
         self.sock2 = os.path.join(self.dir, "qmp2.sock") if flavour == "qemu" else self.sock
         append = "test=" + test + (" " + cmdline if cmdline else "")
+        self.append = append
         cmd = [binary]
         if flavour == "qemu":
             cmd += ["-enable-kvm", "-cpu", "qemu64", "-no-user-config", "-nodefaults"]
@@ -312,7 +323,8 @@ class VMM:
                                      stderr=subprocess.PIPE, start_new_session=True)
         self.err = b""
         threading.Thread(target=self._reader, daemon=True).start()
-        threading.Thread(target=self._ereader, daemon=True).start()
+        self.ethread = threading.Thread(target=self._ereader, daemon=True)
+        self.ethread.start()
 
     def _reader(self):
         for raw in self.proc.stdout:
@@ -350,13 +362,24 @@ class VMM:
             return None
 
     def stop(self):
-        if self.proc.poll() is None:
+        killed = self.proc.poll() is None
+        if killed:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+        # A sanitizer report (e.g. LeakSanitizer at exit) fails the test even
+        # when the exit status looked right: ASan/UBSan exit 1 by default.
+        self.ethread.join(10)
+        san = sanitizers.report(self.err, None if killed else self.proc.returncode)
+        if san:
+            sanitizer_failures.append("%s (-append %r): %s" % (os.path.basename(self.cmd[0]),
+                                                               self.append, san))
+            print("sanitizer report of %s:" % " ".join(self.cmd))
+            for line in sanitizers.excerpt(self.err):
+                print("  ! " + line)
 
     def stderr_text(self):
         return self.err.decode("utf-8", "replace")
