@@ -278,6 +278,25 @@ def verdict(failures):
     return 0
 
 
+def preflight(doc, args):
+    """Common start of the QMP test scripts: args are BINARY PROBE (after
+    their own options).  Returns (binary, probe, None) to go on, or
+    (None, None, status): 2 for bad usage (doc printed), SKIP without a
+    usable /dev/kvm, 1 when the binary is missing."""
+    if len(args) != 2:
+        print(doc)
+        return None, None, 2
+    binary, probe = args
+    why = kvm_usable()
+    if why:
+        print("SKIP: %s" % why)
+        return None, None, SKIP
+    if not os.access(binary, os.X_OK):
+        print("FAIL: VMM binary %r not found" % binary)
+        return None, None, 1
+    return binary, probe, None
+
+
 def kvm_usable():
     dev = os.environ.get("KVMLITE_KVM_DEV", "/dev/kvm")
     try:

@@ -181,17 +181,9 @@ def main():
     flavour = "kvmlite"
     if args[:1] == ["--vmm"]:
         flavour, args = args[1], args[2:]
-    if len(args) != 2:
-        print(__doc__)
-        return 2
-    binary, probe = args
-    why = qmplib.kvm_usable()
-    if why:
-        print("SKIP: %s" % why)
-        return qmplib.SKIP
-    if not os.access(binary, os.X_OK):
-        print("FAIL: VMM binary %r not found" % binary)
-        return 1
+    binary, probe, status = qmplib.preflight(__doc__, args)
+    if status is not None:
+        return status
     phase1(flavour, binary, probe)
     phase2(flavour, binary, probe)
     return qmplib.verdict(failures)

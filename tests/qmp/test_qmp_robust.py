@@ -130,14 +130,9 @@ def main():
         else:
             print(__doc__)
             return 2
-    if len(args) != 2:
-        print(__doc__)
-        return 2
-    binary, probe = args
-    why = qmplib.kvm_usable()
-    if why:
-        print("SKIP: %s" % why)
-        return qmplib.SKIP
+    binary, probe, status = qmplib.preflight(__doc__, args)
+    if status is not None:
+        return status
     failures = []
     extra, cmdline = [], "wait=900"
     if flavour == "qemu":
