@@ -288,7 +288,10 @@ static void common_write(struct kl_virtio_dev *vd, unsigned off, uint64_t val, u
 			vq->msix_vector = (val & 0xffff) < nvec ? (uint16_t)val : KL_VIRTIO_NO_VECTOR;
 		break;
 	case KL_VPCI_Q_ENABLE:
-		if (!vq || vq->enabled || (val & 0xffff) != 1 || vd->broken)
+		/* not while a reset is still draining requests: the driver must
+		 * wait for status 0 (a ring failing here would mark the device
+		 * broken while status reads still show the old value) */
+		if (!vq || vq->enabled || (val & 0xffff) != 1 || vd->broken || vd->draining)
 			break;
 		vq->event_idx = kl_virtio_has_feature(vd, KL_VIRTIO_F_EVENT_IDX);
 		vq->indirect = kl_virtio_has_feature(vd, KL_VIRTIO_F_INDIRECT_DESC);

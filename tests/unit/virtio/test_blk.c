@@ -270,6 +270,10 @@ START_TEST(reset_drains_inflight)
 	/* reset before the completion ran: status stays non-zero */
 	vw(KL_VPCI_STATUS, 1, 0);
 	ck_assert_uint_ne(vr(KL_VPCI_STATUS, 1), 0);
+	/* no queue can be enabled before the reset has completed */
+	vw(KL_VPCI_Q_SELECT, 2, 0);
+	vw(KL_VPCI_Q_ENABLE, 2, 1);
+	ck_assert_uint_eq(vr(KL_VPCI_Q_ENABLE, 2), 0);
 	gint64 end = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
 	while (vr(KL_VPCI_STATUS, 1) != 0) {
 		ck_assert(g_get_monotonic_time() < end);
