@@ -17,9 +17,13 @@
 enum { EAX, EBX, ECX, EDX };
 
 #define MAXENT 64
+/* hdr.entries[] has room for MAXENT entries (a union: clang rejects a
+ * struct with a flexible array member that is not at the end). */
 struct table {
-	struct kvm_cpuid2 hdr;
-	struct kvm_cpuid_entry2 e[MAXENT];
+	union {
+		struct kvm_cpuid2 hdr;
+		uint8_t room[sizeof(struct kvm_cpuid2) + MAXENT * sizeof(struct kvm_cpuid_entry2)];
+	};
 };
 
 static void add(struct table *t, uint32_t fn, int idx, uint32_t a, uint32_t b, uint32_t c,
