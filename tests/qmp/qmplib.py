@@ -265,6 +265,18 @@ class QMP:
 sanitizer_failures = []
 
 
+# Failed checks of the running test script (check()), for verdict().
+failures = []
+
+
+def check(cond, what):
+    """Print one ok/FAIL line; a failed check is remembered in failures."""
+    print("  %s %s" % ("ok  " if cond else "FAIL", what), flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
 def verdict(failures):
     """Print the failed checks (or PASS); return the test's exit status.
     A sanitizer report of any VMM run (see VMM.stop) is a failure too."""

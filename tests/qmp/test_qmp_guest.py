@@ -20,16 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qmplib  # noqa: E402
-from qmplib import QMP, VMM, check_shape  # noqa: E402
-
-failures = []
-
-
-def check(cond, what):
-    print("  %s %s" % ("ok  " if cond else "FAIL", what), flush=True)
-    if not cond:
-        failures.append(what)
-    return cond
+from qmplib import QMP, VMM, check, check_shape, failures  # noqa: E402
 
 
 def shape(name, value, schema):
