@@ -74,3 +74,14 @@ char *tmp_sock(void)
 	g_free(dir);
 	return p;
 }
+
+int loopback_bound(struct sockaddr_in *sa)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(fd, 0);
+	*sa = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)sa, sizeof(*sa)), 0);
+	socklen_t sl = sizeof(*sa);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)sa, &sl), 0);
+	return fd;
+}

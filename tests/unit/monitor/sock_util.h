@@ -5,6 +5,7 @@
 #define KL_TEST_SOCK_UTIL_H
 
 #include <glib.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 
 #include <check.h>
@@ -16,6 +17,8 @@ char *read_line(int fd, GString *acc);
 /* Nothing to read on fd (after pumping). */
 bool quiet(int fd);
 void send_str(int fd, const char *s);
+/* A TCP socket bound to 127.0.0.1 on a free port; *sa gets its address. */
+int loopback_bound(struct sockaddr_in *sa);
 /* Connect to a unix socket (asserts success). */
 int connect_unix(const char *path);
 /* The next line starts with prefix (asserts). */

@@ -138,12 +138,9 @@ START_TEST(client_mode_tcp)
 	kl_loop_init();
 	fake_vm_init(&vm, 1);
 	char *err = NULL;
-	int lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
-	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	struct sockaddr_in sa;
+	int lfd = loopback_bound(&sa);
 	ck_assert_int_eq(listen(lfd, 4), 0);
-	socklen_t sl = sizeof(sa);
-	getsockname(lfd, (struct sockaddr *)&sa, &sl);
 	char *spec = g_strdup_printf("socket,id=t0,host=127.0.0.1,port=%u", ntohs(sa.sin_port));
 	ck_assert_msg(kl_chardev_add(spec, &err) == 0, "%s", err);
 	ck_assert_msg(kl_monitor_add_mon(&vm, "chardev=t0,mode=control", &err) == 0, "%s", err);
@@ -280,12 +277,8 @@ START_TEST(wait_on_chardev_tcp)
 {
 	kl_loop_init();
 	fake_vm_init(&vm, 1);
-	int probe = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
-	ck_assert_int_eq(bind(probe, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	socklen_t sl = sizeof(sa);
-	getsockname(probe, (struct sockaddr *)&sa, &sl);
-	close(probe);
+	struct sockaddr_in sa;
+	close(loopback_bound(&sa)); /* a free port */
 	unsigned port = ntohs(sa.sin_port);
 	struct connector c = { .delay_ms = 200, .fd = -1, .len = sizeof(sa) };
 	memcpy(&c.sa, &sa, sizeof(sa));

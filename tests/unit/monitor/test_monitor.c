@@ -764,13 +764,8 @@ START_TEST(tcp_loopback_client)
 	kl_loop_init();
 	fake_vm_init(&vm, 1);
 	char *err = NULL;
-	/* find a free port */
-	int probe = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
-	ck_assert_int_eq(bind(probe, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	socklen_t sl = sizeof(sa);
-	getsockname(probe, (struct sockaddr *)&sa, &sl);
-	close(probe);
+	struct sockaddr_in sa;
+	close(loopback_bound(&sa)); /* a free port */
 	char *spec = g_strdup_printf("tcp:localhost:%u,server=on,wait=off", ntohs(sa.sin_port));
 	ck_assert_msg(kl_monitor_add_qmp(&vm, spec, &err) == 0, "%s", err);
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
