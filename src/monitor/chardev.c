@@ -323,26 +323,32 @@ static struct addrinfo *resolve_loopback(const char *host, const char *port, con
 	return res;
 }
 
-static int listen_tcp(const char *host, const char *port, char **err)
+/* A TCP socket on loopback host:port: listening (server, non-blocking) or
+ * connected to the peer.  -1 with *err naming the address on failure. */
+static int tcp_open(const char *host, const char *port, bool server, char **err)
 {
 	if (!host || !*host) {
-		*err = g_strdup("listening on all interfaces is not allowed; use a loopback host "
-				"such as 127.0.0.1");
+		*err = g_strdup(server ? "listening on all interfaces is not allowed; use a "
+				"loopback host such as 127.0.0.1"
+			      : "missing host to connect to; use a loopback host such as 127.0.0.1");
 		return -1;
 	}
-	struct addrinfo *res = resolve_loopback(host, port, "listens on", err);
+	struct addrinfo *res = resolve_loopback(host, port, server ? "listens on" : "connects to",
+						err);
 	if (!res)
 		return -1;
 	int fd = -1, e = 0;
 	for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | (server ? SOCK_NONBLOCK : 0), 0);
 		if (fd < 0) {
 			e = errno;
 			continue;
 		}
 		int one = 1;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-		if (bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 16) < 0) {
+		if (server)
+			setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (server ? bind(fd, a->ai_addr, a->ai_addrlen) < 0 || listen(fd, 16) < 0
+			   : connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
 			e = errno;
 			close(fd);
 			fd = -1;
@@ -350,7 +356,8 @@ static int listen_tcp(const char *host, const char *port, char **err)
 	}
 	freeaddrinfo(res);
 	if (fd < 0)
-		*err = g_strdup_printf("cannot listen on %s:%s: %s", host, port, g_strerror(e));
+		*err = g_strdup_printf("cannot %s %s:%s: %s", server ? "listen on" : "connect to",
+				       host, port, g_strerror(e));
 	return fd;
 }
 
@@ -392,34 +399,6 @@ static int connect_unix(const char *path, char **err)
 			close(fd);
 		return -1;
 	}
-	return fd;
-}
-
-static int connect_tcp(const char *host, const char *port, char **err)
-{
-	if (!host || !*host) {
-		*err = g_strdup("missing host to connect to; use a loopback host such as 127.0.0.1");
-		return -1;
-	}
-	struct addrinfo *res = resolve_loopback(host, port, "connects to", err);
-	if (!res)
-		return -1;
-	int fd = -1, e = 0;
-	for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
-		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			e = errno;
-			continue;
-		}
-		if (connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
-			e = errno;
-			close(fd);
-			fd = -1;
-		}
-	}
-	freeaddrinfo(res);
-	if (fd < 0)
-		*err = g_strdup_printf("cannot connect to %s:%s: %s", host, port, g_strerror(e));
 	return fd;
 }
 
@@ -542,11 +521,11 @@ static struct kl_chardev *socket_chardev(const char *what, const char *label, st
 		fname = strchr(host, ':') ? g_strdup_printf("tcp:[%s]:%s%s", host, port, srv)
 					  : g_strdup_printf("tcp:%s:%s%s", host, port, srv);
 	if (!server) {
-		first = path ? connect_unix(path, &e) : connect_tcp(host, port, &e);
+		first = path ? connect_unix(path, &e) : tcp_open(host, port, false, &e);
 		if (first < 0)
 			goto fail;
 	} else {
-		fd = path ? listen_unix(path, &e) : listen_tcp(host, port, &e);
+		fd = path ? listen_unix(path, &e) : tcp_open(host, port, true, &e);
 		if (fd < 0)
 			goto fail;
 		if (wait && (first = wait_first_client(fd, fname, &e)) < 0) {
