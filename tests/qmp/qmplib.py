@@ -290,6 +290,16 @@ def verdict(failures):
     return 0
 
 
+def main_args(doc, argv):
+    """[--vmm FLAVOUR] BINARY PROBE, then preflight(): returns
+    (flavour, binary, probe, status) with status None to go on."""
+    flavour = "kvmlite"
+    if argv[:1] == ["--vmm"]:
+        flavour, argv = argv[1], argv[2:]
+    binary, probe, status = preflight(doc, argv)
+    return flavour, binary, probe, status
+
+
 def preflight(doc, args):
     """Common start of the QMP test scripts: args are BINARY PROBE (after
     their own options).  Returns (binary, probe, None) to go on, or

@@ -142,11 +142,7 @@ def client_missing(flavour, binary, probe):
 
 
 def main():
-    args = sys.argv[1:]
-    flavour = "kvmlite"
-    if args[:1] == ["--vmm"]:
-        flavour, args = args[1], args[2:]
-    binary, probe, status = qmplib.preflight(__doc__, args)
+    flavour, binary, probe, status = qmplib.main_args(__doc__, sys.argv[1:])
     if status is not None:
         return status
     wait_on(flavour, binary, probe)
