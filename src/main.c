@@ -298,7 +298,9 @@ int main(int argc, char **argv)
 	kl_loop_init();
 	if (cli.daemonize)
 		daemonize_start();
-	if (kl_vm_create(vm, ram, &mopts, cli.smp, cli.cpu, &err) < 0)
+	struct kl_cpu_opts copts = { .model = cli.cpu, .assist = cli.assist,
+				     .assist_log = cli.assist_log };
+	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
 		die_err(err);
 	vm->sockets = cli.sockets;
 	vm->cores = cli.cores;

@@ -12,6 +12,8 @@ struct kl_cli {
 	unsigned smp, sockets, cores, threads;
 	char *kernel, *initrd, *append;
 	char *cpu;               /* -cpu; NULL = default model */
+	int assist;              /* -accel kvm,emulation-assist=on|off: enum kl_assist_mode */
+	bool assist_log;         /* -d assist */
 	char *machine;           /* -M/-machine type */
 	char *mem_backend;       /* -machine memory-backend=ID */
 	GPtrArray *drives, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;

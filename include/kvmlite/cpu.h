@@ -17,6 +17,13 @@ const char *const *kl_cpu_model_names(void);
 /* Fix up topology leaves (1, 4, 0xb, 0x1f) for vcpu index of ncpus. */
 void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned ncpus);
 
+/* Replace the table's basic and extended leaves by this host's own CPUID
+ * (adding the sub-leaves KVM left out; capacity = entries allocated): on
+ * hosts where guests read the host's CPUID, so that KVM's checks agree with
+ * what the guest sees.  Also asks for AMX guest permission when the host
+ * has it (the guest will enable it). */
+void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity);
+
 /* True when /dev/kvm is PVM / has no hardware virtualisation (guests run
  * in the instruction emulator). */
 bool kl_host_is_emulated(void);

@@ -16,6 +16,14 @@
 #include "kvmlite/mem.h"
 
 struct kl_vcpu;
+struct kl_assist;
+
+/* The CPU side of kl_vm_create. */
+struct kl_cpu_opts {
+	const char *model;       /* -cpu; NULL = the default model */
+	int assist;              /* enum kl_assist_mode (kvmlite/assist.h) */
+	bool assist_log;         /* -d assist */
+};
 
 enum kl_runstate {
 	KL_RS_PRELAUNCH,  /* -S: created, never run */
@@ -55,6 +63,7 @@ struct kl_vm {
 	unsigned ncpus;
 	unsigned sockets, cores, threads;
 	struct kl_vcpu **vcpus;
+	struct kl_assist *assist;  /* emulation assist, NULL when off */
 
 	/* run state: protected by the BQL */
 	enum kl_runstate state;
@@ -88,7 +97,7 @@ struct kl_vm {
 /* Creation: open /dev/kvm (path overridable for tests via KVMLITE_KVM_DEV),
  * create VM, irqchip, PIT, memory slots.  -1 with *err on failure. */
 int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *mopts,
-		 unsigned ncpus, const char *cpu_model, char **err);
+		 unsigned ncpus, const struct kl_cpu_opts *cpu, char **err);
 /* Start vCPU threads (parked if the state is PRELAUNCH/PAUSED). */
 int kl_vm_start(struct kl_vm *vm, bool paused, char **err);
 void kl_vm_destroy(struct kl_vm *vm);

@@ -3,6 +3,7 @@
  * completion on the main loop, statistics.  Engines: threads.c, native.c,
  * io_uring.c; -drive parsing and the registry: drive.c. */
 #include "block_int.h"
+#include "kvmlite/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -84,13 +85,6 @@ void kl_blockdev_set_attached(struct kl_blockdev *bd, const char *qdev)
 void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out)
 {
 	*out = bd->stats;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 void kl_blk_kick(struct kl_blockdev *bd)
@@ -262,7 +256,7 @@ static void finish(struct kl_blk_req *r, long ret)
 {
 	struct kl_blockdev *bd = r->bd;
 	struct kl_blk_stats *s = &bd->stats;
-	uint64_t ns = now_ns() - r->start_ns;
+	uint64_t ns = kl_clock_ns() - r->start_ns;
 
 	switch (r->op) {
 	case KL_BLK_READ:
@@ -725,7 +719,7 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 	r->len = op == KL_BLK_FLUSH ? 0 : len;
 	r->cb = cb;
 	r->opaque = opaque;
-	r->start_ns = now_ns();
+	r->start_ns = kl_clock_ns();
 	if (rw) {
 		r->giov = (struct iovec *)(r + 1);
 		if (iovcnt)
@@ -820,10 +814,10 @@ static void process(struct kl_blockdev *bd)
 	 * another trip through poll() (a kick they made costs one spurious
 	 * wakeup).  With requests in flight, busy-poll for up to poll_ns for
 	 * the next completion, like QEMU's aio polling; at most 1 ms here. */
-	uint64_t start = now_ns(), spin_until = 0;
+	uint64_t start = kl_clock_ns(), spin_until = 0;
 	for (;;) {
 		process_once(bd);
-		uint64_t t = now_ns();
+		uint64_t t = kl_clock_ns();
 		if (t - start > 1000000)
 			break; /* let the other main-loop sources run */
 		if (ready(bd))
@@ -832,7 +826,7 @@ static void process(struct kl_blockdev *bd)
 			break;
 		if (!spin_until)
 			spin_until = t + poll_ns;
-		while (!ready(bd) && now_ns() < spin_until)
+		while (!ready(bd) && kl_clock_ns() < spin_until)
 			__builtin_ia32_pause();
 		if (!ready(bd))
 			break;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvmlite/assist.h"
 #include "kvmlite/opts.h"
 
 enum arg { NOARG, ARG };
@@ -175,15 +176,29 @@ FLAGFN(f_accel)
 	const char *a = kl_opts_get(o, "accel");
 	int r = -1;
 	kl_opts_get(o, "kernel-irqchip");
+	const char *ea = kl_opts_get(o, "emulation-assist");
 	if (kl_opts_check_unused(o, flag, err) < 0)
 		goto out;
-	if (strcmp(a, "kvm")) {
-		*err = g_strdup_printf("%s %s: accelerator '%s' is not supported (only kvm)", flag, v, a);
+	if (!a || strcmp(a, "kvm")) {
+		*err = g_strdup_printf("%s %s: accelerator '%s' is not supported (only kvm)", flag, v,
+				       a ? a : "");
 		goto out;
+	}
+	if (ea) {
+		if (!strcmp(ea, "on"))
+			c->assist = KL_ASSIST_ON;
+		else if (!strcmp(ea, "off"))
+			c->assist = KL_ASSIST_OFF;
+		else if (!strcmp(ea, "auto"))
+			c->assist = KL_ASSIST_AUTO;
+		else {
+			*err = g_strdup_printf("%s %s: emulation-assist must be on, off or auto, not '%s'",
+					       flag, v, ea);
+			goto out;
+		}
 	}
 	r = 0;
 out:
-	(void)c;
 	kl_opts_free(o);
 	return r;
 }
@@ -291,6 +306,25 @@ BOOLFLAG(f_no_shutdown, no_shutdown)
 BOOLFLAG(f_version, show_version)
 BOOLFLAG(f_help, show_help)
 
+FLAGFN(f_d)
+{
+	/* QEMU's -d ITEM[,ITEM]: kvmlite knows one log item */
+	gchar **items = g_strsplit(v, ",", -1);
+	int r = 0;
+	for (gchar **i = items; *i; i++) {
+		if (!strcmp(*i, "assist")) {
+			c->assist_log = true;
+		} else {
+			*err = g_strdup_printf("%s %s: unknown log item '%s' (kvmlite has: assist)", flag,
+					       v, *i);
+			r = -1;
+			break;
+		}
+	}
+	g_strfreev(items);
+	return r;
+}
+
 FLAGFN(f_accepted)
 {
 	(void)c; (void)flag; (void)v; (void)err;
@@ -303,7 +337,9 @@ static const struct flag flags[] = {
 	{ "cpu", ARG, f_cpu, "-cpu MODEL[,+feat][,-feat]  CPU model (-cpu help lists them)" },
 	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID]  microvm/pc/q35 all name kvmlite's machine" },
 	{ "machine", ARG, f_machine, NULL },
-	{ "accel", ARG, f_accel, "-accel kvm           (the only accelerator)" },
+	{ "accel", ARG, f_accel, "-accel kvm[,emulation-assist=on|off|auto]  the only accelerator; the emulation\n"
+				 "                       assist (docs/cpu.md) is on by default where /dev/kvm has no VMX/SVM" },
+	{ "d", ARG, f_d, "-d assist            print the emulation assist's counters at exit" },
 	{ "enable-kvm", NOARG, f_accepted, "-enable-kvm          (always on)" },
 	{ "kernel", ARG, f_kernel, "-kernel FILE         bzImage or PVH ELF vmlinux to boot" },
 	{ "initrd", ARG, f_initrd, "-initrd FILE         initial ramdisk" },

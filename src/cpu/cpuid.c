@@ -53,3 +53,117 @@ void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned nc
 		}
 	}
 }
+
+/* ---- the host's view (hosts whose guests read the host's CPUID) --------
+ * On a PVM host the guest's CPUID instruction returns the host's values
+ * whatever KVM_SET_CPUID2 holds (docs/cpu.md), while KVM still decides with
+ * its table whether XSETBV, IA32_XSS, TSC_AUX, the TSC-deadline timer ...
+ * are allowed.  Starting the table from the host's own leaves makes KVM's
+ * checks agree with what the guest sees. */
+#include <cpuid.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ARCH_REQ_XCOMP_GUEST_PERM 0x1025
+#define XFEATURE_XTILEDATA 18
+
+/* Leaves whose sub-leaf index matters, and how many sub-leaves to copy. */
+static unsigned subleaves(uint32_t fn, const unsigned r0[4])
+{
+	switch (fn) {
+	case 4: case 0xb: case 0x1f: case 0x8000001d:
+		return 64;     /* until an empty/invalid one: see host_leaf_end */
+	case 7: case 0x14: case 0x17: case 0x1d: case 0x1e: case 0x20:
+		return r0[0] + 1 > 64 ? 64 : r0[0] + 1;   /* EAX = max sub-leaf */
+	case 0xd: case 0xf: case 0x10: case 0x12: case 0x18: case 0x1b:
+		return 64;
+	default:
+		return 0;      /* index not significant */
+	}
+}
+
+static bool host_leaf_end(uint32_t fn, unsigned idx, const unsigned r[4])
+{
+	if (fn == 4 || fn == 0x8000001d)
+		return (r[0] & 0x1f) == 0;        /* cache type 0: no more caches */
+	if (fn == 0xb || fn == 0x1f)
+		return idx > 0 && ((r[2] >> 8) & 0xff) == 0;   /* level type invalid */
+	return false;
+}
+
+static struct kvm_cpuid_entry2 *entry_for(struct kvm_cpuid2 *c, unsigned cap, uint32_t fn,
+					  uint32_t idx, bool indexed)
+{
+	for (uint32_t i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+		if (e->function == fn && (!indexed || e->index == idx))
+			return e;
+	}
+	if (c->nent >= cap)
+		return NULL;
+	struct kvm_cpuid_entry2 *e = &c->entries[c->nent++];
+	memset(e, 0, sizeof(*e));
+	e->function = fn;
+	e->index = idx;
+	e->flags = indexed ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
+	return e;
+}
+
+static void copy_range(struct kvm_cpuid2 *c, unsigned cap, uint32_t first)
+{
+	unsigned r[4];
+	__cpuid_count(first, 0, r[0], r[1], r[2], r[3]);
+	uint32_t last = r[0];
+	if (last < first || last - first > 0xff)
+		return;
+	for (uint32_t fn = first; fn <= last; fn++) {
+		unsigned r0[4];
+		__cpuid_count(fn, 0, r0[0], r0[1], r0[2], r0[3]);
+		unsigned n = subleaves(fn, r0);
+		if (!n) {
+			struct kvm_cpuid_entry2 *e = entry_for(c, cap, fn, 0, false);
+			if (e) {
+				e->eax = r0[0]; e->ebx = r0[1]; e->ecx = r0[2]; e->edx = r0[3];
+			}
+			continue;
+		}
+		for (unsigned idx = 0; idx < n; idx++) {
+			unsigned q[4];
+			__cpuid_count(fn, idx, q[0], q[1], q[2], q[3]);
+			if (host_leaf_end(fn, idx, q))
+				break;
+			bool empty = !q[0] && !q[1] && !q[2] && !q[3];
+			if (empty && idx > 1 && fn == 0xd)
+				continue;   /* unsupported XSAVE component */
+			struct kvm_cpuid_entry2 *e = entry_for(c, cap, fn, idx, true);
+			if (e) {
+				e->eax = q[0]; e->ebx = q[1]; e->ecx = q[2]; e->edx = q[3];
+			}
+		}
+	}
+}
+
+void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity)
+{
+	/* AMX (XTILEDATA) is a dynamic component: KVM lets a guest enable it in
+	 * XCR0 only once the VMM process has asked for it.  The guest reads the
+	 * host's leaf 0xd and sets XCR0 to all of it, so ask (once). */
+	static bool asked;
+	unsigned a, b, c, d;
+	__cpuid_count(0xd, 0, a, b, c, d);
+	if (!asked && (a >> XFEATURE_XTILEDATA & 1)) {
+		syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_GUEST_PERM, XFEATURE_XTILEDATA);
+		asked = true;
+	}
+	copy_range(cpuid, capacity, 0);
+	copy_range(cpuid, capacity, 0x80000000);
+	/* OSXSAVE and OSPKE reflect the guest's CR4: KVM computes them. */
+	for (uint32_t i = 0; i < cpuid->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+		if (e->function == 1)
+			e->ecx &= ~(1u << 27);
+		if (e->function == 7 && e->index == 0)
+			e->ecx &= ~(1u << 4);
+	}
+}

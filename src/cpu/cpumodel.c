@@ -195,7 +195,10 @@ const char *const *kl_cpu_model_names(void)
 
 const char *kl_cpu_default_model(bool emulated)
 {
-	return emulated ? "kvmlite-safe" : "host";
+	/* On emulated (PVM) hosts too: the guest reads the host's CPUID there
+	 * anyway, and KVM's table must agree with it (docs/cpu.md). */
+	(void)emulated;
+	return "host";
 }
 
 bool kl_host_is_emulated_at(const char *cpuinfo_path, const char *pvm_dir)

@@ -13,6 +13,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "kvmlite/assist.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/vm.h"
 #include "vcpu_priv.h"
@@ -41,6 +42,25 @@ static void install_kick_handler(void)
 	done = true;
 }
 
+/* On a host whose guests read the host's own CPUID (PVM), say once when
+ * -cpu asks for something that cannot reach the guest. */
+static void warn_cpu_model(const char *model)
+{
+	static bool warned;
+	if (warned || !model)
+		return;
+	size_t nlen = strcspn(model, ",");
+	bool passthrough = (nlen == 4 && !strncmp(model, "host", 4)) ||
+			   (nlen == 3 && !strncmp(model, "max", 3));
+	if (passthrough && !model[nlen])
+		return;
+	warned = true;
+	fprintf(stderr, "kvmlite: warning: -cpu %s: on this host (/dev/kvm without VMX/SVM, PVM) "
+		"the guest reads the host's own CPUID whatever -cpu says; the model and its "
+		"+/-features change only what KVM itself checks (XSETBV, MSRs, the TSC-deadline "
+		"timer), not what the guest sees (docs/cpu.md)\n", model);
+}
+
 static int set_cpuid(struct kl_vcpu *c, const char *model, char **err)
 {
 	struct kl_vm *vm = c->vm;
@@ -59,18 +79,18 @@ static int set_cpuid(struct kl_vcpu *c, const char *model, char **err)
 		}
 		nent *= 2;
 	}
+	if (kl_host_is_emulated()) {
+		/* the guest sees the host's CPUID: start KVM's table from it */
+		unsigned cap = cpuid->nent + 512;
+		cpuid = g_realloc(cpuid, sizeof(*cpuid) + cap * sizeof(struct kvm_cpuid_entry2));
+		kl_cpuid_host_view(cpuid, cap);
+		if (c->index == 0)
+			warn_cpu_model(model);
+	}
 	if (kl_cpu_model_apply(cpuid, model, err) < 0) {
 		g_free(cpuid);
 		return -1;
 	}
-	size_t nlen = model ? strcspn(model, ",") : 0;
-	if (c->index == 0 && model &&
-	    ((nlen == 4 && !strncmp(model, "host", 4)) || (nlen == 3 && !strncmp(model, "max", 3))) &&
-	    kl_host_is_emulated())
-		fprintf(stderr, "kvmlite: warning: -cpu %.*s on a host without VMX/SVM (PVM): "
-			"guests run in KVM's instruction emulator, which cannot execute XSAVE, "
-			"AVX, POPCNT, CLAC/STAC, TSC-deadline ...; -cpu kvmlite-safe (the "
-			"default here) hides them\n", (int)nlen, model);
 	kl_cpuid_fix_topology(cpuid, c->index, vm->ncpus);
 	if (ioctl(c->fd, KVM_SET_CPUID2, cpuid) < 0) {
 		*err = g_strdup_printf("KVM_SET_CPUID2: %s", g_strerror(errno));
@@ -101,6 +121,11 @@ struct kl_vcpu *kl_vcpu_create(struct kl_vm *vm, unsigned index, const char *mod
 	}
 	if (set_cpuid(c, model, err) < 0)
 		goto fail;
+	if (vm->assist) {
+		c->assist = kl_assist_vcpu_create(vm->assist, index, c->fd, c->run, err);
+		if (!c->assist)
+			goto fail;
+	}
 	/* Snapshot the architectural reset state for system_reset. */
 	if (ioctl(c->fd, KVM_GET_REGS, &c->rst_regs) < 0 ||
 	    ioctl(c->fd, KVM_GET_SREGS, &c->rst_sregs) < 0 ||
@@ -181,6 +206,8 @@ void kl_vcpu_dump(struct kl_vcpu *c)
 static int apply_reset(struct kl_vcpu *c)
 {
 	struct kvm_mp_state mp = c->rst_mp;
+	if (c->assist)
+		kl_assist_vcpu_reset(c->assist);
 	const struct kvm_regs *regs = c->has_boot ? &c->boot_regs : &c->rst_regs;
 	const struct kvm_sregs *sregs = c->has_boot ? &c->boot_sregs : &c->rst_sregs;
 	if (ioctl(c->fd, KVM_SET_SREGS, sregs) < 0 || ioctl(c->fd, KVM_SET_REGS, regs) < 0 ||
@@ -320,6 +347,8 @@ static bool handle_exit(struct kl_vcpu *c)
 {
 	struct kvm_run *run = c->run;
 	struct kl_vm *vm = c->vm;
+	if (c->assist && kl_assist_handle_exit(c->assist))
+		return true;
 	switch (run->exit_reason) {
 	case KVM_EXIT_IO:
 		handle_io(c);
@@ -346,7 +375,8 @@ static bool handle_exit(struct kl_vcpu *c)
 		}
 		return true;
 	case KVM_EXIT_INTERNAL_ERROR:
-		if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && step_emulator_gap(c))
+		if (!c->assist && run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION &&
+		    step_emulator_gap(c))
 			return true;
 		report_internal_error(c);
 		kl_vcpu_dump(c);
@@ -410,6 +440,8 @@ static void *vcpu_thread(void *p)
 			c->parked = false;
 		}
 		c->run->immediate_exit = 0;
+		if (c->assist)
+			kl_assist_pre_run(c->assist);
 		kl_unlock();
 		int r = ioctl(c->fd, KVM_RUN, 0);
 		int e = errno;
@@ -467,6 +499,7 @@ void kl_vcpu_destroy(struct kl_vcpu *c)
 {
 	if (!c)
 		return;
+	kl_assist_vcpu_destroy(c->assist);
 	munmap(c->run, c->vm->vcpu_mmap_size);
 	close(c->fd);
 	g_free(c);

@@ -17,6 +17,7 @@ struct kl_vcpu {
 	pthread_t thread;
 	int tid;
 	bool started, exited, parked;
+	struct kl_assist_vcpu *assist; /* emulation assist, NULL when off */
 	bool stop_after_exit;    /* a reset was requested from this vCPU */
 	uint64_t reset_gen;      /* last reset generation applied */
 	/* architectural reset state, captured at creation */

@@ -1,6 +1,7 @@
 /* VM state: KVM fds, irqchip, PIT, memory slots, GSI routing, run state,
  * reset and shutdown. */
 #include "kvmlite/vm.h"
+#include "kvmlite/assist.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,7 +119,7 @@ static void restore_chips(struct kl_vm *vm)
 }
 
 int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *mopts,
-		 unsigned ncpus, const char *cpu_model, char **err)
+		 unsigned ncpus, const struct kl_cpu_opts *cpu, char **err)
 {
 	memset(vm, 0, sizeof(*vm));
 	vm->kvm_fd = vm->vm_fd = -1;
@@ -213,9 +214,14 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 		*err = g_strdup_printf("cannot read the in-kernel irqchip state: %s", g_strerror(errno));
 		return -1;
 	}
+	if (kl_assist_enabled(cpu->assist)) {
+		vm->assist = kl_assist_create(vm, cpu->assist_log, err);
+		if (!vm->assist)
+			return -1;
+	}
 	vm->vcpus = g_new0(struct kl_vcpu *, ncpus);
 	for (unsigned i = 0; i < ncpus; i++) {
-		vm->vcpus[i] = kl_vcpu_create(vm, i, cpu_model, err);
+		vm->vcpus[i] = kl_vcpu_create(vm, i, cpu->model, err);
 		if (!vm->vcpus[i])
 			return -1;
 	}
@@ -272,6 +278,8 @@ void kl_vm_destroy(struct kl_vm *vm)
 	}
 	g_free(vm->vcpus);
 	vm->vcpus = NULL;
+	kl_assist_destroy(vm->assist);
+	vm->assist = NULL;
 	/* Devices last registered go first (they may use earlier ones). */
 	for (guint i = vm->cleanups->len; i > 0; i--) {
 		struct cleanup_entry *e = g_ptr_array_index(vm->cleanups, i - 1);

@@ -12,6 +12,7 @@
 
 #include <glib.h>
 
+#include "kvmlite/clock.h"
 #include "kvmlite/device.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/net.h"
@@ -74,9 +75,7 @@ static bool cb_send(void *opaque, const uint8_t *frame, size_t len)
 static uint64_t cb_now_ns(void *opaque)
 {
 	(void)opaque;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return kl_clock_ns();
 }
 
 static bool timer_ready(int fd, GIOCondition cond, void *opaque)

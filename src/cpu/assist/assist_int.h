@@ -14,10 +14,13 @@
  *              CR0.WP, A/D bits), and copies to/from guest-virtual memory
  *   insn.c     integer, x87/SSE-control and system instructions
  *   xsave.c    XGETBV and the XSAVE family
- *   syscall.c  completing the host's broken SYSCALL (breakpoint on #PF)
+ *   syscall.c  completing the host's broken SYSCALL: is this #PF one, and
+ *              the state SYSCALL should have produced; IDT gates
+ *   breakpoint.c  the KVM side of that: MSR filter, DR0 on the #PF
+ *              handler, debug exits
  *   assist.c   the vCPU glue: KVM exits, sync regs, counters
  *
- * Nothing here calls KVM except assist.c and syscall.c: the rest works on
+ * Nothing here calls KVM except assist.c and breakpoint.c: the rest works on
  * struct kl_asx_cpu and the ops behind it, so that unit tests drive it with
  * fake memory and a fake FPU. */
 #ifndef KVMLITE_ASSIST_INT_H
@@ -47,6 +50,7 @@ struct kl_asx_fault {
 	bool has_error;
 	uint32_t error;
 	uint64_t cr2;       /* #PF: the faulting linear address */
+	bool trap;          /* a trap (INT3): regs (RIP past the instruction) are written back too */
 };
 
 /* #PF error code bits */
@@ -217,6 +221,25 @@ enum kl_asx_result kl_asx_xsave(struct kl_asx_cpu *cpu, const struct kl_insn *in
 /* Everything else insn.c executes; UNHANDLED for other instructions. */
 enum kl_asx_result kl_asx_insn(struct kl_asx_cpu *cpu, const struct kl_insn *in);
 
+/* ---- syscall.c ------------------------------------------------------- */
+/* The 64-bit IDT gate for vector vec: handler offset, or 0 when the IDT is
+ * too short, not readable or the gate is not present. */
+uint64_t kl_asx_idt_handler(struct kl_asx_cpu *cpu, unsigned vec);
+/* The guest's SYSCALL MSRs, as it wrote them. */
+struct kl_asx_syscall_msrs {
+	uint64_t star, lstar, sfmask;
+};
+/* cpu is at the first instruction of the #PF handler (RSP at the error
+ * code).  True when this #PF is the host's broken SYSCALL: a user-mode
+ * instruction fetch at LSTAR (error code U|I, CR2 == RIP == LSTAR, CS.RPL 3)
+ * with RFLAGS as SYSCALL leaves them (every SFMASK bit -- IF included --
+ * clear, = R11 & ~SFMASK), and "0f 05" just before RCX.  A user program
+ * jumping to LSTAR has IF set (ring 3 cannot clear it): not a SYSCALL.
+ * On true, cpu->regs/sregs are changed to what SYSCALL should have
+ * produced: CPL 0, CS/SS from STAR, RIP = LSTAR, the user's RSP, the
+ * exception frame dropped. */
+bool kl_asx_syscall_fixup(struct kl_asx_cpu *cpu, const struct kl_asx_syscall_msrs *m);
+
 /* helpers both use */
 static inline enum kl_asx_result kl_asx_raise(struct kl_asx_cpu *c, uint8_t vec, bool has_err,
 					      uint32_t err)
@@ -225,6 +248,7 @@ static inline enum kl_asx_result kl_asx_raise(struct kl_asx_cpu *c, uint8_t vec,
 	c->fault.has_error = has_err;
 	c->fault.error = err;
 	c->fault.cr2 = 0;
+	c->fault.trap = false;
 	return KL_ASX_FAULT;
 }
 

@@ -462,7 +462,7 @@ START_TEST(test_host_detection)
 	ck_assert(kl_host_is_emulated_at(missing, nopvm));
 	ck_assert(kl_host_is_emulated_at(vmx, dir)); /* PVM module present */
 
-	ck_assert_str_eq(kl_cpu_default_model(true), "kvmlite-safe");
+	ck_assert_str_eq(kl_cpu_default_model(true), "host");
 	ck_assert_str_eq(kl_cpu_default_model(false), "host");
 
 	/* NULL spec = the default model for this host */
