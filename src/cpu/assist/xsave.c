@@ -539,13 +539,18 @@ static enum kl_asx_result xgetbv(struct kl_asx_cpu *c, const struct kl_insn *in)
 	if (c->ops->get_xcr0(c, &v))
 		return KL_ASX_ERROR;
 	if (ecx == 1) {
-		/* XINUSE & XCR0: KVM's XSTATE_BV */
+		/* XINUSE & XCR0: KVM's XSTATE_BV; bit 1 also for an MXCSR that
+		 * is not 1F80H, as this host's CPU reports it (XSAVE still
+		 * writes XSTATE_BV[1] = 0 then) */
 		uint8_t ks[XS_MAX] __attribute__((aligned(64)));
 		if (c->xsave_len < XS_EXT || c->xsave_len > XS_MAX)
 			return KL_ASX_UNHANDLED;
 		if (c->ops->get_xsave(c, ks))
 			return KL_ASX_ERROR;
+		uint64_t xcr0 = v;
 		v &= ld64(ks + XS_HDR);
+		if ((xcr0 & FX_SSE) && ld32(ks + 24) != MXCSR_INIT)
+			v |= FX_SSE;
 	}
 	c->regs.rax = (uint32_t)v;
 	c->regs.rdx = v >> 32;
