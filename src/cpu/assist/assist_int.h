@@ -115,6 +115,9 @@ struct kl_xstate_layout {
 /* Fill from this CPU's CPUID leaf 0xd (the guest sees the host's CPUID on
  * the hosts where the assist runs). */
 void kl_xstate_layout_host(struct kl_xstate_layout *l);
+/* Bytes struct kl_asx_cpu.sup_state needs for l's supervisor components
+ * (0 when l has none); layout: see xsave.c. */
+size_t kl_xsave_sup_len(const struct kl_xstate_layout *l);
 
 struct kl_asx_cpu {
 	/* in/out: general registers, RIP, RFLAGS (written back on DONE) */
@@ -128,8 +131,9 @@ struct kl_asx_cpu {
 	size_t xsave_len;                 /* bytes of the uABI XSAVE buffer */
 	/* supervisor XSAVE components (IA32_XSS) are not in KVM's uABI buffer:
 	 * XSAVES/XRSTORS keep them here, per vCPU (standard-format offsets are
-	 * meaningless for them: this is indexed by compacted offset, sized
-	 * by assist.c; NULL = no supervisor state supported). */
+	 * meaningless for them: xsave.c defines the layout; assist.c allocates
+	 * kl_xsave_sup_len() bytes, zeroed = all init; NULL = no supervisor
+	 * state supported). */
 	uint8_t *sup_state;
 	size_t sup_len;
 	/* out */
