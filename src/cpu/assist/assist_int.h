@@ -47,6 +47,8 @@ struct kl_asx_fault {
 	bool has_error;
 	uint32_t error;
 	uint64_t cr2;       /* #PF: the faulting linear address */
+	bool trap;          /* a trap (#BP of INT3): kl_asx_execute() has already
+	                     * advanced RIP past the instruction */
 };
 
 /* #PF error code bits */
@@ -157,7 +159,8 @@ struct kl_insn {
 	/* opcode: map 0 = one-byte, 1 = 0F xx, 2 = 0F 38 xx, 3 = 0F 3A xx */
 	uint8_t map, op;
 	/* mandatory-prefix class for maps 1-3: 0 none, 1 = 66, 2 = F3, 3 = F2
-	 * (from VEX.pp, or the last of 66/F3/F2 for legacy encodings) */
+	 * (from VEX.pp; for legacy encodings the last of F3/F2, else 66:
+	 * F2/F3 take precedence over 66, which then is an operand-size prefix) */
 	uint8_t pp;
 	/* ModRM, with REX/VEX extensions applied to reg and rm (0-15) */
 	bool has_modrm;
@@ -225,6 +228,7 @@ static inline enum kl_asx_result kl_asx_raise(struct kl_asx_cpu *c, uint8_t vec,
 	c->fault.has_error = has_err;
 	c->fault.error = err;
 	c->fault.cr2 = 0;
+	c->fault.trap = false;
 	return KL_ASX_FAULT;
 }
 
