@@ -174,7 +174,7 @@ static int walk(struct kl_asx_cpu *c, uint64_t la, unsigned acc, uint64_t *gpa)
 			return not_ram(c);
 		if (!(v & PTE_P))
 			return pf(c, la, err);
-		bool leaf = level == 1 || (v & PTE_PS);
+		bool leaf = level == 1 || ((v & PTE_PS) && level <= 3);
 		uint64_t r = wide ? rsvd : 0;
 		if (wide && level >= 4)
 			r |= PTE_PS;   /* PML5E/PML4E: PS is reserved */
