@@ -228,7 +228,9 @@ static void xs_touch(const struct kl_asx_cpu *c, uint8_t *buf, unsigned comp)
 	} else if (comp == 1) {
 		memset(buf + XS_XMM0, 0, 16 * 16);
 	} else if (c->xstate) {
-		memset(buf + c->xstate->comp[comp].offset, 0, c->xstate->comp[comp].size);
+		size_t off = c->xstate->comp[comp].offset, size = c->xstate->comp[comp].size;
+		if (off < c->xsave_len)
+			memset(buf + off, 0, size < c->xsave_len - off ? size : c->xsave_len - off);
 	}
 	st64(buf + XS_BV, bv | (1ull << comp));
 }
