@@ -377,6 +377,54 @@ START_TEST(test_mode32)
 }
 END_TEST
 
+/* Random byte strings biased towards prefixes and the opcodes we know:
+ * the result is 0 or -1, a decoded length fits n and 15, the same bytes
+ * cut to len decode alike and cut to len-1 fail; executing them never
+ * touches memory outside the buffers (ASan) nor moves RIP unless DONE. */
+START_TEST(test_decode_random)
+{
+	static const uint8_t pick[] = { 0x66, 0x67, 0xf2, 0xf3, 0xf0, 0x64, 0x65, 0x2e, 0x48,
+					0x41, 0x4f, 0xc4, 0xc5, 0x0f, 0x38, 0x3a, 0x01, 0xae,
+					0xc7, 0xb8, 0xbc, 0xbd, 0xf0, 0xf1, 0xf5, 0xf7, 0xcc,
+					0x9b, 0xdb, 0xd9, 0xdd, 0xdf, 0x77, 0x70, 0x04, 0x05,
+					0x25, 0x44, 0x84, 0xc3, 0xe2, 0xca, 0xf9 };
+	GRand *rnd = g_rand_new_with_seed(7);
+	int decoded = 0;
+	fake_map(F, 0, 0x200000, 2, E_P | E_W | E_U);
+	for (int k = 0; k < 200000; k++) {
+		uint8_t b[20];
+		size_t n = g_rand_int_range(rnd, 0, 21);
+		for (size_t i = 0; i < n; i++)
+			b[i] = g_rand_boolean(rnd) ? pick[g_rand_int_range(rnd, 0, sizeof(pick))]
+						   : (uint8_t)g_rand_int(rnd);
+		for (unsigned r = 0; r < 16; r++)
+			*kl_asx_gpr(C, r) = g_rand_int_range(rnd, 0, 0x400000);
+		C->regs.rip = 0x1000;
+		uint8_t *copy = g_memdup2(b, n ? n : 1);
+		struct kl_insn in, in2;
+		int r = kl_insn_decode(C, copy, n, &in);
+		ck_assert(r == 0 || r == -1);
+		if (r == 0) {
+			decoded++;
+			ck_assert_uint_le(in.len, n);
+			ck_assert_uint_le(in.len, 15);
+			ck_assert_int_eq(kl_insn_decode(C, copy, in.len, &in2), 0);
+			ck_assert_uint_eq(in2.len, in.len);
+			ck_assert_uint_eq(in2.ea, in.ea);
+			ck_assert_int_eq(kl_insn_decode(C, copy, in.len - 1, &in2), -1);
+		}
+		struct kvm_regs before = C->regs;
+		C->sregs.cr4 |= 1u << 22;
+		enum kl_asx_result x = kl_asx_execute(C, copy, n);
+		if (x != KL_ASX_DONE && !(x == KL_ASX_FAULT && C->fault.trap))
+			ck_assert_uint_eq(C->regs.rip, before.rip);
+		g_free(copy);
+	}
+	ck_assert_int_gt(decoded, 1000);
+	g_rand_free(rnd);
+}
+END_TEST
+
 /* ---- page walk ------------------------------------------------------------ */
 #define LA 0x00007f1234567000ull
 #define PA 0x201000ull
@@ -691,6 +739,8 @@ int main(void)
 	tcase_add_test(tc, test_vex);
 	tcase_add_test(tc, test_truncated_and_long);
 	tcase_add_test(tc, test_mode32);
+	tcase_add_test(tc, test_decode_random);
+	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("walk");
 	tcase_add_checked_fixture(tc, setup, teardown);
