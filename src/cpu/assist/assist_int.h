@@ -220,6 +220,22 @@ enum kl_asx_result kl_asx_xsave(struct kl_asx_cpu *cpu, const struct kl_insn *in
 /* Everything else insn.c executes; UNHANDLED for other instructions. */
 enum kl_asx_result kl_asx_insn(struct kl_asx_cpu *cpu, const struct kl_insn *in);
 
+/* SSE integer/logic instructions and moves the emulator lacks (sse.c);
+ * UNHANDLED for other instructions. */
+enum kl_asx_result kl_asx_sse(struct kl_asx_cpu *cpu, const struct kl_insn *in);
+/* #UD/#NM checks of an SSE instruction (CR0.EM, CR4.OSFXSR, CR4.OSXSAVE for
+ * VEX, CR0.TS): KL_ASX_DONE when it may run, else KL_ASX_FAULT (sse.c). */
+enum kl_asx_result kl_asx_sse_avail(struct kl_asx_cpu *cpu, bool vex);
+/* The uABI XSAVE buffer (insn.c): get allocates cpu->xsave_len bytes
+ * (UNHANDLED without ops or with a buffer shorter than 576 bytes, ERROR
+ * when the op fails); put sets it and frees it.  touch: component comp
+ * (0 x87, 1 SSE, or a component of cpu->xstate) is about to be modified:
+ * set its XSTATE_BV bit, first filling its area with the init state when
+ * the bit was clear. */
+enum kl_asx_result kl_asx_xs_get(struct kl_asx_cpu *cpu, uint8_t **buf);
+enum kl_asx_result kl_asx_xs_put(struct kl_asx_cpu *cpu, uint8_t *buf);
+void kl_asx_xs_touch(const struct kl_asx_cpu *cpu, uint8_t *buf, unsigned comp);
+
 /* helpers both use */
 static inline enum kl_asx_result kl_asx_raise(struct kl_asx_cpu *c, uint8_t vec, bool has_err,
 					      uint32_t err)

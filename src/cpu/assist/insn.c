@@ -37,8 +37,6 @@
 #define CR0_EM (1ull << 2)
 #define CR0_TS (1ull << 3)
 #define CR4_TSD (1ull << 2)
-#define CR4_OSFXSR (1ull << 9)
-#define CR4_OSXSAVE (1ull << 18)
 #define CR4_PKE (1ull << 22)
 
 #define MSR_TSC 0x10
@@ -191,7 +189,7 @@ static void st64(uint8_t *p, uint64_t v)
 }
 
 /* ---- the XSAVE buffer ---------------------------------------------------- */
-static enum kl_asx_result xs_get(struct kl_asx_cpu *c, uint8_t **buf)
+enum kl_asx_result kl_asx_xs_get(struct kl_asx_cpu *c, uint8_t **buf)
 {
 	*buf = NULL;
 	if (!c->ops || !c->ops->get_xsave || !c->ops->set_xsave || c->xsave_len < XS_MIN)
@@ -207,7 +205,7 @@ static enum kl_asx_result xs_get(struct kl_asx_cpu *c, uint8_t **buf)
 	return KL_ASX_DONE;
 }
 
-static enum kl_asx_result xs_put(struct kl_asx_cpu *c, uint8_t *buf)
+enum kl_asx_result kl_asx_xs_put(struct kl_asx_cpu *c, uint8_t *buf)
 {
 	int r = c->ops->set_xsave(c, buf);
 	free(buf);
@@ -216,7 +214,7 @@ static enum kl_asx_result xs_put(struct kl_asx_cpu *c, uint8_t *buf)
 
 /* Component comp (0 x87, 1 SSE, 9 PKRU) is about to be modified: make its
  * XSTATE_BV bit 1, filling the area with the init state if it was 0. */
-static void xs_touch(const struct kl_asx_cpu *c, uint8_t *buf, unsigned comp)
+void kl_asx_xs_touch(const struct kl_asx_cpu *c, uint8_t *buf, unsigned comp)
 {
 	uint64_t bv = ld64(buf + XS_BV);
 	if (bv & (1ull << comp))
@@ -294,7 +292,7 @@ static enum kl_asx_result pkru(struct kl_asx_cpu *c, bool wr)
 	if (!off || off + 4 > c->xsave_len)
 		return KL_ASX_UNHANDLED;
 	uint8_t *buf;
-	enum kl_asx_result r = xs_get(c, &buf);
+	enum kl_asx_result r = kl_asx_xs_get(c, &buf);
 	if (r != KL_ASX_DONE)
 		return r;
 	c->kind = KL_ASX_K_PKRU;
@@ -306,9 +304,9 @@ static enum kl_asx_result pkru(struct kl_asx_cpu *c, bool wr)
 		c->regs.rdx = 0;
 		return KL_ASX_DONE;
 	}
-	xs_touch(c, buf, 9);
+	kl_asx_xs_touch(c, buf, 9);
 	st32(buf + off, (uint32_t)c->regs.rax);
-	return xs_put(c, buf);
+	return kl_asx_xs_put(c, buf);
 }
 
 /* ---- integer instructions ----------------------------------------------- */
@@ -700,11 +698,11 @@ static enum kl_asx_result x87(struct kl_asx_cpu *c, const struct kl_insn *in)
 	bool waiting = op == FLDCW || op == FWAIT || op == FILD32 || op == FLD1 || op == FLDZ ||
 		       op == EMMS;
 	uint8_t *buf;
-	enum kl_asx_result r = xs_get(c, &buf);
+	enum kl_asx_result r = kl_asx_xs_get(c, &buf);
 	if (r != KL_ASX_DONE)
 		return r;
 	/* in the init state the buffer's legacy area may be stale */
-	xs_touch(c, buf, 0);
+	kl_asx_xs_touch(c, buf, 0);
 	if (waiting && x87_pending(buf)) {
 		free(buf);
 		return kl_asx_raise(c, KL_X86_MF, false, 0);
@@ -753,7 +751,7 @@ static enum kl_asx_result x87(struct kl_asx_cpu *c, const struct kl_insn *in)
 		buf[XS_FTW] = 0;   /* abridged tag word: all empty */
 		break;
 	}
-	return xs_put(c, buf);
+	return kl_asx_xs_put(c, buf);
 }
 
 static enum kl_asx_result mxcsr(struct kl_asx_cpu *c, const struct kl_insn *in)
@@ -761,11 +759,8 @@ static enum kl_asx_result mxcsr(struct kl_asx_cpu *c, const struct kl_insn *in)
 	bool ld = (in->reg & 7) == 2;
 	if (in->vex && (in->vex_l || in->vex_vvvv))
 		return kl_asx_raise(c, KL_X86_UD, false, 0);
-	if ((!in->vex && (c->sregs.cr0 & CR0_EM)) || !(c->sregs.cr4 & CR4_OSFXSR) ||
-	    (in->vex && !(c->sregs.cr4 & CR4_OSXSAVE)))
-		return kl_asx_raise(c, KL_X86_UD, false, 0);
-	if (c->sregs.cr0 & CR0_TS)
-		return kl_asx_raise(c, KL_X86_NM, false, 0);
+	if (kl_asx_sse_avail(c, in->vex) != KL_ASX_DONE)
+		return KL_ASX_FAULT;
 	uint64_t v = 0;
 	if (ld) {
 		int e = kl_asx_read(c, in->ea, &v, 4, 0);
@@ -773,7 +768,7 @@ static enum kl_asx_result mxcsr(struct kl_asx_cpu *c, const struct kl_insn *in)
 			return mem_res(e);
 	}
 	uint8_t *buf;
-	enum kl_asx_result r = xs_get(c, &buf);
+	enum kl_asx_result r = kl_asx_xs_get(c, &buf);
 	if (r != KL_ASX_DONE)
 		return r;
 	c->kind = KL_ASX_K_MXCSR;
@@ -789,9 +784,9 @@ static enum kl_asx_result mxcsr(struct kl_asx_cpu *c, const struct kl_insn *in)
 		free(buf);
 		return kl_asx_raise(c, KL_X86_GP, true, 0);
 	}
-	xs_touch(c, buf, 1);
+	kl_asx_xs_touch(c, buf, 1);
 	st32(buf + XS_MXCSR, (uint32_t)v);
-	return xs_put(c, buf);
+	return kl_asx_xs_put(c, buf);
 }
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -845,7 +840,7 @@ enum kl_asx_result kl_asx_insn(struct kl_asx_cpu *cpu, const struct kl_insn *in)
 				return rdpid(cpu, in);
 			return KL_ASX_UNHANDLED;
 		}
-		return KL_ASX_UNHANDLED;
+		return kl_asx_sse(cpu, in);
 	case 2:
 		if (in->op == 0xf0 || in->op == 0xf1) {
 			if (in->pp == 3)
