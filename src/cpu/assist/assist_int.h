@@ -13,6 +13,7 @@
  *              tables (4/5 level, large pages, U/S, R/W, NX, SMEP/SMAP,
  *              CR0.WP, A/D bits), and copies to/from guest-virtual memory
  *   insn.c     integer, x87/SSE-control and system instructions
+ *   sse.c      SSE2 integer/logic instructions and GPR<->XMM moves
  *   xsave.c    XGETBV and the XSAVE family
  *   syscall.c  completing the host's broken SYSCALL (breakpoint on #PF)
  *   assist.c   the vCPU glue: KVM exits, sync regs, counters
