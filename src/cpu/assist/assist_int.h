@@ -13,6 +13,7 @@
  *              tables (4/5 level, large pages, U/S, R/W, NX, SMEP/SMAP,
  *              CR0.WP, A/D bits), and copies to/from guest-virtual memory
  *   insn.c     integer, x87/SSE-control and system instructions
+ *   sse.c      SSE2 integer/logic instructions and GPR<->XMM moves
  *   xsave.c    XGETBV and the XSAVE family
  *   syscall.c  completing the host's broken SYSCALL: is this #PF one, and
  *              the state SYSCALL should have produced; IDT gates
@@ -50,7 +51,8 @@ struct kl_asx_fault {
 	bool has_error;
 	uint32_t error;
 	uint64_t cr2;       /* #PF: the faulting linear address */
-	bool trap;          /* a trap (INT3): regs (RIP past the instruction) are written back too */
+	bool trap;          /* a trap (#BP of INT3): kl_asx_execute() has already
+	                     * advanced RIP past the instruction */
 };
 
 /* #PF error code bits */
@@ -165,7 +167,8 @@ struct kl_insn {
 	/* opcode: map 0 = one-byte, 1 = 0F xx, 2 = 0F 38 xx, 3 = 0F 3A xx */
 	uint8_t map, op;
 	/* mandatory-prefix class for maps 1-3: 0 none, 1 = 66, 2 = F3, 3 = F2
-	 * (from VEX.pp, or the last of 66/F3/F2 for legacy encodings) */
+	 * (from VEX.pp; for legacy encodings the last of F3/F2, else 66:
+	 * F2/F3 take precedence over 66, which then is an operand-size prefix) */
 	uint8_t pp;
 	/* ModRM, with REX/VEX extensions applied to reg and rm (0-15) */
 	bool has_modrm;
@@ -243,6 +246,22 @@ struct kl_asx_syscall_msrs {
  * produced: CPL 0, CS/SS from STAR, RIP = LSTAR, the user's RSP, the
  * exception frame dropped. */
 bool kl_asx_syscall_fixup(struct kl_asx_cpu *cpu, const struct kl_asx_syscall_msrs *m);
+
+/* SSE integer/logic instructions and moves the emulator lacks (sse.c);
+ * UNHANDLED for other instructions. */
+enum kl_asx_result kl_asx_sse(struct kl_asx_cpu *cpu, const struct kl_insn *in);
+/* #UD/#NM checks of an SSE instruction (CR0.EM, CR4.OSFXSR, CR4.OSXSAVE for
+ * VEX, CR0.TS): KL_ASX_DONE when it may run, else KL_ASX_FAULT (sse.c). */
+enum kl_asx_result kl_asx_sse_avail(struct kl_asx_cpu *cpu, bool vex);
+/* The uABI XSAVE buffer (insn.c): get allocates cpu->xsave_len bytes
+ * (UNHANDLED without ops or with a buffer shorter than 576 bytes, ERROR
+ * when the op fails); put sets it and frees it.  touch: component comp
+ * (0 x87, 1 SSE, or a component of cpu->xstate) is about to be modified:
+ * set its XSTATE_BV bit, first filling its area with the init state when
+ * the bit was clear. */
+enum kl_asx_result kl_asx_xs_get(struct kl_asx_cpu *cpu, uint8_t **buf);
+enum kl_asx_result kl_asx_xs_put(struct kl_asx_cpu *cpu, uint8_t *buf);
+void kl_asx_xs_touch(const struct kl_asx_cpu *cpu, uint8_t *buf, unsigned comp);
 
 /* helpers both use */
 static inline enum kl_asx_result kl_asx_raise(struct kl_asx_cpu *c, uint8_t vec, bool has_err,
