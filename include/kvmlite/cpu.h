@@ -20,9 +20,11 @@ void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned nc
 /* Replace the table's basic and extended leaves by this host's own CPUID
  * (adding the sub-leaves KVM left out; capacity = entries allocated): on
  * hosts where guests read the host's CPUID, so that KVM's checks agree with
- * what the guest sees.  Also asks for AMX guest permission when the host
- * has it (the guest will enable it). */
+ * what the guest sees. */
 void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity);
+/* Before the first vCPU on such hosts: ask for AMX guest permission when
+ * the host has AMX (the guest will enable it).  -1 with *err. */
+int kl_cpuid_host_prepare(char **err);
 
 /* True when /dev/kvm is PVM / has no hardware virtualisation (guests run
  * in the instruction emulator). */

@@ -61,6 +61,8 @@ void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned nc
  * are allowed.  Starting the table from the host's own leaves makes KVM's
  * checks agree with what the guest sees. */
 #include <cpuid.h>
+#include <errno.h>
+#include <glib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -134,8 +136,8 @@ static void copy_range(struct kvm_cpuid2 *c, unsigned cap, uint32_t first)
 			if (host_leaf_end(fn, idx, q))
 				break;
 			bool empty = !q[0] && !q[1] && !q[2] && !q[3];
-			if (empty && idx > 1 && fn == 0xd)
-				continue;   /* unsupported XSAVE component */
+			if (empty && idx > 0)
+				continue;   /* e.g. an unsupported XSAVE component */
 			struct kvm_cpuid_entry2 *e = entry_for(c, cap, fn, idx, true);
 			if (e) {
 				e->eax = q[0]; e->ebx = q[1]; e->ecx = q[2]; e->edx = q[3];
@@ -144,18 +146,27 @@ static void copy_range(struct kvm_cpuid2 *c, unsigned cap, uint32_t first)
 	}
 }
 
-void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity)
+int kl_cpuid_host_prepare(char **err)
 {
 	/* AMX (XTILEDATA) is a dynamic component: KVM lets a guest enable it in
-	 * XCR0 only once the VMM process has asked for it.  The guest reads the
-	 * host's leaf 0xd and sets XCR0 to all of it, so ask (once). */
-	static bool asked;
+	 * XCR0 only when the VMM process asked for it before creating vCPUs.
+	 * The guest reads the host's leaf 0xd and sets XCR0 to all of it. */
 	unsigned a, b, c, d;
 	__cpuid_count(0xd, 0, a, b, c, d);
-	if (!asked && (a >> XFEATURE_XTILEDATA & 1)) {
-		syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_GUEST_PERM, XFEATURE_XTILEDATA);
-		asked = true;
+	(void)b; (void)c; (void)d;
+	if (!(a >> XFEATURE_XTILEDATA & 1))
+		return 0;
+	if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_GUEST_PERM, XFEATURE_XTILEDATA) != 0) {
+		*err = g_strdup_printf("arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, AMX): %s (the guest "
+				       "sees AMX in this host's CPUID and will enable it)",
+				       g_strerror(errno));
+		return -1;
 	}
+	return 0;
+}
+
+void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity)
+{
 	copy_range(cpuid, capacity, 0);
 	copy_range(cpuid, capacity, 0x80000000);
 	/* OSXSAVE and OSPKE reflect the guest's CR4: KVM computes them. */

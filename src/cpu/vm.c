@@ -214,6 +214,9 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 		*err = g_strdup_printf("cannot read the in-kernel irqchip state: %s", g_strerror(errno));
 		return -1;
 	}
+	/* before the assist sizes its XSAVE buffers and before any vCPU */
+	if (kl_host_is_emulated() && kl_cpuid_host_prepare(err) < 0)
+		return -1;
 	if (kl_assist_enabled(cpu->assist)) {
 		vm->assist = kl_assist_create(vm, cpu->assist_log, err);
 		if (!vm->assist)

@@ -51,22 +51,25 @@ def host_is_emulated():
 
 
 def cpu_warning(probe):
-    """Not an error case: -cpu host on a host without VMX/SVM runs the guest
-    and warns once on stderr, naming the emulator and kvmlite-safe; the
-    default model gives no warning."""
+    """Not an error case.  On a host without VMX/SVM (PVM) the guest reads
+    the host's own CPUID whatever -cpu says: a model or feature list that
+    cannot take effect runs the guest and warns once on stderr, saying so;
+    -cpu host (what the guest really sees there) and the default give no
+    warning.  Elsewhere no model warns."""
     global failures, passed
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        print("skip -cpu host warning: /dev/kvm is not accessible")
+        print("skip -cpu warnings: /dev/kvm is not accessible")
         return
     emulated = host_is_emulated()
-    for model, want in (("host", emulated), ("kvmlite-safe", False)):
+    for model, want in (("host", False), ("kvmlite-safe", emulated),
+                        ("host,-avx", emulated)):
         p = subprocess.run([kvmlite, "-cpu", model, "-kernel", probe, "-append", "test=hello",
                             "-nodefaults", "-serial", "null",
                             "-device", "isa-debug-exit,iobase=0xf4,iosize=4"],
                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         warned = [l for l in p.stderr.splitlines() if "warning: -cpu " + model in l]
         ok = p.returncode == 1 and len(warned) == (1 if want else 0) and \
-            (not want or ("instruction emulator" in warned[0] and "kvmlite-safe" in warned[0]))
+            (not want or "reads the host's own CPUID" in warned[0])
         name = "-cpu %s warning%s" % (model, "" if want else " absent")
         if ok:
             passed += 1

@@ -12,6 +12,7 @@
 #include "assist_int.h"
 #include "assist_priv.h"
 
+#include <cpuid.h>
 #include <errno.h>
 #include <glib.h>
 #include <stdio.h>
@@ -108,7 +109,22 @@ static int kvm_set_msr(struct kl_asx_cpu *c, uint32_t index, uint64_t val)
 	return kl_assist_set_msr(of(c), index, val);
 }
 
+/* A full TLB flush: a change of CR4.PGE makes KVM drop the vCPU's MMU
+ * roots (kvm_mmu_reset_context); the synced sregs, marked dirty, put the
+ * old CR4 back at the next entry. */
+static int kvm_flush_tlb(struct kl_asx_cpu *c)
+{
+	struct kl_assist_vcpu *v = of(c);
+	struct kvm_sregs s = v->run->s.regs.sregs;
+	s.cr4 ^= 1u << 7;	/* PGE */
+	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+		return -1;
+	v->run->kvm_dirty_regs |= KVM_SYNC_X86_SREGS;
+	return 0;
+}
+
 static const struct kl_asx_ops kvm_ops = {
+	.flush_tlb = kvm_flush_tlb,
 	.get_xsave = kvm_get_xsave,
 	.set_xsave = kvm_set_xsave,
 	.get_xcr0 = kvm_get_xcr0,
@@ -183,12 +199,24 @@ struct kl_assist *kl_assist_create(struct kl_vm *vm, bool log, char **err)
 	kl_xstate_layout_host(&a->xstate);
 	int x2 = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE2);
 	a->xsave2 = x2 > 0;
-	a->xsave_len = x2 > (int)sizeof(struct kvm_xsave) ? (size_t)x2 : sizeof(struct kvm_xsave);
-	/* supervisor components: room for all of them, compacted */
-	for (int i = 2; i < 63; i++)
-		if (a->xstate.xss_mask >> i & 1)
-			a->sup_len += a->xstate.comp[i].size + 64;
+	/* KVM_GET_XSAVE2 writes the vCPU's whole guest FPU state, which grows
+	 * when the guest enables dynamic components (AMX) beyond the size
+	 * KVM_CAP_XSAVE2 gave at start-up: size the buffers for everything
+	 * the host's CPUID lists (CPUID(0xd,0).ECX). */
+	unsigned xa, xb, xc, xd;
+	__cpuid_count(0xd, 0, xa, xb, xc, xd);
+	(void)xa; (void)xb; (void)xd;
+	size_t len = x2 > (int)sizeof(struct kvm_xsave) ? (size_t)x2 : sizeof(struct kvm_xsave);
+	if (xc > len)
+		len = xc;
+	a->xsave_len = (len + 4095) & ~(size_t)4095;
+	/* supervisor components (IA32_XSS) live beside KVM's buffer */
+	a->sup_len = kl_xsave_sup_len(&a->xstate);
 	a->has_xss = a->xstate.xss_mask != 0;
+	/* the guest reads the host's CPUID: PCID there means it sets CR4.PCIDE */
+	unsigned r[4];
+	__cpuid_count(1, 0, r[0], r[1], r[2], r[3]);
+	a->pcid_fix = (r[2] >> 17) & 1;
 	if (kl_assist_bp_vm_init(a, err) < 0) {
 		kl_assist_destroy(a);
 		return NULL;

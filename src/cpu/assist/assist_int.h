@@ -17,7 +17,8 @@
  *   xsave.c    XGETBV and the XSAVE family
  *   syscall.c  completing the host's broken SYSCALL: is this #PF one, and
  *              the state SYSCALL should have produced; IDT gates
- *   breakpoint.c  the KVM side of that: MSR filter, DR0 on the #PF
+ *   crfix.c    CR4.PCIDE where KVM refuses it: mov to CR4/CR3 fix-ups
+ *   breakpoint.c  the KVM side of those: MSR filter, DR0 on the #PF
  *              handler, debug exits
  *   assist.c   the vCPU glue: KVM exits, sync regs, counters
  *
@@ -80,6 +81,9 @@ enum kl_asx_kind {
 	KL_ASX_K_SYSCALL,    /* host SYSCALL completed (syscall.c) */
 	KL_ASX_K_PF_PASS,    /* ordinary #PF passed on to the guest (breakpoint + step) */
 	KL_ASX_K_REARM,      /* breakpoint re-armed (LSTAR write, IDT change) */
+	KL_ASX_K_INVPCID,    /* INVPCID done as a full TLB flush (crfix.c) */
+	KL_ASX_K_CR_FIX,     /* mov to CR4/CR3 done without PCIDE / bit 63 (crfix.c) */
+	KL_ASX_K_GP_PASS,    /* ordinary #GP passed on to the guest (breakpoint + step) */
 	KL_ASX_K_COUNT
 };
 const char *kl_asx_kind_name(enum kl_asx_kind k);   /* "xsave", "popcnt", ... */
@@ -100,6 +104,8 @@ struct kl_asx_ops {
 	int (*get_xcr0)(struct kl_asx_cpu *c, uint64_t *xcr0);
 	int (*get_msr)(struct kl_asx_cpu *c, uint32_t index, uint64_t *val);
 	int (*set_msr)(struct kl_asx_cpu *c, uint32_t index, uint64_t val);
+	/* Drop every TLB entry of the vCPU, global ones included (INVPCID). */
+	int (*flush_tlb)(struct kl_asx_cpu *c);
 };
 
 /* One XSAVE state component i (2..62) as CPUID(0xd, i) describes it. */
@@ -262,6 +268,27 @@ enum kl_asx_result kl_asx_sse_avail(struct kl_asx_cpu *cpu, bool vex);
 enum kl_asx_result kl_asx_xs_get(struct kl_asx_cpu *cpu, uint8_t **buf);
 enum kl_asx_result kl_asx_xs_put(struct kl_asx_cpu *cpu, uint8_t *buf);
 void kl_asx_xs_touch(const struct kl_asx_cpu *cpu, uint8_t *buf, unsigned comp);
+
+/* ---- crfix.c --------------------------------------------------------- */
+/* A mov to CR3/CR4 as kvmlite performs it where KVM refuses CR4.PCIDE. */
+struct kl_asx_cr_write {
+	unsigned cr;        /* 3 or 4 */
+	uint64_t value;     /* what to load: CR4 without PCIDE, CR3 without bit 63 */
+	bool pcide;         /* CR4: the guest asked for PCIDE (its shadow bit) */
+	bool noflush;       /* CR3: bit 63 was set */
+	uint64_t site;      /* address of the mov */
+};
+/* cpu at "mov %reg, %cr3/%cr4" (an instruction breakpoint on it): fill w
+ * and advance RIP past it.  -1 when RIP is not at such a mov. */
+int kl_asx_cr_site(struct kl_asx_cpu *cpu, struct kl_asx_cr_write *w);
+/* cpu at the first instruction of the #GP handler: true when the #GP came
+ * from a ring-0 mov to CR4 setting PCIDE, or (pcide_shadow) a mov to CR3
+ * with bit 63; then w says what to load and cpu->regs continue after the
+ * mov with the exception frame dropped. */
+bool kl_asx_cr_gp_fixup(struct kl_asx_cpu *cpu, bool pcide_shadow, struct kl_asx_cr_write *w);
+/* INVPCID (66 0F 38 82 /r): checks as the CPU does, then a full flush
+ * through ops->flush_tlb (more than any type asks: always correct). */
+enum kl_asx_result kl_asx_invpcid(struct kl_asx_cpu *cpu, const struct kl_insn *in);
 
 /* helpers both use */
 static inline enum kl_asx_result kl_asx_raise(struct kl_asx_cpu *c, uint8_t vec, bool has_err,

@@ -19,6 +19,11 @@ struct kl_assist {
 	size_t xsave_len;              /* uABI XSAVE buffer bytes */
 	size_t sup_len;                /* supervisor XSAVE state per vCPU */
 	bool has_xss;
+	/* CR4.PCIDE fix-up (crfix.c): on when the guest sees PCID in the
+	 * host's CPUID; the CR3/CR4 writes' addresses, once seen (any vCPU) */
+	bool pcid_fix;
+	uint64_t cr_site[2];           /* [0] mov to CR4, [1] mov to CR3 */
+	unsigned site_gen;             /* bumped when a site is learnt */
 	GPtrArray *vcpus;              /* of struct kl_assist_vcpu (not owned) */
 	uint64_t gone_count[KL_ASX_K_COUNT];  /* counters of destroyed vCPUs */
 	uint64_t gone_ns[KL_ASX_K_COUNT];
@@ -34,15 +39,19 @@ struct kl_assist_vcpu {
 	uint8_t *sup_state;
 	uint64_t count[KL_ASX_K_COUNT];
 	uint64_t ns[KL_ASX_K_COUNT];
-	/* SYSCALL fix-up (breakpoint.c) */
+	/* SYSCALL and CR fix-ups (breakpoint.c) */
 	uint64_t star, lstar, sfmask;
 	bool have_lstar;
-	bool armed, stepping;
-	uint64_t pf_handler;           /* guest-virtual, where DR0 points */
-	uint64_t idt_base;             /* IDTR when the handler was looked up */
+	bool pcide;                    /* the guest's CR4.PCIDE (a shadow bit) */
+	bool stepping;                 /* over a handler's first instruction */
+	uint64_t bp[4];                /* armed DR0-3 (0 = off): #PF handler,
+					  #GP handler, CR4 site, CR3 site */
+	unsigned armed_gen;            /* a->site_gen the bps were set for */
+	uint64_t pf_handler, gp_handler;
+	uint64_t idt_base;             /* IDTR when the handlers were looked up */
 	uint16_t idt_limit;
-	const uint8_t *idt_entry;      /* host pointer to IDT[14] (16 bytes) or NULL */
-	uint8_t idt_copy[16];
+	const uint8_t *idt_entry[2];   /* host pointers to IDT[14], IDT[13] */
+	uint8_t idt_copy[2][16];
 };
 
 void kl_assist_load_cpu(struct kl_assist_vcpu *v);

@@ -91,7 +91,8 @@ static unsigned op_layout(const struct kl_insn *in)
 		}
 		return 0;
 	case 2:
-		if (in->op == 0xf0 || in->op == 0xf1 || in->op == 0xf2 || in->op == 0xf3 ||
+		if (in->op == 0x82 ||	/* INVPCID (66) */
+		    in->op == 0xf0 || in->op == 0xf1 || in->op == 0xf2 || in->op == 0xf3 ||
 		    (in->op >= 0xf5 && in->op <= 0xf7))
 			return M;
 		return 0;

@@ -842,6 +842,8 @@ enum kl_asx_result kl_asx_insn(struct kl_asx_cpu *cpu, const struct kl_insn *in)
 		}
 		return kl_asx_sse(cpu, in);
 	case 2:
+		if (in->op == 0x82)
+			return kl_asx_invpcid(cpu, in);
 		if (in->op == 0xf0 || in->op == 0xf1) {
 			if (in->pp == 3)
 				return crc32(cpu, in);
@@ -850,16 +852,6 @@ enum kl_asx_result kl_asx_insn(struct kl_asx_cpu *cpu, const struct kl_insn *in)
 		}
 		return KL_ASX_UNHANDLED;
 	}
-	return KL_ASX_UNHANDLED;
-}
-
-/* The real one is in xsave.c (another part of the assist); this keeps
- * builds and unit tests without it linking. */
-__attribute__((weak)) enum kl_asx_result kl_asx_xsave(struct kl_asx_cpu *cpu,
-						      const struct kl_insn *in)
-{
-	(void)cpu;
-	(void)in;
 	return KL_ASX_UNHANDLED;
 }
 
@@ -916,6 +908,8 @@ const char *kl_asx_kind_name(enum kl_asx_kind k)
 		[KL_ASX_K_OTHER] = "other",     [KL_ASX_K_FAULT] = "fault",
 		[KL_ASX_K_UNHANDLED] = "unhandled", [KL_ASX_K_SYSCALL] = "syscall",
 		[KL_ASX_K_PF_PASS] = "pf-pass", [KL_ASX_K_REARM] = "rearm",
+		[KL_ASX_K_INVPCID] = "invpcid", [KL_ASX_K_CR_FIX] = "cr-pcide",
+		[KL_ASX_K_GP_PASS] = "gp-pass",
 	};
 	if ((unsigned)k >= KL_ASX_K_COUNT || !names[k])
 		return "?";
