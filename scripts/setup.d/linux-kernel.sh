@@ -7,4 +7,5 @@
 set -eu
 cd "$(dirname "$0")/../.."
 tests/linux/build-kernel >/dev/null
+tests/linux/build-kernel --stock >/dev/null   # without the INT3 self-test patch
 tests/linux/build-initramfs >/dev/null

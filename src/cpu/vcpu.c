@@ -320,9 +320,11 @@ static void report_internal_error(struct kl_vcpu *c)
 		fprintf(stderr, "\n");
 	}
 	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION && kl_host_is_emulated())
-		fprintf(stderr, "kvmlite: this host has no VMX/SVM (PVM): every guest instruction "
-			"runs in KVM's instruction emulator, which cannot execute this one; "
-			"see docs/cpu.md (-cpu kvmlite-safe, guest kernel parameters)\n");
+		fprintf(stderr, "kvmlite: this host has no VMX/SVM (PVM): the guest's ring 0 "
+			"runs in KVM's instruction emulator, which cannot execute this one, "
+			"and %s; see docs/cpu.md\n",
+			c->assist ? "kvmlite's emulation assist does not either"
+				  : "the emulation assist is off (-accel kvm,emulation-assist=off)");
 }
 
 static const char *exit_name(uint32_t r)
@@ -363,6 +365,8 @@ static bool handle_exit(struct kl_vcpu *c)
 		return true;
 	case KVM_EXIT_SHUTDOWN:
 		/* Triple fault: reset, as a PC does. */
+		if (getenv("KL_DEBUG_SHUTDOWN"))
+			kl_vcpu_dump(c);
 		kl_vm_request_reset(vm, true, "guest-reset");
 		c->stop_after_exit = true;
 		return true;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "kvmlite/assist.h"
 #include "kvmlite/block.h"
 #include "kvmlite/vm.h"
 #include "monitor_int.h"
@@ -171,6 +172,38 @@ static enum kl_qmp_err cmd_query_kvm(struct kl_qmp_session *s, JsonObject *args,
 	json_object_set_boolean_member(o, "enabled", s->vm->vm_fd >= 0);
 	json_object_set_boolean_member(o, "present",
 				       s->vm->vm_fd >= 0 || access(dev ? dev : "/dev/kvm", R_OK | W_OK) == 0);
+	*ret = obj_node(o);
+	return KL_QMP_OK;
+}
+
+/* x-query-emulation-assist (kvmlite's own, docs/cpu.md): the assist's
+ * counters per kind, summed over the vCPUs.
+ *   {"enabled": bool, "count": N, "time-ns": N,
+ *    "assists": [{"name": "xsave", "count": N, "time-ns": N}, ...]} */
+static enum kl_qmp_err cmd_query_emulation_assist(struct kl_qmp_session *s, JsonObject *args,
+						  JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	JsonObject *o = json_object_new();
+	JsonArray *list = json_array_new();
+	uint64_t count = 0, ns = 0;
+	if (s->vm->assist) {
+		struct kl_assist_counter c[64];
+		unsigned n = kl_assist_counters(s->vm->assist, c, G_N_ELEMENTS(c));
+		for (unsigned i = 0; i < n; i++) {
+			JsonObject *e = json_object_new();
+			json_object_set_string_member(e, "name", c[i].name);
+			json_object_set_int_member(e, "count", (gint64)c[i].count);
+			json_object_set_int_member(e, "time-ns", (gint64)c[i].ns);
+			json_array_add_object_element(list, e);
+			count += c[i].count;
+			ns += c[i].ns;
+		}
+	}
+	json_object_set_boolean_member(o, "enabled", s->vm->assist != NULL);
+	json_object_set_int_member(o, "count", (gint64)count);
+	json_object_set_int_member(o, "time-ns", (gint64)ns);
+	json_object_set_array_member(o, "assists", list);
 	*ret = obj_node(o);
 	return KL_QMP_OK;
 }
@@ -478,6 +511,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "query-name", cmd_query_name, no_args },
 	{ "query-uuid", cmd_query_uuid, no_args },
 	{ "query-kvm", cmd_query_kvm, no_args },
+	{ "x-query-emulation-assist", cmd_query_emulation_assist, no_args },
 	{ "query-cpus-fast", cmd_query_cpus_fast, no_args },
 	{ "query-block", cmd_query_block, no_args },
 	{ "query-blockstats", cmd_query_blockstats, blockstats_args },

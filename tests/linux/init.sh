@@ -18,6 +18,36 @@ pass() { echo "KL-PASS $1"; }
 fail() { echo "KL-FAIL $1: $2"; }
 
 case "$test" in
+user)
+	# One script of everyday user space: pipes and fork+exec, a SHA-256
+	# computed in the guest against the host's, shell arithmetic, a signal
+	# delivered to a handler (signal frame + sigreturn), and a timer
+	# interrupt preempting a busy user-space loop (timeout kills it).
+	why=
+	[ "$(echo hello | tr a-z A-Z | rev)" = OLLEH ] || why="$why pipe"
+	[ "$(sha256sum /pattern | cut -d' ' -f1)" = "$(cat /pattern.sha256)" ] || why="$why sha256"
+	[ $((6 * 7)) = 42 ] || why="$why arith"
+	[ "$(seq 1 50 | sort -rn | head -n 1)" = 50 ] || why="$why sort"
+	i=0
+	while [ $i -lt 10 ]; do /bin/true || why="$why exec"; i=$((i + 1)); done
+	[ "$(sh -c 'trap "echo caught" USR1; kill -USR1 $$; echo after')" = "caught
+after" ] || why="$why signal"
+	timeout 1 sh -c 'while :; do :; done'
+	[ $? -ne 0 ] || why="$why preempt"
+	if [ -z "$why" ]; then pass user; else fail user "failed:$why"; fi
+	;;
+smp2)
+	# -smp 2: a process pinned to each CPU runs there (field 39 of
+	# /proc/PID/stat: the CPU it last ran on)
+	c0=$(taskset -c 0 cut -d' ' -f39 /proc/self/stat)
+	c1=$(taskset -c 1 cut -d' ' -f39 /proc/self/stat)
+	s1=$(taskset -c 1 sha256sum /pattern | cut -d' ' -f1)
+	if [ "$(nproc)" = 2 ] && [ "$c0" = 0 ] && [ "$c1" = 1 ] && [ "$s1" = "$(cat /pattern.sha256)" ]; then
+		pass smp2
+	else
+		fail smp2 "nproc $(nproc), pinned processes ran on '$c0' and '$c1'"
+	fi
+	;;
 disk)
 	# /dev/vda is a scratch disk: write /pattern at 64 KiB with O_DIRECT,
 	# sync, read it back with O_DIRECT and compare.  The host compares the

@@ -97,6 +97,10 @@ int kl_assist_set_msr(struct kl_assist_vcpu *v, uint32_t index, uint64_t val)
 
 static int kvm_get_msr(struct kl_asx_cpu *c, uint32_t index, uint64_t *val)
 {
+	if (index == 0xc0000103) {	/* TSC_AUX, kept by breakpoint.c */
+		*val = of(c)->tsc_aux;
+		return 0;
+	}
 	if (index == MSR_IA32_XSS && !of(c)->a->has_xss) {
 		*val = 0;	/* KVM without XSS support: the guest cannot set it */
 		return 0;

@@ -43,6 +43,7 @@ struct kl_assist_vcpu {
 	uint64_t star, lstar, sfmask;
 	bool have_lstar;
 	bool pcide;                    /* the guest's CR4.PCIDE (a shadow bit) */
+	uint64_t tsc_aux;              /* the guest's IA32_TSC_AUX (KVM refuses it) */
 	bool stepping;                 /* over a handler's first instruction */
 	uint64_t bp[4];                /* armed DR0-3 (0 = off): #PF handler,
 					  #GP handler, CR4 site, CR3 site */

@@ -33,6 +33,7 @@
 #include <sys/ioctl.h>
 
 #include "kvmlite/clock.h"
+#include "kvmlite/cpu.h"
 #include "kvmlite/mem.h"
 #include "kvmlite/vm.h"
 
@@ -40,6 +41,7 @@
 #define MSR_LSTAR 0xc0000082
 #define MSR_CSTAR 0xc0000083
 #define MSR_SFMASK 0xc0000084
+#define MSR_TSC_AUX 0xc0000103
 #define DR6_BS (1ull << 14)
 
 int kl_assist_bp_vm_init(struct kl_assist *a, char **err)
@@ -58,7 +60,7 @@ int kl_assist_bp_vm_init(struct kl_assist *a, char **err)
 				       g_strerror(errno));
 		return -1;
 	}
-	static uint8_t deny[1];	/* 4 bits, all 0: every write of the range exits */
+	static uint8_t deny[1];	/* all 0: every access of the range exits */
 	struct kvm_msr_filter f;
 	memset(&f, 0, sizeof(f));
 	f.flags = KVM_MSR_FILTER_DEFAULT_ALLOW;
@@ -66,6 +68,13 @@ int kl_assist_bp_vm_init(struct kl_assist *a, char **err)
 	f.ranges[0].base = MSR_STAR;
 	f.ranges[0].nmsrs = 4;	/* STAR LSTAR CSTAR SFMASK */
 	f.ranges[0].bitmap = deny;
+	/* TSC_AUX: PVM's KVM refuses it (the guest's WRMSR gets #GP: an AP
+	 * writes it before it has a usable IDT and triple-faults), so kvmlite
+	 * keeps it per vCPU, for RDMSR and the RDTSCP/RDPID assists. */
+	f.ranges[1].flags = KVM_MSR_FILTER_READ | KVM_MSR_FILTER_WRITE;
+	f.ranges[1].base = MSR_TSC_AUX;
+	f.ranges[1].nmsrs = 1;
+	f.ranges[1].bitmap = deny;
 	if (ioctl(vm, KVM_X86_SET_MSR_FILTER, &f) < 0) {
 		*err = g_strdup_printf("emulation assist: KVM_X86_SET_MSR_FILTER: %s",
 				       g_strerror(errno));
@@ -131,6 +140,7 @@ void kl_assist_bp_reset(struct kl_assist_vcpu *v)
 {
 	v->have_lstar = false;
 	v->pcide = false;
+	v->tsc_aux = 0;
 	v->star = v->lstar = v->sfmask = 0;
 	v->idt_entry[0] = v->idt_entry[1] = NULL;
 	v->idt_base = 0;
@@ -195,6 +205,15 @@ bool kl_assist_bp_msr_exit(struct kl_assist_vcpu *v)
 {
 	struct kvm_run *run = v->run;
 	uint32_t idx = run->msr.index;
+	if (idx == MSR_TSC_AUX) {
+		if (run->exit_reason == KVM_EXIT_X86_RDMSR)
+			run->msr.data = v->tsc_aux;
+		else if (run->msr.data >> 32)
+			run->msr.error = 1;	/* bits 63:32 are reserved: #GP */
+		else
+			v->tsc_aux = run->msr.data;
+		return true;
+	}
 	if (run->exit_reason == KVM_EXIT_X86_RDMSR) {
 		/* reads are not filtered; answer one anyway */
 		uint64_t val = 0;
@@ -245,6 +264,12 @@ static void learn_site(struct kl_assist_vcpu *v, const struct kl_asx_cr_write *w
 		return;
 	*site = w->site;
 	a->site_gen++;
+	/* The other vCPUs re-arm before their next KVM_RUN: make them leave
+	 * the current one -- an AP waits for its SIPI inside KVM_RUN and then
+	 * writes CR4 before it has an IDT. */
+	for (unsigned i = 0; i < a->vm->ncpus; i++)
+		if (a->vm->vcpus && a->vm->vcpus[i])
+			kl_vcpu_kick(a->vm->vcpus[i]);
 }
 
 /* An instruction breakpoint on a known mov to CR3/CR4. */
