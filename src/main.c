@@ -307,6 +307,7 @@ int main(int argc, char **argv)
 	vm->threads = cli.threads;
 	vm->name = g_strdup(cli.name);
 	vm->no_shutdown = cli.no_shutdown;
+	vm->log_cpu_reset = cli.log_cpu_reset;
 	if (cli.uuid) {
 		kl_parse_uuid(cli.uuid, vm->uuid);
 		vm->has_uuid = true;

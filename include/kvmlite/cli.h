@@ -14,6 +14,7 @@ struct kl_cli {
 	char *cpu;               /* -cpu; NULL = default model */
 	int assist;              /* -accel kvm,emulation-assist=on|off: enum kl_assist_mode */
 	bool assist_log;         /* -d assist */
+	bool log_cpu_reset;      /* -d cpu_reset */
 	char *machine;           /* -M/-machine type */
 	char *mem_backend;       /* -machine memory-backend=ID */
 	GPtrArray *drives, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;

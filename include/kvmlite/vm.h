@@ -89,6 +89,7 @@ struct kl_vm {
 	bool has_uuid;
 
 	bool no_shutdown;          /* -no-shutdown: guest poweroff pauses, no exit */
+	bool log_cpu_reset;        /* -d cpu_reset: registers of a triple-faulting vCPU */
 
 	/* re-load the kernel and set the BSP's boot registers on reset */
 	int (*reload_boot)(struct kl_vm *vm); /* re-load kernel + set BSP regs */

@@ -314,9 +314,11 @@ FLAGFN(f_d)
 	for (gchar **i = items; *i; i++) {
 		if (!strcmp(*i, "assist")) {
 			c->assist_log = true;
+		} else if (!strcmp(*i, "cpu_reset")) {
+			c->log_cpu_reset = true;
 		} else {
-			*err = g_strdup_printf("%s %s: unknown log item '%s' (kvmlite has: assist)", flag,
-					       v, *i);
+			*err = g_strdup_printf("%s %s: unknown log item '%s' (kvmlite has: assist, "
+					       "cpu_reset)", flag, v, *i);
 			r = -1;
 			break;
 		}
@@ -339,7 +341,8 @@ static const struct flag flags[] = {
 	{ "machine", ARG, f_machine, NULL },
 	{ "accel", ARG, f_accel, "-accel kvm[,emulation-assist=on|off|auto]  the only accelerator; the emulation\n"
 				 "                       assist (docs/cpu.md) is on by default where /dev/kvm has no VMX/SVM" },
-	{ "d", ARG, f_d, "-d assist            print the emulation assist's counters at exit" },
+	{ "d", ARG, f_d, "-d ITEM[,ITEM]       log items: assist (the emulation assist's counters at exit),\n"
+			 "                       cpu_reset (registers of a vCPU that triple-faults)" },
 	{ "enable-kvm", NOARG, f_accepted, "-enable-kvm          (always on)" },
 	{ "kernel", ARG, f_kernel, "-kernel FILE         bzImage or PVH ELF vmlinux to boot" },
 	{ "initrd", ARG, f_initrd, "-initrd FILE         initial ramdisk" },

@@ -365,7 +365,7 @@ static bool handle_exit(struct kl_vcpu *c)
 		return true;
 	case KVM_EXIT_SHUTDOWN:
 		/* Triple fault: reset, as a PC does. */
-		if (getenv("KL_DEBUG_SHUTDOWN"))
+		if (vm->log_cpu_reset)	/* -d cpu_reset */
 			kl_vcpu_dump(c);
 		kl_vm_request_reset(vm, true, "guest-reset");
 		c->stop_after_exit = true;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "fake_vm.h"
+#include "kvmlite/assist.h"
 
 struct fake_calls fake;
 
@@ -158,4 +159,17 @@ const char *kl_blockdev_attached(const struct kl_blockdev *bd) { return bd->qdev
 void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out)
 {
 	*out = bd->st;
+}
+
+/* The emulation assist: a fake with two counters (struct kl_assist is
+ * opaque; tests set vm->assist to any non-NULL pointer). */
+unsigned kl_assist_counters(const struct kl_assist *a, struct kl_assist_counter *out,
+			    unsigned max)
+{
+	(void)a;
+	static const struct kl_assist_counter c[] = { { "xsave", 3, 3000 }, { "syscall", 5, 500 } };
+	unsigned n = 0;
+	for (; n < G_N_ELEMENTS(c) && n < max; n++)
+		out[n] = c[n];
+	return n;
 }

@@ -399,6 +399,14 @@ START_TEST(cmd_queries)
 	expect("{\"execute\":\"query-uuid\"}", "{\"return\": {\"UUID\": \"12345678-9abc-def0-0102-030405060708\"}}");
 	vm.vm_fd = 5;
 	expect("{\"execute\":\"query-kvm\"}", "{\"return\": {\"enabled\": true, \"present\": true}}");
+	expect("{\"execute\":\"x-query-emulation-assist\"}",
+	       "{\"return\": {\"enabled\": false, \"count\": 0, \"time-ns\": 0, \"assists\": []}}");
+	vm.assist = (struct kl_assist *)&vm;	/* the fake counters ignore it */
+	expect("{\"execute\":\"x-query-emulation-assist\"}",
+	       "{\"return\": {\"enabled\": true, \"count\": 8, \"time-ns\": 3500, \"assists\": ["
+	       "{\"name\": \"xsave\", \"count\": 3, \"time-ns\": 3000}, "
+	       "{\"name\": \"syscall\", \"count\": 5, \"time-ns\": 500}]}}");
+	vm.assist = NULL;
 	vm.cores = 1;
 	vm.threads = 2;
 	expect("{\"execute\":\"query-cpus-fast\"}",
