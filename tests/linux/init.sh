@@ -48,6 +48,19 @@ smp2)
 		fail smp2 "nproc $(nproc), pinned processes ran on '$c0' and '$c1'"
 	fi
 	;;
+bench)
+	# bench/assist's user-space micro-suite; times from /proc/uptime
+	# (centiseconds), printed raw for the host to divide
+	cs() { read -r u _ < /proc/uptime; echo "${u%.*}${u#*.}"; }
+	t0=$(cs); dd if=/dev/zero of=/dev/null bs=1 count=2000 2>/dev/null; t1=$(cs)
+	echo "KL-BENCH null-syscall 4000 $((t1 - t0))"
+	t0=$(cs); i=0; while [ $i -lt 10 ]; do /bin/true; i=$((i + 1)); done; t1=$(cs)
+	echo "KL-BENCH fork-exec 10 $((t1 - t0))"
+	t0=$(cs); dd if=/dev/zero bs=4096 count=1024 2>/dev/null | cat >/dev/null; t1=$(cs)
+	echo "KL-BENCH pipe-4MiB 1 $((t1 - t0))"
+	echo "KL-BENCH done"
+	sleep 3
+	;;
 disk)
 	# /dev/vda is a scratch disk: write /pattern at 64 KiB with O_DIRECT,
 	# sync, read it back with O_DIRECT and compare.  The host compares the
