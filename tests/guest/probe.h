@@ -242,6 +242,14 @@ const void *mp_find_fp(void);
 int probe_find_cpus(struct probe_cpus *out);
 uint8_t checksum8(const void *p, size_t len);
 
+/* ---- application processors (t_smp.c) ----------------------------------- */
+/* Start every AP in the firmware tables (INIT-SIPI-SIPI, long mode) and
+ * check that all report; 0, or probe_fail(...).  Each AP then calls
+ * probe_ap_hook(slot) when it is set (slot 0.. in start order), and halts
+ * when that returns. */
+int probe_smp_start(void);
+extern void (*probe_ap_hook)(unsigned slot);
+
 /* ---- guest-requested reset (t_basic.c) ---------------------------------- */
 /* A marker page below the image survives the reset.  reset_marker_take():
  * on the boot after reset_request(), print how the VM was reset, clear the
