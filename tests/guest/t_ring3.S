@@ -268,7 +268,22 @@ r3_user_main:
 1:	incq %r14
 	jmp .Lloop
 .Ldone:
-	xorl %edi, %edi
+	/* one SYSCALL with a garbage RSP: nothing may depend on it */
+	movq %rsp, %r15
+	movl $0x1230, %esp
+	movq %rsp, %r10
+	movl $SYS_SYSRET, %eax
+	movl $5, %edi
+	syscall
+	movq %rsp, %rdx
+	movq %r15, %rsp
+	cmpq $0x1230, %rdx
+	je 1f
+	FAIL 10, %rdx		/* the garbage RSP was not given back */
+1:	cmpq $22, %rax
+	je 1f
+	FAIL 5, %rax
+1:	xorl %edi, %edi
 	xorl %edx, %edx
 r3_user_fail:
 	movq %r14, %rsi
@@ -290,6 +305,16 @@ r3_user_hostile:
 	jmp *%rdi
 	syscall			/* never executed: only for the "0f 05" before RCX */
 .Lfake_ret:
+	ud2
+
+/* Ordinary ring-3 page faults (they must reach the guest's handler as
+ * they are): read from RDI, write to RDI. */
+	.globl r3_user_read, r3_user_write
+r3_user_read:
+	movq (%rdi), %rax
+	ud2
+r3_user_write:
+	movq %rax, (%rdi)
 	ud2
 
 	.balign 4096

@@ -9,9 +9,15 @@
  *      the return value, preserved registers and its GS base; the ring-0
  *      stub checks CS/SS from STAR, SFMASK applied, RSP = the user's, and
  *      that it is this CPU's LSTAR; a last syscall ends the program;
+ *      (plus one SYSCALL with a garbage RSP);
  *   2. a hostile ring-3 program jumps to LSTAR (IF set, everything else
  *      like a SYSCALL): it must take #PF, error 0x15, CR2 = RIP = LSTAR, in
- *      the guest's handler, and never run the stub.
+ *      the guest's handler, and never run the stub;
+ *   3. ordinary ring-3 #PFs (read of an unmapped page, write to a read-only
+ *      one) reach the guest's handler with their error code and CR2;
+ *   4. 20 more syscalls: the SYSCALL completion still works after them.
+ * `nx=0` on the command line runs it all without EFER.NXE (a fetch #PF
+ * then has error code 0x05: the I bit exists only with NXE or SMEP).
  * With -smp N the APs do the same at the same time (t_smp.c's hook). */
 #include "t_assist.h"
 
@@ -52,7 +58,8 @@ struct tss64 {
 } __attribute__((packed));
 _Static_assert(sizeof(struct tss64) == 104, "TSS size");
 
-extern const char r3_user_start[], r3_user_end[], r3_user_main[], r3_user_hostile[];
+extern const char r3_user_start[], r3_user_end[], r3_user_main[], r3_user_hostile[],
+	r3_user_read[], r3_user_write[];
 extern const char r3_entry0[], r3_entry1[], r3_back_to_kernel[];
 uint64_t r3_enter_user(struct r3_cpu *pc, uint64_t rip, uint64_t rsp, uint64_t arg0,
 		       uint64_t arg1);
@@ -60,7 +67,7 @@ uint64_t r3_enter_user(struct r3_cpu *pc, uint64_t rip, uint64_t rsp, uint64_t a
 static uint64_t gdt[8 + 2 * NCPU] __attribute__((aligned(16)));
 static struct tss64 tss[NCPU] __attribute__((aligned(16)));
 static struct r3_cpu cpus[NCPU] __attribute__((aligned(64)));
-static volatile uint32_t ap_done, ap_result;
+static volatile uint32_t ap_done, ap_result, ready, ncpus = 1;
 static bool use_nx = true;  /* cmdline nx=0: EFER.NXE off */
 
 static uint64_t user_va(const char *sym)
@@ -73,6 +80,7 @@ static const char *const fail_what[] = {
 	"R11 is not the RFLAGS of the SYSCALL", "RFLAGS after return differ from R11",
 	"wrong return value", "user RSP changed", "a preserved register changed",
 	"user GS base wrong after return (SWAPGS)", "not running in ring 3",
+	"RSP not preserved across a SYSCALL with a garbage RSP",
 };
 
 /* Exceptions from ring 3 (#PF, #GP, #UD): record them and leave the user
@@ -163,9 +171,79 @@ static int r3_setup_shared(void)
 }
 
 /* Everything one CPU needs to run ring 3, then the two programs. */
-static int r3_run_cpu(unsigned i)
+static void r3_gs_for_user(unsigned i)
+{
+	wrmsr(MSR_GS_BASE, U_GS(i));
+	wrmsr(MSR_KERNEL_GS_BASE, cpus[i].self);
+}
+
+/* Run the syscall program for n iterations and check what it and the stub saw. */
+static int run_main(unsigned i, uint64_t n, uint64_t lstar, const char *when)
 {
 	struct r3_cpu *pc = &cpus[i];
+	uint64_t c0 = pc->count, i0 = pc->iret_count;
+
+	pc->how = 0;
+	r3_gs_for_user(i);
+	uint64_t t0 = rdtsc();
+	uint64_t how = r3_enter_user(pc, user_va(r3_user_main), U_STACK(i) + 8192, n, U_GS(i));
+	uint64_t dt = rdtsc() - t0, per = tsc_per_us();
+	if (how == 2)
+		return probe_fail("cpu %u (%s): ring-3 program took exception %lu (error 0x%lx, "
+				  "cr2 0x%lx) at rip 0x%lx cs 0x%lx after %lu syscalls%s", i, when,
+				  pc->f_vec, pc->f_err, pc->f_cr2, pc->f_rip, pc->f_cs,
+				  pc->count - c0, pc->f_vec == 14 && pc->f_rip == lstar ?
+				  ": the SYSCALL did not enter ring 0" : "");
+	if (how != 1)
+		return probe_fail("cpu %u (%s): ring-3 program came back with how %lu", i, when, how);
+	if (pc->exit_code)
+		return probe_fail("cpu %u (%s): ring-3 check %lu failed (%s) at iteration %lu, value "
+				  "0x%lx", i, when, pc->exit_code,
+				  pc->exit_code < sizeof(fail_what) / sizeof(fail_what[0]) ?
+				  fail_what[pc->exit_code] : "?", pc->exit_arg, pc->exit_arg2);
+	if (pc->bad)
+		return probe_fail("cpu %u (%s): %lu syscall entries wrong in ring 0: first bits 0x%lx "
+				  "(1 CS, 2 SS, 4 SFMASK bit set, 8 RSP, 16 other CPU's LSTAR), "
+				  "rflags 0x%lx", i, when, pc->bad, pc->bad_what, pc->bad_val);
+	/* n loop syscalls, the garbage-RSP one, the exit */
+	if (pc->exit_arg != n || pc->count - c0 != n + 2 || pc->iret_count - i0 != (n + 3) / 4)
+		return probe_fail("cpu %u (%s): %lu iterations, %lu stub entries, %lu IRETQ returns; "
+				  "expected %lu, %lu, %lu", i, when, pc->exit_arg, pc->count - c0,
+				  pc->iret_count - i0, n, n + 2, (n + 3) / 4);
+	printf("syscall: cpu %u: %s: %lu syscalls from ring 3 (%lu via IRETQ) OK, %lu us each\n", i,
+	       when, n + 2, (n + 3) / 4, per ? dt / per / (n + 2) : 0);
+	return 0;
+}
+
+/* Run a ring-3 program that must fault: #PF with error err and cr2, at rip. */
+static int run_fault(unsigned i, const char *what, const char *prog, uint64_t arg, uint64_t err,
+		     uint64_t cr2)
+{
+	struct r3_cpu *pc = &cpus[i];
+	uint64_t before = pc->count, rip = user_va(prog);
+
+	pc->how = 0;
+	r3_gs_for_user(i);
+	uint64_t how = r3_enter_user(pc, rip, U_STACK(i) + 8192, arg, 0);
+	if (how == 3 || pc->hostile || pc->count != before)
+		return probe_fail("cpu %u: %s entered the ring-0 SYSCALL stub (%lu entries)", i, what,
+				  pc->count - before);
+	if (prog == r3_user_hostile)
+		rip = arg;  /* the fault is at LSTAR */
+	if (how != 2 || pc->f_vec != 14 || pc->f_err != err || pc->f_cr2 != cr2 ||
+	    pc->f_rip != rip || pc->f_cs != 0x3b)
+		return probe_fail("cpu %u: %s: how %lu, vector %lu error 0x%lx cr2 0x%lx rip 0x%lx cs "
+				  "0x%lx; expected #PF error 0x%lx cr2 0x%lx rip 0x%lx cs 0x3b", i, what,
+				  how, pc->f_vec, pc->f_err, pc->f_cr2, pc->f_rip, pc->f_cs, err, cr2,
+				  rip);
+	printf("syscall: cpu %u: %s: #PF error 0x%lx cr2 0x%lx in the guest's handler\n", i, what,
+	       err, cr2);
+	return 0;
+}
+
+/* Everything one CPU needs to run ring 3, then the programs. */
+static int r3_run_cpu(unsigned i, unsigned ncpu)
+{
 	uint64_t lstar = (uint64_t)(uintptr_t)(i ? r3_entry1 : r3_entry0);
 	struct __attribute__((packed)) { uint16_t lim; uint64_t base; } gdtr = {
 		sizeof(gdt) - 1, (uint64_t)(uintptr_t)gdt };
@@ -174,64 +252,35 @@ static int r3_run_cpu(unsigned i)
 	__asm__ volatile("ltr %w0" : : "r"((uint16_t)SEL_TSS(i)));
 	/* GS selector 0 first (a selector load would reset the base) */
 	__asm__ volatile("mov %0, %%gs" : : "r"(0u));
-	wrmsr(MSR_GS_BASE, U_GS(i));
-	wrmsr(MSR_KERNEL_GS_BASE, pc->self);
 	/* EFER.NXE as Linux has it; without NXE (and SMEP) a #PF error code
 	 * never has the instruction-fetch bit: a fetch at LSTAR gives 0x05 */
 	uint64_t efer = rdmsr(MSR_EFER) | EFER_SCE;
 	efer = use_nx ? efer | EFER_NXE : efer & ~EFER_NXE;
 	wrmsr(MSR_EFER, efer);
-	uint64_t pf_err = use_nx ? 0x15 : 0x05;
 	wrmsr(MSR_STAR, 0x2bul << 48 | 0x18ul << 32);
 	wrmsr(MSR_SFMASK, SFMASK);
 	wrmsr(MSR_LSTAR, lstar);
 
-	uint64_t t0 = rdtsc();
-	uint64_t how = r3_enter_user(pc, user_va(r3_user_main), U_STACK(i) + 8192, N_SYSCALLS,
-				     U_GS(i));
-	uint64_t dt = rdtsc() - t0, per = tsc_per_us();
-	if (how == 2)
-		return probe_fail("cpu %u: ring-3 program took exception %lu (error 0x%lx, cr2 0x%lx) "
-				  "at rip 0x%lx cs 0x%lx after %lu syscalls%s", i, pc->f_vec,
-				  pc->f_err, pc->f_cr2, pc->f_rip, pc->f_cs, pc->count,
-				  pc->f_vec == 14 && pc->f_rip == lstar ?
-				  ": the SYSCALL did not enter ring 0" : "");
-	if (how != 1)
-		return probe_fail("cpu %u: ring-3 program came back with how %lu", i, how);
-	if (pc->exit_code)
-		return probe_fail("cpu %u: ring-3 check %lu failed (%s) at iteration %lu, value 0x%lx", i,
-				  pc->exit_code,
-				  pc->exit_code < sizeof(fail_what) / sizeof(fail_what[0]) ?
-				  fail_what[pc->exit_code] : "?", pc->exit_arg, pc->exit_arg2);
-	if (pc->bad)
-		return probe_fail("cpu %u: %lu syscall entries wrong in ring 0: first bits 0x%lx "
-				  "(1 CS, 2 SS, 4 SFMASK bit set, 8 RSP, 16 other CPU's LSTAR), "
-				  "rflags 0x%lx", i, pc->bad, pc->bad_what, pc->bad_val);
-	if (pc->exit_arg != N_SYSCALLS || pc->count != N_SYSCALLS + 1 ||
-	    pc->iret_count != N_SYSCALLS / 4)
-		return probe_fail("cpu %u: %lu iterations, %lu stub entries, %lu IRETQ returns; "
-				  "expected %u, %u, %u", i, pc->exit_arg, pc->count, pc->iret_count,
-				  N_SYSCALLS, N_SYSCALLS + 1, N_SYSCALLS / 4);
-	printf("syscall: cpu %u: %u syscalls from ring 3 (%u via IRETQ) OK, %lu us each\n", i,
-	       N_SYSCALLS + 1, N_SYSCALLS / 4, per ? dt / per / (N_SYSCALLS + 1) : 0);
+	/* all CPUs enter ring 3 together (bounded wait) */
+	__asm__ volatile("lock addl $1, %0" : "+m"(ready) : : "memory");
+	for (unsigned k = 0; k < 2000000 && ready < ncpu; k++)
+		cpu_relax();
 
+	if (run_main(i, N_SYSCALLS, lstar, "first run"))
+		return -1;
 	/* hostile: a jump to LSTAR is not a SYSCALL */
-	uint64_t before = pc->count;
-	pc->how = 0;
-	wrmsr(MSR_GS_BASE, U_GS(i));
-	wrmsr(MSR_KERNEL_GS_BASE, pc->self);
-	how = r3_enter_user(pc, user_va(r3_user_hostile), U_STACK(i) + 8192, lstar, 0);
-	if (how == 3 || pc->hostile || pc->count != before)
-		return probe_fail("cpu %u: a ring-3 jmp to LSTAR (IF set) entered the ring-0 stub "
-				  "(%lu entries)", i, pc->count - before);
-	if (how != 2 || pc->f_vec != 14 || pc->f_err != pf_err || pc->f_cr2 != lstar ||
-	    pc->f_rip != lstar || pc->f_cs != 0x3b)
-		return probe_fail("cpu %u: jmp to LSTAR: how %lu, vector %lu error 0x%lx cr2 0x%lx rip "
-				  "0x%lx cs 0x%lx; expected #PF error 0x%lx cr2 = rip = 0x%lx cs 0x3b",
-				  i, how, pc->f_vec, pc->f_err, pc->f_cr2, pc->f_rip, pc->f_cs,
-				  pf_err, lstar);
-	printf("syscall: cpu %u: jmp to LSTAR from ring 3 took #PF error 0x%lx cr2 0x%lx\n", i,
-	       pc->f_err, pc->f_cr2);
+	if (run_fault(i, "jmp to LSTAR from ring 3 (IF set)", r3_user_hostile, lstar,
+		      use_nx ? 0x15 : 0x05, lstar))
+		return -1;
+	/* ordinary user faults pass through the armed #PF handler unchanged */
+	if (run_fault(i, "ring-3 read of an unmapped page", r3_user_read, U_BASE + 0x300008, 0x4,
+		      U_BASE + 0x300008) ||
+	    run_fault(i, "ring-3 write to its read-only code page", r3_user_write,
+		      user_va(r3_user_start) + 0x10, 0x7, user_va(r3_user_start) + 0x10))
+		return -1;
+	/* and SYSCALL still works after those */
+	if (run_main(i, 20, lstar, "after the faults"))
+		return -1;
 	/* leave no SYSCALL state behind */
 	wrmsr(MSR_LSTAR, 0);
 	wrmsr(MSR_GS_BASE, 0);
@@ -242,7 +291,7 @@ static int r3_run_cpu(unsigned i)
 static void ap_hook(unsigned slot)
 {
 	if (slot + 1 < NCPU)
-		ap_result = r3_run_cpu(slot + 1) ? 2 : 1;
+		ap_result = r3_run_cpu(slot + 1, ncpus) ? 2 : 1;
 	__asm__ volatile("lock addl $1, %0" : "+m"(ap_done) : : "memory");
 }
 
@@ -261,14 +310,15 @@ static int test_syscall(void)
 		if (pcs.count > NCPU)
 			return probe_fail("%u CPUs: the test handles %u", pcs.count, NCPU);
 		n = pcs.count;
-		ap_done = ap_result = 0;
+		ncpus = n;
+		ap_done = ap_result = ready = 0;
 		probe_ap_hook = ap_hook;
 		if (probe_smp_start())
 			return -1;
 	}
 	printf("syscall: %u CPU(s), EFER.NXE %s, user code at 0x%lx, LSTAR 0x%lx (cpu 0)\n", n,
 	       use_nx ? "on" : "off", U_CODE, (uint64_t)(uintptr_t)r3_entry0);
-	if (r3_run_cpu(0))
+	if (r3_run_cpu(0, n))
 		return -1;
 	if (n > 1) {
 		uint64_t per = tsc_per_us() ? tsc_per_us() : 1000, end = rdtsc() + 10000000 * per;
