@@ -29,24 +29,24 @@
 #define PC_IRET_COUNT 96
 #define PC_HOW 104
 #define PC_HOSTILE 112
+#define PC_SFMASK 120
 
 #define KERNEL_CS 0x18
 #define KERNEL_SS 0x20
 #define USER_CS 0x3b
 #define USER_SS 0x33
-#define SFMASK_BITS 0x47700
 #define SYS_SYSRET 1
 #define SYS_IRET 2
 #define SYS_EXIT 0xe0f
 #define SYS_HOSTILE 0x77
 
 	.text
-/* One entry stub per CPU (each CPU's LSTAR is its own): check what
- * SYSCALL must have produced, then the common part. */
-.macro ENTRY k
+/* Entry stubs, two per CPU (each CPU's LSTAR is its own, and the test
+ * moves it): check what SYSCALL must have produced, then the common part. */
+.macro ENTRY name, k
 	.balign 16
-	.globl r3_entry\k
-r3_entry\k:
+	.globl \name
+\name:
 	swapgs
 	movq %rsp, %gs:PC_USER_RSP
 	movq %gs:PC_KSTACK, %rsp
@@ -64,9 +64,9 @@ r3_entry\k:
 	orl $2, %r8d		/* SS is not STAR[47:32] + 8 */
 1:	pushfq
 	popq %rdx
-	testl $SFMASK_BITS, %edx
+	testq %rdx, %gs:PC_SFMASK
 	jz 1f
-	orl $4, %r8d		/* an SFMASK bit (IF DF TF AC NT) survived */
+	orl $4, %r8d		/* a bit of the current SFMASK survived */
 1:	cmpq %gs:PC_USER_RSP, %r10
 	je 1f
 	orl $8, %r8d		/* RSP at entry is not the user's */
@@ -82,8 +82,10 @@ r3_entry\k:
 	movq %rdx, %gs:PC_BAD_VAL	/* the RFLAGS seen */
 	jmp r3_entry_common
 .endm
-	ENTRY 0
-	ENTRY 1
+	ENTRY r3_entry0, 0
+	ENTRY r3_entry1, 1
+	ENTRY r3_entry0b, 0
+	ENTRY r3_entry1b, 1
 
 r3_entry_common:
 	cmpq $SYS_EXIT, %rax

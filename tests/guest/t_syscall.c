@@ -15,7 +15,8 @@
  *      the guest's handler, and never run the stub;
  *   3. ordinary ring-3 #PFs (read of an unmapped page, write to a read-only
  *      one) reach the guest's handler with their error code and CR2;
- *   4. 20 more syscalls: the SYSCALL completion still works after them.
+ *   4. 20 more syscalls with a new LSTAR and SFMASK (without AC, which
+ *      the user sets): the completion follows them, after those faults.
  * `nx=0` on the command line runs it all without EFER.NXE (a fetch #PF
  * then has error code 0x05: the I bit exists only with NXE or SMEP).
  * With -smp N the APs do the same at the same time (t_smp.c's hook). */
@@ -30,6 +31,7 @@
 #define EFER_SCE 1ul
 #define EFER_NXE (1ul << 11)
 #define SFMASK 0x47700ul  /* AC NT IOPL DF IF TF, as Linux */
+#define SFMASK2 0x07700ul /* the same without AC (the user sets AC) */
 #define SEL_TSS(i) (0x40 + 16 * (i))
 #define NCPU 2
 #define N_SYSCALLS 200
@@ -45,11 +47,11 @@ struct r3_cpu {
 	uint64_t self, kstack, user_rsp, saved_krsp;
 	uint64_t count, bad, bad_what, bad_val;
 	uint64_t exit_code, exit_arg, exit_arg2, index;
-	uint64_t iret_count, how, hostile;
+	uint64_t iret_count, how, hostile, sfmask;
 	/* filled by the fault handler (how = 2) */
 	uint64_t f_vec, f_err, f_cr2, f_rip, f_cs;
 };
-_Static_assert(__builtin_offsetof(struct r3_cpu, hostile) == 112, "PC_HOSTILE");
+_Static_assert(__builtin_offsetof(struct r3_cpu, sfmask) == 120, "PC_SFMASK");
 
 struct tss64 {
 	uint32_t rsv0;
@@ -60,7 +62,7 @@ _Static_assert(sizeof(struct tss64) == 104, "TSS size");
 
 extern const char r3_user_start[], r3_user_end[], r3_user_main[], r3_user_hostile[],
 	r3_user_read[], r3_user_write[];
-extern const char r3_entry0[], r3_entry1[], r3_back_to_kernel[];
+extern const char r3_entry0[], r3_entry1[], r3_entry0b[], r3_entry1b[], r3_back_to_kernel[];
 uint64_t r3_enter_user(struct r3_cpu *pc, uint64_t rip, uint64_t rsp, uint64_t arg0,
 		       uint64_t arg1);
 
@@ -244,6 +246,7 @@ static int run_fault(unsigned i, const char *what, const char *prog, uint64_t ar
 /* Everything one CPU needs to run ring 3, then the programs. */
 static int r3_run_cpu(unsigned i, unsigned ncpu)
 {
+	struct r3_cpu *pc = &cpus[i];
 	uint64_t lstar = (uint64_t)(uintptr_t)(i ? r3_entry1 : r3_entry0);
 	struct __attribute__((packed)) { uint16_t lim; uint64_t base; } gdtr = {
 		sizeof(gdt) - 1, (uint64_t)(uintptr_t)gdt };
@@ -259,6 +262,7 @@ static int r3_run_cpu(unsigned i, unsigned ncpu)
 	wrmsr(MSR_EFER, efer);
 	wrmsr(MSR_STAR, 0x2bul << 48 | 0x18ul << 32);
 	wrmsr(MSR_SFMASK, SFMASK);
+	pc->sfmask = SFMASK;
 	wrmsr(MSR_LSTAR, lstar);
 
 	/* all CPUs enter ring 3 together (bounded wait) */
@@ -278,8 +282,14 @@ static int r3_run_cpu(unsigned i, unsigned ncpu)
 	    run_fault(i, "ring-3 write to its read-only code page", r3_user_write,
 		      user_va(r3_user_start) + 0x10, 0x7, user_va(r3_user_start) + 0x10))
 		return -1;
-	/* and SYSCALL still works after those */
-	if (run_main(i, 20, lstar, "after the faults"))
+	/* and SYSCALL still works after those, following a new LSTAR and an
+	 * SFMASK without AC (odd iterations enter ring 0 with AC set: a stale
+	 * SFMASK would make the SYSCALL's RFLAGS look like a jump's) */
+	lstar = (uint64_t)(uintptr_t)(i ? r3_entry1b : r3_entry0b);
+	wrmsr(MSR_SFMASK, SFMASK2);
+	pc->sfmask = SFMASK2;
+	wrmsr(MSR_LSTAR, lstar);
+	if (run_main(i, 20, lstar, "new LSTAR and SFMASK, after the faults"))
 		return -1;
 	/* leave no SYSCALL state behind */
 	wrmsr(MSR_LSTAR, 0);
