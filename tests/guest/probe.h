@@ -14,7 +14,19 @@
  * and append the file to probe_test_srcs in tests/guest/meson.build.
  * Guest instructions cost ~0.6 us on the PVM host (instruction emulator):
  * keep loops short and every wait bounded (there is no watchdog).
- * Not available: SSE/x87, int3, XSAVE, CLAC/STAC.
+ * With kvmlite's emulation assist (src/cpu/assist/, on by default on PVM
+ * hosts; `-accel kvm,emulation-assist=off` disables it) ring 0 can also run,
+ * one VMM exit each (~10-50 us): XGETBV and the XSAVE family, CLAC/STAC,
+ * POPCNT, CRC32, MOVBE, CMPXCHG16B, RDTSCP/RDPID, BMI1/BMI2,
+ * LDMXCSR/STMXCSR, x87 control (FNINIT FNCLEX FLDCW FNSTCW FNSTSW FWAIT
+ * FLD1 FLDZ), int3, SSE2 integer/logic ops and GPR<->XMM moves (t_assist.c);
+ * and ring 3 with SYSCALL/SYSRET (t_syscall.c).  Ring 3 runs natively.  The
+ * C code stays general-registers only (-mgeneral-regs-only): SSE/x87 only
+ * in inline asm, after setting CR4.OSFXSR (and CR4.OSXSAVE + XSETBV for
+ * XSAVE).  Not available: AVX and the rest of SSE/x87 arithmetic in ring 0;
+ * LZCNT/TZCNT run in KVM's emulator as BSR/BSF, no exit reaching the
+ * assist (seen: lzcnt(0x100) = 8, not 55; a zero source leaves the
+ * destination unchanged instead of giving 64).
  */
 #ifndef KVMLITE_PROBE_H
 #define KVMLITE_PROBE_H
@@ -241,6 +253,14 @@ const void *mp_find_fp(void);
  * neither exists. */
 int probe_find_cpus(struct probe_cpus *out);
 uint8_t checksum8(const void *p, size_t len);
+
+/* ---- application processors (t_smp.c) ----------------------------------- */
+/* Start every AP in the firmware tables (INIT-SIPI-SIPI, long mode) and
+ * check that all report; 0, or probe_fail(...).  Each AP then calls
+ * probe_ap_hook(slot) when it is set (slot 0.. in start order), and halts
+ * when that returns. */
+int probe_smp_start(void);
+extern void (*probe_ap_hook)(unsigned slot);
 
 /* ---- guest-requested reset (t_basic.c) ---------------------------------- */
 /* A marker page below the image survives the reset.  reset_marker_take():

@@ -14,12 +14,16 @@ extern uint32_t ap_next_slot;
 static volatile uint32_t ap_reported;
 static volatile uint32_t ap_ids[PROBE_MAX_CPUS];
 
+void (*probe_ap_hook)(unsigned slot);
+
 void probe_ap_main(unsigned slot);
 void probe_ap_main(unsigned slot)
 {
 	if (slot < PROBE_MAX_CPUS)
 		ap_ids[slot] = lapic_id();
 	__asm__ volatile("lock addl $1, %0" : "+m"(ap_reported) : : "memory");
+	if (probe_ap_hook)
+		probe_ap_hook(slot);
 	probe_halt_forever();
 }
 
@@ -40,7 +44,7 @@ static bool wait_reported(uint32_t want, uint64_t us)
 }
 
 /* Start every AP in the firmware tables and check they all report. */
-static int smp_start_all(void)
+int probe_smp_start(void)
 {
 	struct probe_cpus cpus;
 	unsigned bsp = lapic_id(), naps = 0;
@@ -123,7 +127,7 @@ static int smp_start_all(void)
 
 static int test_smp(void)
 {
-	return smp_start_all();
+	return probe_smp_start();
 }
 PROBE_TEST(smp, test_smp);
 
@@ -134,7 +138,7 @@ static int test_smpreset(void)
 {
 	uint64_t second = reset_marker_take();
 
-	if (smp_start_all())
+	if (probe_smp_start())
 		return -1;
 	if (second)
 		return 0;
