@@ -65,7 +65,13 @@ bool kl_asx_syscall_fixup(struct kl_asx_cpu *cpu, const struct kl_asx_syscall_ms
 	uint64_t err = f[0], rip = f[1], cs = f[2], rflags = f[3], rsp = f[4];
 	if (rip != m->lstar || s->cr2 != m->lstar || (cs & 3) != 3)
 		return false;
-	if ((err & (KL_PF_U | KL_PF_I | KL_PF_W | KL_PF_RSVD)) != (KL_PF_U | KL_PF_I))
+	/* U|I for a user instruction fetch; the CPU sets I only with EFER.NXE
+	 * or CR4.SMEP (SDM vol. 3A 4.7), else a fetch reports U alone (RIP ==
+	 * CR2 already tells it from a data access at LSTAR) */
+	uint64_t want = KL_PF_U;
+	if ((s->efer & (1 << 11)) || (s->cr4 & (1 << 20)))
+		want |= KL_PF_I;
+	if ((err & (KL_PF_U | KL_PF_I | KL_PF_W | KL_PF_RSVD)) != want)
 		return false;
 	/* RFLAGS as SYSCALL leaves them: R11 & ~SFMASK with RF cleared (the
 	 * frame has RF set, as every fault's frame has).  The
