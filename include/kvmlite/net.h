@@ -29,6 +29,8 @@
 #ifndef KVMLITE_NET_H
 #define KVMLITE_NET_H
 
+#include "kvmlite/byteorder.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -172,18 +174,5 @@ int kl_net_vnet_hdr_apply(const uint8_t hdr[KL_VNET_HDR_LEN], uint8_t *frame, si
 size_t kl_net_iov_to_buf(const struct iovec *iov, int iovcnt, void *buf, size_t cap);
 size_t kl_net_iov_size(const struct iovec *iov, int iovcnt);
 
-
-/* Big-endian (network order) accessors for unaligned frame bytes. */
-static inline uint16_t kl_get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
-static inline uint32_t kl_get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-static inline void kl_put_be16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static inline void kl_put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
-}
 
 #endif

@@ -7,36 +7,8 @@
 #include <stdint.h>
 
 #include "kvmlite/boot.h"
+#include "kvmlite/byteorder.h"
 
-/* Little-endian field access on untrusted byte buffers (no alignment). */
-static inline uint16_t kl_le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-static inline uint32_t kl_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-	       (uint32_t)p[3] << 24;
-}
-static inline uint64_t kl_le64(const uint8_t *p)
-{
-	return (uint64_t)kl_le32(p) | (uint64_t)kl_le32(p + 4) << 32;
-}
-static inline void kl_put16(uint8_t *p, uint16_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-}
-static inline void kl_put32(uint8_t *p, uint32_t v)
-{
-	kl_put16(p, (uint16_t)v);
-	kl_put16(p + 2, (uint16_t)(v >> 16));
-}
-static inline void kl_put64(uint8_t *p, uint64_t v)
-{
-	kl_put32(p, (uint32_t)v);
-	kl_put32(p + 4, (uint32_t)(v >> 32));
-}
 
 /* Everything a loader needs besides the image. */
 struct kl_boot_ctx {

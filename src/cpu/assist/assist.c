@@ -67,7 +67,9 @@ static int kvm_get_xcr0(struct kl_asx_cpu *c, uint64_t *xcr0)
 	return 0;
 }
 
-int kl_assist_get_msr(struct kl_assist_vcpu *v, uint32_t index, uint64_t *val)
+/* One MSR through KVM_GET_MSRS / KVM_SET_MSRS (host-initiated: the MSR
+ * filter does not apply). */
+static int msr_ioctl(struct kl_assist_vcpu *v, unsigned long req, uint32_t index, uint64_t *val)
 {
 	struct {
 		struct kvm_msrs h;
@@ -76,23 +78,22 @@ int kl_assist_get_msr(struct kl_assist_vcpu *v, uint32_t index, uint64_t *val)
 	memset(&m, 0, sizeof(m));
 	m.h.nmsrs = 1;
 	m.e.index = index;
-	if (ioctl(v->fd, KVM_GET_MSRS, &m) != 1)
+	m.e.data = *val;
+	if (ioctl(v->fd, req, &m) != 1)
 		return -1;
 	*val = m.e.data;
 	return 0;
 }
 
+int kl_assist_get_msr(struct kl_assist_vcpu *v, uint32_t index, uint64_t *val)
+{
+	*val = 0;
+	return msr_ioctl(v, KVM_GET_MSRS, index, val);
+}
+
 int kl_assist_set_msr(struct kl_assist_vcpu *v, uint32_t index, uint64_t val)
 {
-	struct {
-		struct kvm_msrs h;
-		struct kvm_msr_entry e;
-	} m;
-	memset(&m, 0, sizeof(m));
-	m.h.nmsrs = 1;
-	m.e.index = index;
-	m.e.data = val;
-	return ioctl(v->fd, KVM_SET_MSRS, &m) == 1 ? 0 : -1;
+	return msr_ioctl(v, KVM_SET_MSRS, index, &val);
 }
 
 static int kvm_get_msr(struct kl_asx_cpu *c, uint32_t index, uint64_t *val)

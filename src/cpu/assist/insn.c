@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "assist_int.h"
+#include "kvmlite/byteorder.h"
 
 #define FL_CF 0x1ull
 #define FL_PF 0x4ull
@@ -152,42 +153,6 @@ static void flags_set(struct kl_asx_cpu *c, uint64_t affected, uint64_t value)
 	c->regs.rflags = (c->regs.rflags & ~affected) | (value & affected);
 }
 
-static uint16_t ld16(const uint8_t *p)
-{
-	uint16_t v;
-	memcpy(&v, p, 2);
-	return v;
-}
-
-static uint32_t ld32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static uint64_t ld64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static void st16(uint8_t *p, uint16_t v)
-{
-	memcpy(p, &v, 2);
-}
-
-static void st32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
-
-static void st64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, 8);
-}
-
 /* ---- the XSAVE buffer ---------------------------------------------------- */
 enum kl_asx_result kl_asx_xs_get(struct kl_asx_cpu *c, uint8_t **buf)
 {
@@ -216,11 +181,11 @@ enum kl_asx_result kl_asx_xs_put(struct kl_asx_cpu *c, uint8_t *buf)
  * XSTATE_BV bit 1, filling the area with the init state if it was 0. */
 void kl_asx_xs_touch(const struct kl_asx_cpu *c, uint8_t *buf, unsigned comp)
 {
-	uint64_t bv = ld64(buf + XS_BV);
+	uint64_t bv = kl_le64(buf + XS_BV);
 	if (bv & (1ull << comp))
 		return;
 	if (comp == 0) {
-		st16(buf + XS_FCW, 0x37f);
+		kl_put16(buf + XS_FCW, 0x37f);
 		memset(buf + XS_FSW, 0, XS_MXCSR - XS_FSW);
 		memset(buf + XS_ST0, 0, XS_XMM0 - XS_ST0);
 	} else if (comp == 1) {
@@ -230,7 +195,7 @@ void kl_asx_xs_touch(const struct kl_asx_cpu *c, uint8_t *buf, unsigned comp)
 		if (off < c->xsave_len)
 			memset(buf + off, 0, size < c->xsave_len - off ? size : c->xsave_len - off);
 	}
-	st64(buf + XS_BV, bv | (1ull << comp));
+	kl_put64(buf + XS_BV, bv | (1ull << comp));
 }
 
 /* ---- system instructions ------------------------------------------------ */
@@ -298,14 +263,14 @@ static enum kl_asx_result pkru(struct kl_asx_cpu *c, bool wr)
 	c->kind = KL_ASX_K_PKRU;
 	if (!wr) {
 		/* component 9 in its init state (XSTATE_BV bit clear): PKRU = 0 */
-		uint32_t v = (ld64(buf + XS_BV) & (1ull << 9)) ? ld32(buf + off) : 0;
+		uint32_t v = (kl_le64(buf + XS_BV) & (1ull << 9)) ? kl_le32(buf + off) : 0;
 		free(buf);
 		c->regs.rax = v;
 		c->regs.rdx = 0;
 		return KL_ASX_DONE;
 	}
 	kl_asx_xs_touch(c, buf, 9);
-	st32(buf + off, (uint32_t)c->regs.rax);
+	kl_put32(buf + off, (uint32_t)c->regs.rax);
 	return kl_asx_xs_put(c, buf);
 }
 
@@ -596,16 +561,16 @@ static enum kl_asx_result bmi(struct kl_asx_cpu *c, const struct kl_insn *in)
 /* ---- x87 and SSE control ------------------------------------------------------ */
 static bool x87_pending(const uint8_t *buf)
 {
-	return ld16(buf + XS_FSW) & ~ld16(buf + XS_FCW) & 0x3f;
+	return kl_le16(buf + XS_FSW) & ~kl_le16(buf + XS_FCW) & 0x3f;
 }
 
 /* FSW.ES and FSW.B follow the unmasked exception flags */
 static void x87_summary(uint8_t *buf)
 {
-	uint16_t fsw = ld16(buf + XS_FSW) & 0x7f7f;
+	uint16_t fsw = kl_le16(buf + XS_FSW) & 0x7f7f;
 	if (x87_pending(buf))
 		fsw |= 0x8080;
-	st16(buf + XS_FSW, fsw);
+	kl_put16(buf + XS_FSW, fsw);
 }
 
 static void to_ext80(int64_t v, uint8_t out[10])
@@ -628,13 +593,13 @@ static void to_ext80(int64_t v, uint8_t out[10])
 static void x87_push(uint8_t *buf, const uint8_t val[10])
 {
 	static const uint8_t indefinite[10] = { 0, 0, 0, 0, 0, 0, 0, 0xc0, 0xff, 0xff };
-	uint16_t fsw = ld16(buf + XS_FSW);
+	uint16_t fsw = kl_le16(buf + XS_FSW);
 	unsigned top = (fsw >> 11) & 7, ntop = (top - 1) & 7;
 	fsw &= ~0x0200;   /* C1 */
 	if (buf[XS_FTW] & (1u << ntop)) {
 		fsw |= 0x0241;    /* C1, SF, IE */
-		st16(buf + XS_FSW, fsw);
-		if (!(ld16(buf + XS_FCW) & 1)) {
+		kl_put16(buf + XS_FSW, fsw);
+		if (!(kl_le16(buf + XS_FCW) & 1)) {
 			x87_summary(buf);
 			return;
 		}
@@ -644,16 +609,16 @@ static void x87_push(uint8_t *buf, const uint8_t val[10])
 	memset(buf + XS_ST0, 0, 16);
 	memcpy(buf + XS_ST0, val, 10);
 	fsw = (uint16_t)((fsw & ~0x3800) | ntop << 11);
-	st16(buf + XS_FSW, fsw);
+	kl_put16(buf + XS_FSW, fsw);
 	buf[XS_FTW] |= (uint8_t)(1u << ntop);
 }
 
 static void x87_last(const struct kl_asx_cpu *c, const struct kl_insn *in, uint8_t *buf)
 {
-	st16(buf + XS_FOP, (uint16_t)(((in->op & 7) << 8) | in->modrm));
-	st64(buf + XS_FIP, c->regs.rip);
+	kl_put16(buf + XS_FOP, (uint16_t)(((in->op & 7) << 8) | in->modrm));
+	kl_put64(buf + XS_FIP, c->regs.rip);
 	if (in->has_mem)
-		st64(buf + XS_FDP, in->ea);
+		kl_put64(buf + XS_FDP, in->ea);
 }
 
 enum x87_op { FNCLEX, FNINIT, FLDCW, FNSTCW, FNSTSW_M, FNSTSW_AX, FWAIT, FILD32, FLD1, FLDZ,
@@ -716,13 +681,13 @@ static enum kl_asx_result x87(struct kl_asx_cpu *c, const struct kl_insn *in)
 		return mem_res(e);
 	}
 	c->kind = op == EMMS ? KL_ASX_K_OTHER : KL_ASX_K_X87;
-	uint16_t fsw = ld16(buf + XS_FSW);
+	uint16_t fsw = kl_le16(buf + XS_FSW);
 	switch (op) {
 	case FWAIT:
 		free(buf);
 		return KL_ASX_DONE;
 	case FNSTCW: case FNSTSW_M:
-		e = mem_put_le(c, in->ea, op == FNSTCW ? ld16(buf + XS_FCW) : fsw, 2);
+		e = mem_put_le(c, in->ea, op == FNSTCW ? kl_le16(buf + XS_FCW) : fsw, 2);
 		free(buf);
 		return e ? mem_res(e) : KL_ASX_DONE;
 	case FNSTSW_AX:
@@ -730,14 +695,14 @@ static enum kl_asx_result x87(struct kl_asx_cpu *c, const struct kl_insn *in)
 		free(buf);
 		return KL_ASX_DONE;
 	case FNCLEX:
-		st16(buf + XS_FSW, fsw & 0x7f00);
+		kl_put16(buf + XS_FSW, fsw & 0x7f00);
 		break;
 	case FNINIT:
-		st16(buf + XS_FCW, 0x37f);
+		kl_put16(buf + XS_FCW, 0x37f);
 		memset(buf + XS_FSW, 0, XS_MXCSR - XS_FSW);
 		break;
 	case FLDCW:
-		st16(buf + XS_FCW, (uint16_t)mv);
+		kl_put16(buf + XS_FCW, (uint16_t)mv);
 		x87_summary(buf);
 		break;
 	case FILD32: case FLD1: case FLDZ: {
@@ -773,11 +738,11 @@ static enum kl_asx_result mxcsr(struct kl_asx_cpu *c, const struct kl_insn *in)
 		return r;
 	c->kind = KL_ASX_K_MXCSR;
 	if (!ld) {
-		int e = mem_put_le(c, in->ea, ld32(buf + XS_MXCSR), 4);
+		int e = mem_put_le(c, in->ea, kl_le32(buf + XS_MXCSR), 4);
 		free(buf);
 		return e ? mem_res(e) : KL_ASX_DONE;
 	}
-	uint32_t mask = ld32(buf + XS_MXCSR_MASK);
+	uint32_t mask = kl_le32(buf + XS_MXCSR_MASK);
 	if (!mask)
 		mask = 0xffbf;   /* SDM: a zero MXCSR_MASK means 0000FFBFH */
 	if (v & ~(uint64_t)mask) {
@@ -785,7 +750,7 @@ static enum kl_asx_result mxcsr(struct kl_asx_cpu *c, const struct kl_insn *in)
 		return kl_asx_raise(c, KL_X86_GP, true, 0);
 	}
 	kl_asx_xs_touch(c, buf, 1);
-	st32(buf + XS_MXCSR, (uint32_t)v);
+	kl_put32(buf + XS_MXCSR, (uint32_t)v);
 	return kl_asx_xs_put(c, buf);
 }
 

@@ -54,6 +54,7 @@
 #include <string.h>
 
 #include "assist_int.h"
+#include "kvmlite/byteorder.h"
 
 #define XS_MAX 12288            /* largest area handled (AMX: ~11 KiB) */
 #define XS_HDR 512
@@ -81,30 +82,6 @@ struct xs {
 	bool long64;            /* 64-bit mode */
 	uint8_t *ks;            /* KVM's buffer, cpu->xsave_len bytes */
 };
-
-static uint64_t ld64(const uint8_t *p)
-{
-	uint64_t v;
-	memcpy(&v, p, 8);
-	return v;
-}
-
-static uint32_t ld32(const uint8_t *p)
-{
-	uint32_t v;
-	memcpy(&v, p, 4);
-	return v;
-}
-
-static void st64(uint8_t *p, uint64_t v)
-{
-	memcpy(p, &v, 8);
-}
-
-static void st32(uint8_t *p, uint32_t v)
-{
-	memcpy(p, &v, 4);
-}
 
 static uint64_t round64(uint64_t v)
 {
@@ -229,14 +206,14 @@ static bool layout_ok(const struct xs *x, uint64_t mask)
 
 static uint64_t sup_inuse(const struct xs *x)
 {
-	return x->cpu->sup_state && x->cpu->sup_len >= 8 ? ld64(x->cpu->sup_state) & x->l->xss_mask
+	return x->cpu->sup_state && x->cpu->sup_len >= 8 ? kl_le64(x->cpu->sup_state) & x->l->xss_mask
 							   : 0;
 }
 
 /* XINUSE as the vCPU tracks it: KVM's XSTATE_BV, and the supervisor bits. */
 static uint64_t xinuse(const struct xs *x)
 {
-	return (ld64(x->ks + XS_HDR) & x->xcr0) | (sup_inuse(x) & x->xss);
+	return (kl_le64(x->ks + XS_HDR) & x->xcr0) | (sup_inuse(x) & x->xss);
 }
 
 /* ---- legacy region --------------------------------------------------- */
@@ -259,10 +236,10 @@ static void x87_save(const struct xs *x, uint8_t *img, bool inuse)
 	if (!inuse)
 		x87_init(v);
 	if (!x->w64) {
-		uint32_t fip = ld32(v + 8), fdp = ld32(v + 16);
+		uint32_t fip = kl_le32(v + 8), fdp = kl_le32(v + 16);
 		memset(v + 8, 0, 16);
-		st32(v + 8, fip);       /* FCS (12..13) = 0, 14..15 reserved */
-		st32(v + 16, fdp);      /* FDS (20..21) = 0, 22..23 reserved */
+		kl_put32(v + 8, fip);       /* FCS (12..13) = 0, 14..15 reserved */
+		kl_put32(v + 16, fdp);      /* FDS (20..21) = 0, 22..23 reserved */
 	}
 	memcpy(img, v, 24);
 	memcpy(img + 32, v + 32, 128);
@@ -278,8 +255,8 @@ static void x87_restore(const struct xs *x, const uint8_t *img, bool load)
 	memcpy(k, img, 24);
 	memcpy(k + 32, img + 32, 128);
 	if (!x->w64) {
-		st64(k + 8, ld32(img + 8));
-		st64(k + 16, ld32(img + 16));
+		kl_put64(k + 8, kl_le32(img + 8));
+		kl_put64(k + 16, kl_le32(img + 16));
 	}
 }
 
@@ -290,7 +267,7 @@ static uint32_t xmm_bytes(const struct xs *x)
 
 static uint32_t mxcsr_mask(const struct xs *x)
 {
-	uint32_t m = ld32(x->ks + 28);
+	uint32_t m = kl_le32(x->ks + 28);
 	return m ? m : MXCSR_MASK_DEFAULT;
 }
 
@@ -347,7 +324,7 @@ static enum kl_asx_result do_save(struct xs *x, uint64_t ea)
 	bool compact = x->op == OP_XSAVEC || x->op == OP_XSAVES;
 	bool initopt = x->op != OP_XSAVE;
 	uint64_t rfbm = x->rfbm, inuse = xinuse(x);
-	uint32_t mxcsr = ld32(x->ks + 24);
+	uint32_t mxcsr = kl_le32(x->ks + 24);
 
 	/* what gets saved (XSTATE_BV of the result for RFBM bits) */
 	uint64_t save = initopt ? rfbm & inuse : rfbm;
@@ -399,10 +376,10 @@ static enum kl_asx_result do_save(struct xs *x, uint64_t ea)
 			memset(img + off + lo, 0, hi - lo);
 	}
 	if (compact) {
-		st64(img + XS_HDR, save);
-		st64(img + XS_HDR + 8, rfbm | XCOMP_COMPACT);
+		kl_put64(img + XS_HDR, save);
+		kl_put64(img + XS_HDR + 8, rfbm | XCOMP_COMPACT);
 	} else {
-		st64(img + XS_HDR, (ld64(img + XS_HDR) & ~rfbm) | (inuse & rfbm));
+		kl_put64(img + XS_HDR, (kl_le64(img + XS_HDR) & ~rfbm) | (inuse & rfbm));
 	}
 	r = kl_asx_write(c, ea, img, end, KL_ACC_WRITE);
 	if (r)
@@ -421,7 +398,7 @@ static enum kl_asx_result do_restore(struct xs *x, uint64_t ea)
 	int r = kl_asx_read(c, ea, img, XS_EXT, 0);
 	if (r)
 		return mem_result(r);
-	uint64_t bv = ld64(img + XS_HDR), xcomp = ld64(img + XS_HDR + 8);
+	uint64_t bv = kl_le64(img + XS_HDR), xcomp = kl_le64(img + XS_HDR + 8);
 	bool compact = xcomp & XCOMP_COMPACT;
 
 	/* header checks (SDM 13.8.1, 13.8.2, 13.12) */
@@ -447,7 +424,7 @@ static enum kl_asx_result do_restore(struct xs *x, uint64_t ea)
 	 * it to 1F80H when RFBM[1] and not XSTATE_BV[1].  Reserved bits: #GP. */
 	bool mx_load = compact ? (rfbm & bv & FX_SSE) : (rfbm & (FX_SSE | FX_AVX));
 	bool mx_init = compact && (rfbm & FX_SSE) && !(bv & FX_SSE);
-	uint32_t mxcsr = ld32(img + 24);
+	uint32_t mxcsr = kl_le32(img + 24);
 	if (mx_load && (mxcsr & ~mxcsr_mask(x)))
 		return kl_asx_raise(c, KL_X86_GP, true, 0);
 
@@ -481,9 +458,9 @@ static enum kl_asx_result do_restore(struct xs *x, uint64_t ea)
 			memset(x->ks + 160, 0, xmm_bytes(x));
 	}
 	if (mx_load)
-		st32(x->ks + 24, mxcsr);
+		kl_put32(x->ks + 24, mxcsr);
 	else if (mx_init)
-		st32(x->ks + 24, MXCSR_INIT);
+		kl_put32(x->ks + 24, MXCSR_INIT);
 	uint64_t user = rfbm & x->xcr0;
 	for (unsigned i = 2; i < 63; i++) {
 		if (!(user >> i & 1))
@@ -500,10 +477,10 @@ static enum kl_asx_result do_restore(struct xs *x, uint64_t ea)
 		if (i == 9 && hi < x->l->comp[i].size)
 			memset(dst + hi, 0, x->l->comp[i].size - hi);   /* PKRU's upper half */
 	}
-	uint64_t kbv = (ld64(x->ks + XS_HDR) & ~user) | (bv & user);
-	if ((x->xcr0 & FX_SSE) && ld32(x->ks + 24) != MXCSR_INIT)
+	uint64_t kbv = (kl_le64(x->ks + XS_HDR) & ~user) | (bv & user);
+	if ((x->xcr0 & FX_SSE) && kl_le32(x->ks + 24) != MXCSR_INIT)
 		kbv |= FX_SSE;
-	st64(x->ks + XS_HDR, kbv);
+	kl_put64(x->ks + XS_HDR, kbv);
 	if (c->ops->set_xsave(c, x->ks))
 		return KL_ASX_ERROR;
 
@@ -519,7 +496,7 @@ static enum kl_asx_result do_restore(struct xs *x, uint64_t ea)
 			else
 				memset(dst, 0, x->l->comp[i].size);
 		}
-		st64(c->sup_state, (sup_inuse(x) & ~sup) | (bv & sup));
+		kl_put64(c->sup_state, (sup_inuse(x) & ~sup) | (bv & sup));
 		memset(c->sup_state + 8, 0, 56);
 	}
 	return KL_ASX_DONE;
@@ -548,8 +525,8 @@ static enum kl_asx_result xgetbv(struct kl_asx_cpu *c, const struct kl_insn *in)
 		if (c->ops->get_xsave(c, ks))
 			return KL_ASX_ERROR;
 		uint64_t xcr0 = v;
-		v &= ld64(ks + XS_HDR);
-		if ((xcr0 & FX_SSE) && ld32(ks + 24) != MXCSR_INIT)
+		v &= kl_le64(ks + XS_HDR);
+		if ((xcr0 & FX_SSE) && kl_le32(ks + 24) != MXCSR_INIT)
 			v |= FX_SSE;
 	}
 	c->regs.rax = (uint32_t)v;
