@@ -726,6 +726,19 @@ START_TEST(test_invpcid_ok)
 	ck_assert_int_eq(RUN(0x66, 0x44, 0x0f, 0x38, 0x82, 0x06), KL_ASX_DONE);
 	ck_assert_int_eq(flushes, 1);
 	ck_assert_uint_eq(C->regs.rip, KCODE + 6);
+	/* outside 64-bit mode the type register is 32 bits: 2^32 + 2 is type 2 */
+	fake_map(F, 0x500000, DATA_PA, 1, E_P | E_W | E_U);
+	C->sregs.cs.l = 0;
+	C->sregs.cs.db = 1;
+	C->regs.rax = (1ull << 32) | 2;
+	C->regs.rsi = 0x500000;
+	flushes = 0;
+	ck_assert_int_eq(RUN(INVPCID_RSI_RAX), KL_ASX_DONE);
+	ck_assert_int_eq(flushes, 1);
+	C->sregs.cs.l = 1;
+	C->sregs.cs.db = 0;
+	ck_assert_int_eq(RUN(INVPCID_RSI_RAX), KL_ASX_FAULT);   /* 64-bit: type 2^32 + 2 */
+	ck_assert_uint_eq(C->fault.vector, KL_X86_GP);
 	/* the flush op failing is a host error */
 	flush_fails = true;
 	C->regs.rax = 2;
@@ -744,6 +757,22 @@ START_TEST(test_invpcid_ud)
 	expect_fault(RUN(0x66, 0x0f, 0x38, 0x82, 0xc6), KL_X86_UD, false, "register form");
 	expect_fault(RUN(0xf3, 0x0f, 0x38, 0x82, 0x06), KL_X86_UD, false, "F3 instead of 66");
 	expect_fault(RUN(0xf0, 0x66, 0x0f, 0x38, 0x82, 0x06), KL_X86_UD, false, "LOCK");
+	/* kl_asx_invpcid itself refuses LOCK and VEX (not only the dispatch) */
+	static const uint8_t lk[] = { 0xf0, 0x66, 0x0f, 0x38, 0x82, 0x06 };
+	struct kl_insn in;
+	C->regs.rip = KCODE;
+	ck_assert_int_eq(kl_insn_decode(C, lk, sizeof(lk), &in), 0);
+	ck_assert(in.lock);
+	ck_assert_int_eq(kl_asx_invpcid(C, &in), KL_ASX_FAULT);
+	ck_assert_uint_eq(C->fault.vector, KL_X86_UD);
+	in.lock = false;
+	in.vex = true;
+	ck_assert_int_eq(kl_asx_invpcid(C, &in), KL_ASX_FAULT);
+	ck_assert_uint_eq(C->fault.vector, KL_X86_UD);
+	in.vex = false;
+	ck_assert_int_eq(kl_asx_invpcid(C, &in), KL_ASX_DONE);   /* control */
+	ck_assert_int_eq(flushes, 1);
+	flushes = 0;
 	/* #UD comes before the CPL check */
 	fake_cpl(F, 3);
 	expect_fault(RUN(0x0f, 0x38, 0x82, 0x06), KL_X86_UD, false, "no 66 at CPL 3");
