@@ -42,7 +42,8 @@
  * register than a GPR, RFLAGS' arithmetic flags and AC; FAULT and
  * UNHANDLED leave every register as it was, except the #BP trap of INT3
  * (RIP past it); a FAULT's vector is an architectural exception (0-31)
- * with an error code exactly for those that push one; ERROR only when an
+ * with an error code exactly for those that push one, or 0xff for page
+ * tables outside RAM (walk.c; assist.c does not inject it); ERROR only when an
  * op failed; kl_asx_cr_site/kl_asx_cr_gp_fixup/kl_asx_syscall_fixup/
  * kl_asx_idt_handler never touch cpu->fault and change nothing when they
  * say no; a SYSCALL fix-up lands at CPL 0 in 64-bit code at LSTAR (never
@@ -348,8 +349,13 @@ static void check_execute(const struct kl_asx_cpu *base, const uint8_t *insn, si
 		break;
 	}
 	case KL_ASX_FAULT:
-		FUZZ_ASSERT(c.fault.vector < 32);
-		FUZZ_ASSERT(c.fault.has_error == has_error_code(c.fault.vector));
+		/* 0xff: a paging structure outside guest RAM (walk.c), not an
+		 * exception: assist.c does not inject it */
+		FUZZ_ASSERT(c.fault.vector < 32 || c.fault.vector == 0xff);
+		if (c.fault.vector == 0xff)
+			FUZZ_ASSERT(!c.fault.trap && !c.fault.has_error);
+		else
+			FUZZ_ASSERT(c.fault.has_error == has_error_code(c.fault.vector));
 		if (c.fault.trap) {
 			FUZZ_ASSERT(c.fault.vector == KL_X86_BP);
 			FUZZ_ASSERT(c.regs.rip == next);
