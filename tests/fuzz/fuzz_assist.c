@@ -81,7 +81,6 @@
 static uint8_t *r0, *r1;
 static struct kl_guest_mem mem;
 static struct kl_xstate_layout lay_avx512, lay_sup, lay_host;
-static bool known_bugs = true;   /* skip the known bugs (see known_bug()) */
 
 struct fake {
 	bool fail;
@@ -161,7 +160,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	fuzz_init_glib(*argv);
-	known_bugs = !getenv("KL_FUZZ_ASSIST_KNOWN");
 	r0 = calloc(1, R0_SIZE);
 	r1 = calloc(1, R1_SIZE);
 	FUZZ_ASSERT(r0 && r1);
@@ -326,53 +324,12 @@ static bool has_error_code(unsigned v)
 	return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30;
 }
 
-/* ---- known bugs in src/cpu/assist/, skipped until fixed ---------------
- * Each guard skips only the inputs that reach one bug, so that the target
- * keeps finding others; KL_FUZZ_ASSIST_KNOWN=1 turns them off (to
- * reproduce: tests/fuzz/corpus/assist/known-* are the inputs that found
- * them).  Delete a guard together with the fix, and rename its input to
- * crash-*.
- *
- * 1. crfix.c kl_asx_invpcid: "(a << 16) >> 16" on int64_t a = desc[1] is
- *    undefined behaviour (UBSan: left shift of a negative value / not
- *    representable) for any descriptor address >= 2^47, type 0.
- * 2. insn.c cmpxchg_wide: CMPXCHG8B on an operand that crosses a 64-byte
- *    cache line (inside a page) runs the host's "lock cmpxchgq" on it: a
- *    split lock.  With split-lock detection the kernel throttles kvmlite
- *    (kernel.split_lock_mitigate=1: seconds per instruction under
- *    contention; libFuzzer timeouts) or kills it (split_lock_detect=fatal).
- *    KVM's emulator does such a cmpxchg as a plain write. */
-static bool known_bug(const struct kl_asx_cpu *base, const struct kl_insn *in)
-{
-	if (!known_bugs)
-		return false;
-	if (in->map == 2 && in->op == 0x82 && in->has_mem && !in->vex) {
-		struct kl_asx_cpu c = *base;
-		uint64_t type = *kl_asx_gpr(&c, in->reg), d[2];
-		if (!c.sregs.cs.l)
-			type = (uint32_t)type;
-		if (type == 0 && kl_asx_read(&c, in->ea, d, sizeof(d), 0) == 0 &&
-		    !(d[0] >> 12) && d[1] >> 47) {
-			FUZZ_TRACE("skipped: known bug 1 (INVPCID shift)\n");
-			return true;
-		}
-	}
-	if (in->map == 1 && in->op == 0xc7 && (in->reg & 7) == 1 && in->has_mem &&
-	    in->opsize != 8 && (in->ea & 63) > 56 && (in->ea & 4095) <= 4096 - 8) {
-		FUZZ_TRACE("skipped: known bug 2 (CMPXCHG8B split lock)\n");
-		return true;
-	}
-	return false;
-}
-
 static void check_execute(const struct kl_asx_cpu *base, const uint8_t *insn, size_t n,
 			  bool fail)
 {
 	struct kl_asx_cpu c = *base;
 	struct kl_insn in;
 	int dec = kl_insn_decode(base, insn, n, &in);
-	if (dec == 0 && known_bug(base, &in))
-		return;
 	enum kl_asx_result r = kl_asx_execute(&c, insn, n);
 	FUZZ_TRACE("execute: %d kind %s vector %u\n", r, kl_asx_kind_name(c.kind), c.fault.vector);
 	FUZZ_ASSERT(r >= KL_ASX_UNHANDLED && r <= KL_ASX_ERROR);

@@ -112,8 +112,8 @@ enum kl_asx_result kl_asx_invpcid(struct kl_asx_cpu *c, const struct kl_insn *in
 	if (type > 3 || (desc[0] >> 12) != 0)	/* PCID is 12 bits, the rest reserved */
 		return kl_asx_raise(c, KL_X86_GP, true, 0);
 	if (type == 0) {
-		int64_t a = (int64_t)desc[1];
-		if ((a << 16) >> 16 != a)
+		uint64_t a = desc[1];	/* canonical: bits 63:47 all equal */
+		if ((uint64_t)((int64_t)(a << 16) >> 16) != a)
 			return kl_asx_raise(c, KL_X86_GP, true, 0);
 	}
 	if (!c->ops || !c->ops->flush_tlb || c->ops->flush_tlb(c) < 0)

@@ -356,7 +356,11 @@ static enum kl_asx_result cmpxchg_wide(struct kl_asx_cpu *c, const struct kl_ins
 	uint64_t nv = (uint64_t)(uint32_t)r->rcx << 32 | (uint32_t)r->rbx;
 	uint64_t old = want;
 	bool ok;
-	if ((in->ea & 4095) > 4096 - 8) {
+	/* An operand across a cache line (or a page) is not done with a host
+	 * LOCK: that would be a split lock, which stalls the host (or, with
+	 * split_lock_detect=fatal, kills kvmlite).  KVM's emulator does the
+	 * same: such a compare-exchange is a plain read + write. */
+	if ((in->ea & 63) > 64 - 8) {
 		int e = kl_asx_read(c, in->ea, &old, 8, 0);
 		if (!e) {
 			ok = old == want;
