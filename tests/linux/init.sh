@@ -75,7 +75,11 @@ disk)
 	fi
 	;;
 ping)
-	if ping -c 3 -W 5 10.0.2.2; then pass ping; else fail ping "no reply from 10.0.2.2"; fi
+	# three single pings: the test kernel has no CONFIG_POSIX_TIMERS, so
+	# busybox ping's interval timer (alarm) never fires between requests
+	n=0
+	for i in 1 2 3; do ping -c 1 10.0.2.2 && n=$((n + 1)); done
+	if [ $n = 3 ]; then pass ping; else fail ping "$n of 3 replies from 10.0.2.2"; fi
 	;;
 powerdown)
 	# wait for the ACPI power button (any input event on its device)
