@@ -91,8 +91,12 @@ powerdown)
 	if [ -z "$dev" ]; then
 		fail powerdown "no Power Button input device"
 	else
+		# open the device before saying ready: an event that comes before
+		# the open is not queued for this reader
+		exec 3<"$dev"
 		echo "KL-READY powerdown $dev"
-		head -c 1 "$dev" >/dev/null && pass powerdown
+		head -c 1 <&3 >/dev/null && pass powerdown
+		exec 3<&-
 	fi
 	;;
 shell)
