@@ -229,7 +229,11 @@ bool kl_host_is_emulated_at(const char *cpuinfo_path, const char *pvm_dir)
 
 bool kl_host_is_emulated(void)
 {
-	return kl_host_is_emulated_at("/proc/cpuinfo", "/sys/module/kvm_pvm");
+	/* the host does not change: read /proc/cpuinfo once, not per vCPU */
+	static int cached = -1;
+	if (cached < 0)
+		cached = kl_host_is_emulated_at("/proc/cpuinfo", "/sys/module/kvm_pvm");
+	return cached;
 }
 
 static struct kvm_cpuid_entry2 *find_entry(struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx)

@@ -137,6 +137,7 @@ struct kl_vcpu *kl_vcpu_create(struct kl_vm *vm, unsigned index, const char *mod
 	}
 	return c;
 fail:
+	kl_assist_vcpu_destroy(c->assist);
 	munmap(c->run, vm->vcpu_mmap_size);
 	close(c->fd);
 	g_free(c);

@@ -102,7 +102,7 @@ static int kvm_get_msr(struct kl_asx_cpu *c, uint32_t index, uint64_t *val)
 		*val = of(c)->tsc_aux;
 		return 0;
 	}
-	if (index == MSR_IA32_XSS && !of(c)->a->has_xss) {
+	if (index == MSR_IA32_XSS && !of(c)->a->xstate.xss_mask) {
 		*val = 0;	/* KVM without XSS support: the guest cannot set it */
 		return 0;
 	}
@@ -217,7 +217,6 @@ struct kl_assist *kl_assist_create(struct kl_vm *vm, bool log, char **err)
 	a->xsave_len = (len + 4095) & ~(size_t)4095;
 	/* supervisor components (IA32_XSS) live beside KVM's buffer */
 	a->sup_len = kl_xsave_sup_len(&a->xstate);
-	a->has_xss = a->xstate.xss_mask != 0;
 	/* the guest reads the host's CPUID: PCID there means it sets CR4.PCIDE */
 	unsigned r[4];
 	__cpuid_count(1, 0, r[0], r[1], r[2], r[3]);
@@ -252,7 +251,6 @@ struct kl_assist_vcpu *kl_assist_vcpu_create(struct kl_assist *a, unsigned index
 	v->index = index;
 	v->fd = fd;
 	v->run = run;
-	v->xsave_buf = g_malloc0(a->xsave_len);
 	if (a->sup_len)
 		v->sup_state = g_malloc0(a->sup_len);
 	run->kvm_valid_regs = KVM_SYNC_X86_REGS | KVM_SYNC_X86_SREGS | KVM_SYNC_X86_EVENTS;
@@ -269,7 +267,6 @@ void kl_assist_vcpu_destroy(struct kl_assist_vcpu *v)
 		v->a->gone_ns[k] += v->ns[k];
 	}
 	g_ptr_array_remove(v->a->vcpus, v);
-	g_free(v->xsave_buf);
 	g_free(v->sup_state);
 	g_free(v);
 }

@@ -18,7 +18,6 @@ struct kl_assist {
 	bool xsave2;                   /* KVM_GET_XSAVE2 */
 	size_t xsave_len;              /* uABI XSAVE buffer bytes */
 	size_t sup_len;                /* supervisor XSAVE state per vCPU */
-	bool has_xss;
 	/* CR4.PCIDE fix-up (crfix.c): on when the guest sees PCID in the
 	 * host's CPUID; the CR3/CR4 writes' addresses, once seen (any vCPU) */
 	bool pcid_fix;
@@ -35,7 +34,6 @@ struct kl_assist_vcpu {
 	int fd;
 	struct kvm_run *run;
 	struct kl_asx_cpu cpu;         /* scratch for one assist */
-	void *xsave_buf;
 	uint8_t *sup_state;
 	uint64_t count[KL_ASX_K_COUNT];
 	uint64_t ns[KL_ASX_K_COUNT];
