@@ -106,6 +106,11 @@ static void rnd_std(uint8_t *s)
 	rnd_bytes(s + 160, 256);
 	uint64_t bv = rnd() % 4 ? rnd() & host_mask : host_mask;
 	bv &= ~(3ull << 17);                            /* AMX: init */
+	/* PKRU in use with a non-zero value: Linux's WRPKRU at a context
+	 * switch between two native steps makes XINUSE[9] of a PKRU of 0 (its
+	 * initial configuration) either 0 or 1, which no oracle can predict */
+	if (host_mask >> 9 & 1)
+		bv |= 1ull << 9;
 	st64(s + 512, bv);
 	for (unsigned i = 2; i < 63; i++)
 		if (host_mask >> i & 1 && i != 17 && i != 18)
@@ -113,6 +118,7 @@ static void rnd_std(uint8_t *s)
 	if (host_mask >> 9 & 1) {
 		uint8_t *pkru = s + host_layout.comp[9].offset;
 		pkru[0] &= ~3;                          /* key 0: our own memory */
+		pkru[3] |= 0x80;                        /* key 15 write-disabled: non-zero */
 		memset(pkru + 4, 0, 4);
 	}
 }
