@@ -1,0 +1,191 @@
+/* Block node graph (src/block/): format and protocol drivers behind one ops
+ * table, like QEMU's BlockDriver.
+ *
+ *   backend (backend.c)  what a device attaches to: id, stats, registry;
+ *        |               kl_blk_submit() -> kl_bnode_*() on its root node
+ *   format node          driver "raw" (raw.c) or "qcow2" (qcow2*.c), with
+ *        | file          a "file" child (a protocol node) and, for formats
+ *        | backing       that have one, an optional "backing" child (a
+ *        v               format node, opened read-only)
+ *   protocol node        driver "file" (file.c): fd, cache mode, O_DIRECT
+ *                        bounce buffers, write serialisation and the engine
+ *                        (threads.c, native.c, io_uring.c)
+ *
+ * A new format = one file with one `const struct kl_bdrv` listed in
+ * node.c's driver table.
+ *
+ * Threading: everything here runs on the main loop thread with the BQL held.
+ * Asynchronous calls return 0 and call cb(opaque, ret) later (never inside
+ * the call), or return -errno and never call cb.  ret is the byte count for
+ * reads/writes and 0 for the others, or -errno.
+ * Synchronous calls (*_sync) block; formats use them for metadata only.
+ */
+#ifndef KVMLITE_BLOCK_NODE_H
+#define KVMLITE_BLOCK_NODE_H
+
+#include <json-glib/json-glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "kvmlite/block.h"
+#include "kvmlite/opts.h"
+
+struct kl_bnode;
+struct kl_bfile;
+
+/* write_zeroes flags */
+#define KL_BZ_MAY_UNMAP 1u /* may deallocate (discard=unmap) */
+
+/* Options a child inherits from its parent when the user did not set them
+ * on the child (like QEMU's inherited cache.* / read-only). */
+struct kl_bnode_inherit {
+	bool readonly;
+	bool direct;          /* cache.direct */
+	bool no_flush;        /* cache.no-flush */
+	bool writethrough;    /* -drive cache=writethrough|directsync: O_DSYNC */
+	bool discard_unmap;   /* discard=unmap */
+	enum kl_blk_engine engine;
+};
+
+struct kl_snapshot_info {
+	char id[128];
+	char name[256];
+	uint64_t vm_state_size;
+	uint64_t date_sec, date_nsec;   /* host wall clock at creation */
+	uint64_t vm_clock_ns;           /* guest clock at creation */
+	uint64_t icount;                /* (uint64_t)-1: absent */
+};
+
+struct kl_bdrv {
+	const char *name;               /* "file", "raw", "qcow2" */
+	bool protocol;                  /* opens `filename` itself (no file child) */
+	bool has_backing;               /* format with a backing child */
+
+	/* Format probing: score (0 = not this format, 100 = certain) for the
+	 * first bytes of a file (len may be < 512 for tiny files). */
+	int (*probe)(const uint8_t *buf, size_t len);
+
+	/* bs->file is open (formats).  Consume the driver's own keys from o
+	 * (kl_opts_get marks them used; the caller rejects unused ones).  Set
+	 * bs->size and bs->opaque; formats with a backing file set
+	 * bs->backing_file / bs->backing_fmt from the image, and node.c opens the
+	 * backing child after open() unless the user gave `backing`. */
+	int (*open)(struct kl_bnode *bs, struct kl_opts *o, const struct kl_bnode_inherit *in,
+		    char **err);
+	/* Called after the backing child is attached (may be NULL). */
+	int (*backing_attached)(struct kl_bnode *bs, char **err);
+	/* Write back metadata (may block), free everything but bs itself. */
+	void (*close)(struct kl_bnode *bs);
+
+	/* Asynchronous I/O; range checked by node.c (within bs->size, not
+	 * read-only for writes). */
+	int (*preadv)(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
+		      uint64_t len, kl_blk_cb cb, void *opaque);
+	int (*pwritev)(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
+		       uint64_t len, kl_blk_cb cb, void *opaque);
+	int (*flush)(struct kl_bnode *bs, kl_blk_cb cb, void *opaque);
+	int (*discard)(struct kl_bnode *bs, uint64_t off, uint64_t len, kl_blk_cb cb, void *opaque);
+	int (*write_zeroes)(struct kl_bnode *bs, uint64_t off, uint64_t len, unsigned flags,
+			    kl_blk_cb cb, void *opaque);
+
+	/* Synchronous I/O (protocol drivers): whole transfers or -errno; a read
+	 * past the end of the file fills zeroes.  Any alignment. */
+	int (*pread_sync)(struct kl_bnode *bs, uint64_t off, void *buf, size_t len);
+	int (*pwrite_sync)(struct kl_bnode *bs, uint64_t off, const void *buf, size_t len);
+	int (*flush_sync)(struct kl_bnode *bs);
+	int (*truncate_sync)(struct kl_bnode *bs, uint64_t size);
+	/* Current length of the underlying file (protocol drivers). */
+	uint64_t (*file_length)(struct kl_bnode *bs);
+
+	/* Internal snapshots (bs drained by the caller; ids as QEMU: the
+	 * driver assigns the next free numeric id when id is NULL). */
+	int (*snapshot_create)(struct kl_bnode *bs, const char *id, const char *name, char **err);
+	int (*snapshot_delete)(struct kl_bnode *bs, const char *id, const char *name, char **err);
+	/* Appends struct kl_snapshot_info to out. */
+	int (*snapshot_list)(struct kl_bnode *bs, GArray *out);
+
+	/* query-block "format-specific" data (the "data" object of
+	 * ImageInfoSpecific, e.g. compat, cluster-size via image info). */
+	void (*info)(struct kl_bnode *bs, JsonObject *img);
+	uint32_t (*cluster_size)(struct kl_bnode *bs); /* 0: none */
+
+	/* Create an empty image of this format at filename (blockdev-snapshot-
+	 * sync); backing may be NULL. */
+	int (*create)(const char *filename, uint64_t size, const char *backing,
+		      const char *backing_fmt, char **err);
+};
+
+struct kl_bnode {
+	char *node_name;                /* user's or "#blockNNN" */
+	bool auto_name;
+	const struct kl_bdrv *drv;
+	void *opaque;                   /* driver state */
+	struct kl_bnode *file;          /* child "file" (formats) */
+	struct kl_bnode *backing;       /* child "backing" (NULL: none) */
+	char *filename;                 /* protocol: the path; formats: file's */
+	char *backing_file;             /* from the image header (NULL: none) */
+	char *backing_fmt;
+	uint64_t size;                  /* virtual size in bytes */
+	bool readonly;
+	bool discard_unmap;
+	struct kl_bnode_inherit in;     /* what this node was opened with */
+	unsigned refs;                  /* parents + backends + QMP (blockdev-add) */
+	bool user_added;                /* by -blockdev / blockdev-add: a ref of its own */
+	unsigned in_flight;             /* async requests started, not completed */
+	/* protocol nodes: the file object */
+	struct kl_bfile *bfile;
+};
+
+/* ---- driver table ---- */
+const struct kl_bdrv *kl_bdrv_find(const char *name);
+/* Probe the format of an open protocol node: "qcow2", or "raw" (with
+ * *warn set to QEMU's warning text for the caller to print). */
+const struct kl_bdrv *kl_bdrv_probe(struct kl_bnode *file, char **warn);
+
+/* ---- opening ----
+ * o: keys of one node as QEMU's -blockdev has them (flat, dotted):
+ * driver, node-name, read-only, auto-read-only, discard, cache.direct,
+ * cache.no-flush, detect-zeroes (off only), driver keys, and the children
+ * `file` / `backing`: a node name (a reference), "" (JSON null: none, for
+ * backing), or nested keys "file.driver=file,file.filename=...".
+ * Marks what it used; unused keys are an error naming the first.  The node
+ * is returned with one reference held by the caller. */
+struct kl_bnode *kl_bnode_open(struct kl_opts *o, const struct kl_bnode_inherit *in, char **err);
+/* Open the image at filename with format (NULL: probe) on a new file node,
+ * backing chain from the header (used for -drive and backing files). */
+struct kl_bnode *kl_bnode_open_image(const char *filename, const char *format,
+				     const struct kl_bnode_inherit *in, struct kl_opts *fmt_opts,
+				     char **err);
+struct kl_bnode *kl_bnode_find(const char *node_name);
+void kl_bnode_ref(struct kl_bnode *bs);
+void kl_bnode_unref(struct kl_bnode *bs); /* closes (children too) at 0 */
+void kl_bnode_foreach(void (*fn)(struct kl_bnode *bs, void *opaque), void *opaque);
+/* Resolve a backing file name as QEMU does: absolute stays, relative is
+ * taken against the folder of the overlay's filename. */
+char *kl_bnode_backing_path(const char *overlay_filename, const char *backing);
+
+/* ---- I/O (checks the range and read-only; counts in_flight) ---- */
+int kl_bnode_preadv(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
+		    kl_blk_cb cb, void *opaque);
+int kl_bnode_pwritev(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
+		     kl_blk_cb cb, void *opaque);
+int kl_bnode_flush(struct kl_bnode *bs, kl_blk_cb cb, void *opaque);
+int kl_bnode_discard(struct kl_bnode *bs, uint64_t off, uint64_t len, kl_blk_cb cb, void *opaque);
+int kl_bnode_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, unsigned flags,
+			  kl_blk_cb cb, void *opaque);
+/* Call cb(opaque, ret) from a bottom half (for drivers that complete
+ * without I/O: they must not call cb inside the submitting call). */
+void kl_bnode_complete_later(kl_blk_cb cb, void *opaque, long ret);
+
+int kl_bnode_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t len);
+int kl_bnode_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, size_t len);
+int kl_bnode_flush_sync(struct kl_bnode *bs);
+int kl_bnode_truncate_sync(struct kl_bnode *bs, uint64_t size);
+uint64_t kl_bnode_file_length(struct kl_bnode *bs);
+
+/* Run the main context until bs and everything below it has nothing in
+ * flight (main thread, BQL held). */
+void kl_bnode_drain(struct kl_bnode *bs);
+
+#endif
