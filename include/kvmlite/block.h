@@ -1,4 +1,6 @@
-/* Block layer (src/block/): one request API over three engines.
+/* Block layer (src/block/): backends (what devices attach to) over a graph
+ * of nodes: format drivers (raw, qcow2) over the file protocol and its
+ * engines; see src/block/node.h for the graph and docs/block.md.
  *
  *   engine  aio=threads  worker pool, preadv/pwritev
  *           aio=native   libaio io_submit, completion eventfd on the main loop
@@ -31,10 +33,13 @@ enum kl_blk_op { KL_BLK_READ, KL_BLK_WRITE, KL_BLK_FLUSH, KL_BLK_DISCARD,
 struct kl_block_opts {
 	const char *id;
 	const char *file;
-	const char *format;     /* "raw" (default); "qcow2" -> not supported yet */
+	const char *format;     /* "raw" (default unless probe), "qcow2" */
+	bool probe;             /* format NULL: probe it (QEMU's -drive) */
 	enum kl_blk_engine engine;
 	enum kl_blk_cache cache;
 	bool readonly;
+	bool discard_unmap;     /* discard=unmap (default ignore, as QEMU) */
+	struct kl_opts *fmt_opts; /* unused keys go to the format node (may be NULL) */
 };
 
 struct kl_blk_stats {
@@ -45,6 +50,7 @@ struct kl_blk_stats {
 };
 
 struct kl_blockdev;
+struct kl_bnode;
 
 struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err);
 void kl_blockdev_close(struct kl_blockdev *bd); /* drains in-flight requests */
@@ -55,6 +61,21 @@ void kl_blockdev_close(struct kl_blockdev *bd); /* drains in-flight requests */
  * ("virtio" default for kvmlite; "none" means a -device will attach it). */
 struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err);
 struct kl_blockdev *kl_blockdev_find(const char *id);
+/* A backend over root (one reference taken), not registered. */
+struct kl_blockdev *kl_blockdev_new(const char *id, struct kl_bnode *root);
+void kl_blockdev_register(struct kl_blockdev *bd);
+/* -device ...,drive=X: the backend with id X, or a new anonymous one over
+ * the node named X (QEMU's -blockdev + -device). */
+struct kl_blockdev *kl_blockdev_for_device(const char *drive, char **err);
+struct kl_bnode *kl_blockdev_root(const struct kl_blockdev *bd);
+struct kl_bnode *kl_bnode_find(const char *node_name); /* NULL: none */
+/* Wait for the requests in flight; quiesce also holds new ones back until
+ * quiesce_end (nested). */
+void kl_blockdev_drain(struct kl_blockdev *bd);
+void kl_blockdev_quiesce_begin(struct kl_blockdev *bd);
+void kl_blockdev_quiesce_end(struct kl_blockdev *bd);
+/* Point the backend at another root (external snapshots), quiesced. */
+int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char **err);
 /* Iterate over all registered drives in creation order. */
 void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque);
 /* Close every registered drive (at exit). */

@@ -41,4 +41,13 @@ int kl_opts_get_size(struct kl_opts *o, const char *key, uint64_t def, uint64_t 
 /* Error "WHAT: unknown parameter 'KEY'" (what NULL: without the prefix). */
 int kl_opts_check_unused(const struct kl_opts *o, const char *what, char **err);
 
+/* Building option sets (-blockdev / blockdev-add flatten nested objects to
+ * dotted keys "file.filename"; JSON null is stored as ""). */
+struct kl_opts *kl_opts_new(const char *src);
+int kl_opts_add(struct kl_opts *o, const char *key, const char *val); /* -1: duplicate */
+/* Some key is "PREFIX.something". */
+bool kl_opts_has_prefix(const struct kl_opts *o, const char *prefix);
+/* New set of the keys "PREFIX.k" as "k" (marked used in o). */
+struct kl_opts *kl_opts_sub(struct kl_opts *o, const char *prefix);
+
 #endif

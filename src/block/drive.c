@@ -1,50 +1,13 @@
-/* -drive option parsing and the registry of drives by id. */
-#include "block_int.h"
+/* -drive: a backend over a format node (format=, or probed) over a file
+ * node, like QEMU's -drive; the keys -drive does not know are the format
+ * driver's (l2-cache-size=... for qcow2). */
+#include "node.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <string.h>
 #include <unistd.h>
-
-static GPtrArray *drives; /* struct kl_blockdev *, creation order */
-
-struct kl_blockdev *kl_blockdev_find(const char *id)
-{
-	if (!drives || !id)
-		return NULL;
-	for (guint i = 0; i < drives->len; i++) {
-		struct kl_blockdev *bd = g_ptr_array_index(drives, i);
-		if (strcmp(bd->id, id) == 0)
-			return bd;
-	}
-	return NULL;
-}
-
-void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque)
-{
-	if (!drives)
-		return;
-	for (guint i = 0; i < drives->len; i++)
-		fn(g_ptr_array_index(drives, i), opaque);
-}
-
-void kl_blockdev_unregister(struct kl_blockdev *bd)
-{
-	if (drives)
-		g_ptr_array_remove(drives, bd);
-	bd->registered = false;
-}
-
-void kl_blockdev_close_all(void)
-{
-	while (drives && drives->len)
-		kl_blockdev_close(g_ptr_array_index(drives, drives->len - 1));
-	if (drives) {
-		g_ptr_array_free(drives, TRUE);
-		drives = NULL;
-	}
-}
 
 static int parse_cache(const char *v, enum kl_blk_cache *out)
 {
@@ -115,8 +78,16 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 	}
 	if (kl_opts_get_u64(opts, "index", 0, &index, err) < 0)
 		return NULL;
-	if (kl_opts_check_unused(opts, "drive", err) < 0)
-		return NULL;
+	if ((v = kl_opts_get(opts, "discard"))) {
+		if (!strcmp(v, "unmap") || !strcmp(v, "on"))
+			o.discard_unmap = true;
+		else if (strcmp(v, "ignore") && strcmp(v, "off")) {
+			*err = g_strdup_printf("drive: invalid discard option '%s' (ignore, unmap)", v);
+			return NULL;
+		}
+	}
+	o.fmt_opts = opts; /* the keys not used so far */
+	o.probe = true;
 	if (!o.file || !*o.file) {
 		*err = g_strdup("drive: file= is required");
 		return NULL;
@@ -139,7 +110,7 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 		}
 		o.id = auto_id;
 	}
-	if (!o.format && looks_like_qcow2(o.file)) {
+	if (!o.format && !kl_bdrv_find("qcow2") && looks_like_qcow2(o.file)) {
 		*err = g_strdup_printf("'%s': format 'qcow2' is not supported yet (only raw); "
 				       "use format=raw to access the file as raw", o.file);
 		g_free(auto_id);
@@ -149,10 +120,11 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 	g_free(auto_id);
 	if (!bd)
 		return NULL;
-	if (!drives)
-		drives = g_ptr_array_new();
-	g_ptr_array_add(drives, bd);
-	bd->registered = true;
+	if (kl_opts_check_unused(opts, "drive", err) < 0) {
+		kl_blockdev_close(bd);
+		return NULL;
+	}
+	kl_blockdev_register(bd);
 	if (if_out)
 		*if_out = g_strdup(ifv);
 	return bd;

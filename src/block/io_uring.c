@@ -18,7 +18,7 @@ struct uring {
 	struct kl_blk_req *pend, **pend_tail;
 };
 
-static int uring_init(struct kl_blockdev *bd, char **err)
+static int uring_init(struct kl_bfile *bf, char **err)
 {
 	struct uring *u = g_new0(struct uring, 1);
 	int r = io_uring_queue_init(URING_DEPTH, &u->ring, 0);
@@ -28,7 +28,7 @@ static int uring_init(struct kl_blockdev *bd, char **err)
 		g_free(u);
 		return -1;
 	}
-	r = io_uring_register_eventfd(&u->ring, bd->efd);
+	r = io_uring_register_eventfd(&u->ring, bf->efd);
 	if (r < 0) {
 		*err = g_strdup_printf("aio=io_uring: cannot register eventfd: %s", g_strerror(-r));
 		io_uring_queue_exit(&u->ring);
@@ -36,11 +36,11 @@ static int uring_init(struct kl_blockdev *bd, char **err)
 		return -1;
 	}
 	u->pend_tail = &u->pend;
-	bd->engine_state = u;
+	bf->engine_state = u;
 	return 0;
 }
 
-static bool prep(struct kl_blockdev *bd, struct uring *u, struct kl_blk_req *r)
+static bool prep(struct kl_bfile *bf, struct uring *u, struct kl_blk_req *r)
 {
 	if (u->inflight + u->queued >= URING_DEPTH)
 		return false;
@@ -49,16 +49,16 @@ static bool prep(struct kl_blockdev *bd, struct uring *u, struct kl_blk_req *r)
 		return false;
 	switch (r->eop) {
 	case KL_EOP_READ:
-		io_uring_prep_readv(sqe, bd->fd, r->eiov, (unsigned)r->eiovcnt, r->eoff);
+		io_uring_prep_readv(sqe, bf->fd, r->eiov, (unsigned)r->eiovcnt, r->eoff);
 		break;
 	case KL_EOP_WRITE:
-		io_uring_prep_writev(sqe, bd->fd, r->eiov, (unsigned)r->eiovcnt, r->eoff);
+		io_uring_prep_writev(sqe, bf->fd, r->eiov, (unsigned)r->eiovcnt, r->eoff);
 		break;
 	case KL_EOP_FLUSH:
-		io_uring_prep_fsync(sqe, bd->fd, IORING_FSYNC_DATASYNC);
+		io_uring_prep_fsync(sqe, bf->fd, IORING_FSYNC_DATASYNC);
 		break;
 	case KL_EOP_FALLOC:
-		io_uring_prep_fallocate(sqe, bd->fd, r->falloc_mode, (off_t)r->eoff,
+		io_uring_prep_fallocate(sqe, bf->fd, r->falloc_mode, (off_t)r->eoff,
 					(off_t)r->elen);
 		break;
 	}
@@ -67,11 +67,11 @@ static bool prep(struct kl_blockdev *bd, struct uring *u, struct kl_blk_req *r)
 	return true;
 }
 
-static void uring_flush_batch(struct kl_blockdev *bd)
+static void uring_flush_batch(struct kl_bfile *bf)
 {
-	struct uring *u = bd->engine_state;
+	struct uring *u = bf->engine_state;
 
-	while (u->pend && prep(bd, u, u->pend)) {
+	while (u->pend && prep(bf, u, u->pend)) {
 		u->pend = u->pend->next;
 		if (!u->pend)
 			u->pend_tail = &u->pend;
@@ -84,7 +84,7 @@ static void uring_flush_batch(struct kl_blockdev *bd)
 			/* -EAGAIN/-EBUSY: retry after reaping; if nothing is in
 			 * flight nothing will wake us, so kick the handler. */
 			if (!u->inflight)
-				kl_blk_kick(bd);
+				kl_blk_kick(bf);
 			return;
 		}
 		u->inflight += (unsigned)r;
@@ -94,22 +94,22 @@ static void uring_flush_batch(struct kl_blockdev *bd)
 	}
 }
 
-static void uring_submit(struct kl_blockdev *bd, struct kl_blk_req *r)
+static void uring_submit(struct kl_bfile *bf, struct kl_blk_req *r)
 {
-	struct uring *u = bd->engine_state;
+	struct uring *u = bf->engine_state;
 
-	if (u->pend || !prep(bd, u, r)) {
+	if (u->pend || !prep(bf, u, r)) {
 		r->next = NULL;
 		*u->pend_tail = r;
 		u->pend_tail = &r->next;
 	}
-	if (!bd->in_poll)
-		uring_flush_batch(bd);
+	if (!bf->in_poll)
+		uring_flush_batch(bf);
 }
 
-static void uring_poll(struct kl_blockdev *bd)
+static void uring_poll(struct kl_bfile *bf)
 {
-	struct uring *u = bd->engine_state;
+	struct uring *u = bf->engine_state;
 	struct io_uring_cqe *cqe;
 
 	while (io_uring_peek_cqe(&u->ring, &cqe) == 0) {
@@ -121,19 +121,19 @@ static void uring_poll(struct kl_blockdev *bd)
 	}
 }
 
-static bool uring_has_completions(struct kl_blockdev *bd)
+static bool uring_has_completions(struct kl_bfile *bf)
 {
-	struct uring *u = bd->engine_state;
+	struct uring *u = bf->engine_state;
 	return io_uring_cq_ready(&u->ring) > 0;
 }
 
-static void uring_fini(struct kl_blockdev *bd)
+static void uring_fini(struct kl_bfile *bf)
 {
-	struct uring *u = bd->engine_state;
+	struct uring *u = bf->engine_state;
 	io_uring_unregister_eventfd(&u->ring);
 	io_uring_queue_exit(&u->ring);
 	g_free(u);
-	bd->engine_state = NULL;
+	bf->engine_state = NULL;
 }
 
 const struct kl_blk_engine_ops kl_blk_io_uring_ops = {

@@ -23,7 +23,7 @@ struct native {
 	struct io_event ev[NATIVE_DEPTH];
 };
 
-static int native_init(struct kl_blockdev *bd, char **err)
+static int native_init(struct kl_bfile *bf, char **err)
 {
 	struct native *n = g_new0(struct native, 1);
 	int r = io_setup(NATIVE_DEPTH, &n->ctx);
@@ -33,20 +33,20 @@ static int native_init(struct kl_blockdev *bd, char **err)
 		return -1;
 	}
 	n->pend_tail = &n->pend;
-	bd->engine_state = n;
-	bd->pool = kl_tpool_new(bd, NATIVE_POOL_THREADS, err);
-	if (!bd->pool) {
+	bf->engine_state = n;
+	bf->pool = kl_tpool_new(bf, NATIVE_POOL_THREADS, err);
+	if (!bf->pool) {
 		io_destroy(n->ctx);
 		g_free(n);
-		bd->engine_state = NULL;
+		bf->engine_state = NULL;
 		return -1;
 	}
 	return 0;
 }
 
-static void native_flush_batch(struct kl_blockdev *bd)
+static void native_flush_batch(struct kl_bfile *bf)
 {
-	struct native *n = bd->engine_state;
+	struct native *n = bf->engine_state;
 
 	while (n->pend && n->inflight < NATIVE_DEPTH) {
 		unsigned cnt = 0;
@@ -66,16 +66,16 @@ static void native_flush_batch(struct kl_blockdev *bd)
 			if (r->eop == KL_EOP_FLUSH && got == -EINVAL && !n->no_fdsync) {
 				n->no_fdsync = true; /* no IOCB_CMD_FDSYNC here */
 				r->via_pool = true;
-				kl_tpool_submit(bd->pool, r);
+				kl_tpool_submit(bf->pool, r);
 				continue;
 			}
 			/* Fail this one request, from the completion handler. */
 			r->via_pool = true;
 			r->ret = got;
 			r->next = NULL;
-			*bd->deferred_tail = r;
-			bd->deferred_tail = &r->next;
-			kl_blk_kick(bd);
+			*bf->deferred_tail = r;
+			bf->deferred_tail = &r->next;
+			kl_blk_kick(bf);
 			continue;
 		}
 		for (int i = 0; i < got; i++) {
@@ -89,41 +89,41 @@ static void native_flush_batch(struct kl_blockdev *bd)
 	}
 }
 
-static void native_submit(struct kl_blockdev *bd, struct kl_blk_req *r)
+static void native_submit(struct kl_bfile *bf, struct kl_blk_req *r)
 {
-	struct native *n = bd->engine_state;
+	struct native *n = bf->engine_state;
 
 	r->via_pool = false;
 	switch (r->eop) {
 	case KL_EOP_READ:
-		io_prep_preadv(&r->iocb, bd->fd, r->eiov, r->eiovcnt, (long long)r->eoff);
+		io_prep_preadv(&r->iocb, bf->fd, r->eiov, r->eiovcnt, (long long)r->eoff);
 		break;
 	case KL_EOP_WRITE:
-		io_prep_pwritev(&r->iocb, bd->fd, r->eiov, r->eiovcnt, (long long)r->eoff);
+		io_prep_pwritev(&r->iocb, bf->fd, r->eiov, r->eiovcnt, (long long)r->eoff);
 		break;
 	case KL_EOP_FLUSH:
 		if (!n->no_fdsync) {
-			io_prep_fdsync(&r->iocb, bd->fd);
+			io_prep_fdsync(&r->iocb, bf->fd);
 			break;
 		}
 		/* fall through */
 	default:
 		r->via_pool = true;
-		kl_tpool_submit(bd->pool, r);
+		kl_tpool_submit(bf->pool, r);
 		return;
 	}
-	io_set_eventfd(&r->iocb, bd->efd);
+	io_set_eventfd(&r->iocb, bf->efd);
 	r->iocb.data = r;
 	r->next = NULL;
 	*n->pend_tail = r;
 	n->pend_tail = &r->next;
-	if (!bd->in_poll)
-		native_flush_batch(bd);
+	if (!bf->in_poll)
+		native_flush_batch(bf);
 }
 
-static void native_poll(struct kl_blockdev *bd)
+static void native_poll(struct kl_bfile *bf)
 {
-	struct native *n = bd->engine_state;
+	struct native *n = bf->engine_state;
 	struct timespec zero = { 0, 0 };
 	int got;
 
@@ -145,9 +145,9 @@ struct aio_ring {
 };
 #define AIO_RING_MAGIC 0xa10a10a1
 
-static bool native_has_completions(struct kl_blockdev *bd)
+static bool native_has_completions(struct kl_bfile *bf)
 {
-	struct native *n = bd->engine_state;
+	struct native *n = bf->engine_state;
 	struct aio_ring *ring = (struct aio_ring *)n->ctx;
 	if (ring->magic != AIO_RING_MAGIC)
 		return false; /* layout unknown: rely on the eventfd */
@@ -155,12 +155,12 @@ static bool native_has_completions(struct kl_blockdev *bd)
 	       __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
 }
 
-static void native_fini(struct kl_blockdev *bd)
+static void native_fini(struct kl_bfile *bf)
 {
-	struct native *n = bd->engine_state;
+	struct native *n = bf->engine_state;
 	io_destroy(n->ctx);
 	g_free(n);
-	bd->engine_state = NULL;
+	bf->engine_state = NULL;
 }
 
 const struct kl_blk_engine_ops kl_blk_native_ops = {

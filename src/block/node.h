@@ -137,6 +137,9 @@ struct kl_bnode {
 	struct kl_bfile *bfile;
 };
 
+/* What -drive cache=C aio=E readonly=R mean for the nodes. */
+struct kl_bnode_inherit kl_block_inherit(enum kl_blk_cache c, enum kl_blk_engine e, bool ro);
+
 /* ---- driver table ---- */
 const struct kl_bdrv *kl_bdrv_find(const char *name);
 /* Probe the format of an open protocol node: "qcow2", or "raw" (with

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 struct kl_tpool {
-	struct kl_blockdev *bd;
+	struct kl_bfile *bf;
 	pthread_mutex_t lock;           /* protects q */
 	sem_t sem;                      /* one post per queued request (or stop) */
 	struct kl_blk_req *q, **q_tail; /* waiting for a worker */
@@ -24,22 +24,22 @@ struct kl_tpool {
 	pthread_t *th;
 };
 
-long kl_blk_do_sync(struct kl_blockdev *bd, struct kl_blk_req *r)
+long kl_blk_do_sync(struct kl_bfile *bf, struct kl_blk_req *r)
 {
 	long ret;
 	do {
 		switch (r->eop) {
 		case KL_EOP_READ:
-			ret = preadv(bd->fd, r->eiov, r->eiovcnt, (off_t)r->eoff);
+			ret = preadv(bf->fd, r->eiov, r->eiovcnt, (off_t)r->eoff);
 			break;
 		case KL_EOP_WRITE:
-			ret = pwritev(bd->fd, r->eiov, r->eiovcnt, (off_t)r->eoff);
+			ret = pwritev(bf->fd, r->eiov, r->eiovcnt, (off_t)r->eoff);
 			break;
 		case KL_EOP_FLUSH:
-			ret = fdatasync(bd->fd);
+			ret = fdatasync(bf->fd);
 			break;
 		case KL_EOP_FALLOC:
-			ret = fallocate(bd->fd, r->falloc_mode, (off_t)r->eoff, (off_t)r->elen);
+			ret = fallocate(bf->fd, r->falloc_mode, (off_t)r->eoff, (off_t)r->elen);
 			break;
 		default:
 			errno = EINVAL;
@@ -67,7 +67,7 @@ static void *worker(void *opaque)
 		if (!r)
 			break; /* stop: posted once per worker */
 
-		r->ret = kl_blk_do_sync(p->bd, r);
+		r->ret = kl_blk_do_sync(p->bf, r);
 
 		/* Push on the done stack; the main loop reads the eventfd
 		 * before taking the stack, so only the push onto an empty
@@ -78,15 +78,15 @@ static void *worker(void *opaque)
 		} while (!__atomic_compare_exchange_n(&p->done, &head, r, true,
 						      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
 		if (!head)
-			kl_blk_kick(p->bd);
+			kl_blk_kick(p->bf);
 	}
 	return NULL;
 }
 
-struct kl_tpool *kl_tpool_new(struct kl_blockdev *bd, unsigned nthreads, char **err)
+struct kl_tpool *kl_tpool_new(struct kl_bfile *bf, unsigned nthreads, char **err)
 {
 	struct kl_tpool *p = g_new0(struct kl_tpool, 1);
-	p->bd = bd;
+	p->bf = bf;
 	p->q_tail = &p->q;
 	p->batch_tail = &p->batch;
 	pthread_mutex_init(&p->lock, NULL);
@@ -126,7 +126,7 @@ void kl_tpool_submit(struct kl_tpool *p, struct kl_blk_req *r)
 	*p->batch_tail = r;
 	p->batch_tail = &r->next;
 	p->nbatch++;
-	if (!p->bd->in_poll)
+	if (!p->bf->in_poll)
 		tpool_flush(p);
 }
 
@@ -154,7 +154,7 @@ bool kl_tpool_has_done(struct kl_tpool *p)
 	return __atomic_load_n(&p->done, __ATOMIC_RELAXED) != NULL;
 }
 
-/* After a completion run (bd->in_poll cleared): start what it submitted. */
+/* After a completion run (bf->in_poll cleared): start what it submitted. */
 void kl_tpool_flush(struct kl_tpool *p)
 {
 	tpool_flush(p);
@@ -173,20 +173,20 @@ void kl_tpool_free(struct kl_tpool *p)
 	g_free(p);
 }
 
-static int threads_init(struct kl_blockdev *bd, char **err)
+static int threads_init(struct kl_bfile *bf, char **err)
 {
-	bd->pool = kl_tpool_new(bd, kl_blk_pool_size(), err);
-	return bd->pool ? 0 : -1;
+	bf->pool = kl_tpool_new(bf, kl_blk_pool_size(), err);
+	return bf->pool ? 0 : -1;
 }
 
-static void threads_submit(struct kl_blockdev *bd, struct kl_blk_req *r)
+static void threads_submit(struct kl_bfile *bf, struct kl_blk_req *r)
 {
-	kl_tpool_submit(bd->pool, r);
+	kl_tpool_submit(bf->pool, r);
 }
 
-static void threads_fini(struct kl_blockdev *bd)
+static void threads_fini(struct kl_bfile *bf)
 {
-	(void)bd; /* the pool is freed by kl_blockdev_close() */
+	(void)bf; /* the pool is freed by kl_bfile_close() */
 }
 
 const struct kl_blk_engine_ops kl_blk_threads_ops = {

@@ -221,3 +221,41 @@ int kl_opts_check_unused(const struct kl_opts *o, const char *what, char **err)
 	}
 	return 0;
 }
+
+struct kl_opts *kl_opts_new(const char *src)
+{
+	struct kl_opts *o = g_new0(struct kl_opts, 1);
+	o->src = g_strdup(src ? src : "");
+	return o;
+}
+
+int kl_opts_add(struct kl_opts *o, const char *key, const char *val)
+{
+	for (unsigned i = 0; i < o->n; i++)
+		if (!strcmp(o->v[i].key, key))
+			return -1;
+	add(o, g_strdup(key), g_strdup(val));
+	return 0;
+}
+
+bool kl_opts_has_prefix(const struct kl_opts *o, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	for (unsigned i = 0; i < o->n; i++)
+		if (!strncmp(o->v[i].key, prefix, n) && o->v[i].key[n] == '.')
+			return true;
+	return false;
+}
+
+struct kl_opts *kl_opts_sub(struct kl_opts *o, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	struct kl_opts *s = kl_opts_new(o->src);
+	for (unsigned i = 0; i < o->n; i++) {
+		if (strncmp(o->v[i].key, prefix, n) || o->v[i].key[n] != '.')
+			continue;
+		o->v[i].used = true;
+		add(s, g_strdup(o->v[i].key + n + 1), g_strdup(o->v[i].val));
+	}
+	return s;
+}

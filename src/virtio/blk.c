@@ -304,6 +304,15 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 		return -1;
 	}
 	struct kl_blockdev *bd = kl_blockdev_find(drive);
+	if (!bd && kl_bnode_find(drive)) { /* -blockdev node-name=X */
+		char *e = NULL;
+		bd = kl_blockdev_for_device(drive, &e);
+		if (!bd) {
+			*err = g_strdup_printf("virtio-blk-pci: %s", e);
+			g_free(e);
+			return -1;
+		}
+	}
 	if (!bd) {
 		*err = g_strdup_printf("virtio-blk-pci: drive '%s' not found", drive);
 		return -1;

@@ -17,6 +17,7 @@
 #include "kvmlite/loop.h"
 #include "kvmlite/opts.h"
 #include "../../../src/block/block_int.h" /* white box: fallocate fallbacks */
+#include "../../../src/block/node.h"
 
 #define FILE_SIZE (1u << 20)
 
@@ -131,7 +132,7 @@ static struct kl_blockdev *open_dev(const char *path, enum kl_blk_engine e,
 				    enum kl_blk_cache c, bool ro)
 {
 	struct kl_block_opts o = { .id = "t", .file = path, .engine = e, .cache = c,
-				   .readonly = ro };
+				   .readonly = ro, .discard_unmap = true };
 	char *err = NULL;
 	struct kl_blockdev *bd = kl_blockdev_open(&o, &err);
 	ck_assert_msg(bd, "open %s aio=%s cache=%s: %s", path, kl_blk_engine_name(e),
@@ -461,7 +462,8 @@ START_TEST(test_wz_fallback)
 	ck_assert_int_eq(pwrite(fd, pat, SZ, 0), SZ);
 	close(fd);
 	struct kl_blockdev *bd = open_dev(path, e, c, false);
-	bd->no_zero_range = bd->no_punch = true;
+	struct kl_bnode *fnode = kl_blockdev_root(bd)->file;
+	fnode->bfile->no_zero_range = fnode->bfile->no_punch = true;
 	uint64_t zoff = 4096 + 512 + 3, zlen = (9u << 20) + 100;
 	ck_assert_int_eq(run1(bd, KL_BLK_WRITE_ZEROES, zoff, NULL, 0, zlen), 0);
 	ck_assert_int_eq(run1(bd, KL_BLK_DISCARD, 0, NULL, 0, 1 << 20), 0);
@@ -664,7 +666,7 @@ START_TEST(test_drive_options)
 	FAILS("file=%s,if=scsi", "if=scsi");
 	FAILS("file=%s,cache=sometimes", "invalid cache option 'sometimes'");
 	FAILS("file=%s,aio=posix", "invalid aio option 'posix'");
-	FAILS("file=%s,format=vmdk", "unknown format 'vmdk'");
+	FAILS("file=%s,format=vmdk", "Unknown driver 'vmdk'");
 	FAILS("file=%s,format=qcow2", "format 'qcow2' is not supported yet (only raw)");
 	FAILS("file=%s,aio=native", "aio=native was specified, but it requires "
 	      "cache.direct=on, which was not specified.");

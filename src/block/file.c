@@ -1,7 +1,8 @@
-/* Block layer core: open with cache modes, request state machine (bounce
- * buffers for O_DIRECT, short I/O continuation, fallocate fallbacks),
- * completion on the main loop, statistics.  Engines: threads.c, native.c,
- * io_uring.c; -drive parsing and the registry: drive.c. */
+/* The "file" protocol: an fd opened with the cache mode's flags, the request
+ * state machine (bounce buffers for O_DIRECT, short I/O continuation,
+ * fallocate fallbacks, write serialisation) and completion on the main
+ * loop.  Engines (threads.c, native.c, io_uring.c) take the file object.
+ * The node driver "file" over it is at the end (kl_bdrv_file). */
 #include "block_int.h"
 #include "kvmlite/clock.h"
 
@@ -22,6 +23,7 @@
 #include <unistd.h>
 
 #include "kvmlite/loop.h"
+#include "node.h"
 
 #define ZERO_BUF_SIZE (1u << 20)
 #define ZERO_CHUNK (4ull << 20)
@@ -65,49 +67,27 @@ const char *kl_blk_cache_name(enum kl_blk_cache c)
 	return (unsigned)c < G_N_ELEMENTS(cache_names) ? cache_names[c] : "?";
 }
 
-const char *kl_blockdev_id(const struct kl_blockdev *bd) { return bd->id; }
-const char *kl_blockdev_filename(const struct kl_blockdev *bd) { return bd->filename; }
-uint64_t kl_blockdev_size(const struct kl_blockdev *bd) { return bd->size; }
-bool kl_blockdev_readonly(const struct kl_blockdev *bd) { return bd->readonly; }
-uint32_t kl_blockdev_block_size(const struct kl_blockdev *bd) { (void)bd; return 512; }
-enum kl_blk_engine kl_blockdev_engine(const struct kl_blockdev *bd) { return bd->engine; }
-enum kl_blk_cache kl_blockdev_cache(const struct kl_blockdev *bd) { return bd->cache; }
-uint32_t kl_blockdev_dio_align(const struct kl_blockdev *bd) { return bd->align; }
-unsigned kl_blockdev_in_flight(const struct kl_blockdev *bd) { return bd->in_flight; }
-const char *kl_blockdev_attached(const struct kl_blockdev *bd) { return bd->attached; }
-
-void kl_blockdev_set_attached(struct kl_blockdev *bd, const char *qdev)
-{
-	g_free(bd->attached);
-	bd->attached = g_strdup(qdev);
-}
-
-void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out)
-{
-	*out = bd->stats;
-}
-
-void kl_blk_kick(struct kl_blockdev *bd)
+void kl_blk_kick(struct kl_bfile *bf)
 {
 	uint64_t one = 1;
 	ssize_t r;
 	do {
-		r = write(bd->efd, &one, sizeof(one));
+		r = write(bf->efd, &one, sizeof(one));
 	} while (r < 0 && errno == EINTR);
 	/* EAGAIN means the counter is already non-zero: a wakeup is pending. */
 }
 
 /* ---- open ---- */
 
-static void probe_alignment(struct kl_blockdev *bd)
+static void probe_alignment(struct kl_bfile *bf)
 {
 	uint32_t al = 0, mem = 0;
 	struct statx stx;
 	int lbs;
 
-	if (bd->is_bdev && ioctl(bd->fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
+	if (bf->is_bdev && ioctl(bf->fd, BLKSSZGET, &lbs) == 0 && lbs > 0) {
 		al = mem = (uint32_t)lbs;
-	} else if (statx(bd->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+	} else if (statx(bf->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
 		   (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align) {
 		al = stx.stx_dio_offset_align;
 		mem = stx.stx_dio_mem_align;
@@ -115,7 +95,7 @@ static void probe_alignment(struct kl_blockdev *bd)
 		/* Probe: 512 bytes into a buffer that is 512- but not 4096-aligned. */
 		void *buf;
 		if (posix_memalign(&buf, 4096, 8192) == 0) {
-			ssize_t r = pread(bd->fd, (char *)buf + 512, 512, 0);
+			ssize_t r = pread(bf->fd, (char *)buf + 512, 512, 0);
 			if (r >= 0 || errno != EINVAL)
 				al = mem = 512;
 			else
@@ -129,35 +109,28 @@ static void probe_alignment(struct kl_blockdev *bd)
 		al = 512;
 	if (mem < 1)
 		mem = 1;
-	bd->align = al;
-	bd->mem_align = mem;
+	bf->align = al;
+	bf->mem_align = mem;
 }
 
 static bool efd_handler(int fd, GIOCondition cond, void *opaque);
+static GList *open_files; /* struct kl_bfile *: for kl_bfile_wait_any() */
 
-struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
+struct kl_bfile *kl_bfile_open(const struct kl_bfile_opts *o, char **err)
 {
-	const char *f = o->file;
+	const char *f = o->filename;
 	int flags = O_CLOEXEC;
 	struct stat st;
 
 	if (!f || !*f) {
-		*err = g_strdup("drive: no file name given (file=)");
+		*err = g_strdup("file: no file name given (filename=)");
 		return NULL;
 	}
-	if (o->format && strcmp(o->format, "raw") != 0) {
-		if (strcmp(o->format, "qcow2") == 0)
-			*err = g_strdup_printf("'%s': format 'qcow2' is not supported yet (only raw)", f);
-		else
-			*err = g_strdup_printf("'%s': unknown format '%s' (only raw is supported)",
-					       f, o->format);
+	if ((unsigned)o->engine > KL_AIO_IO_URING) {
+		*err = g_strdup_printf("'%s': invalid aio mode", f);
 		return NULL;
 	}
-	if ((unsigned)o->cache > KL_CACHE_UNSAFE || (unsigned)o->engine > KL_AIO_IO_URING) {
-		*err = g_strdup_printf("'%s': invalid cache or aio mode", f);
-		return NULL;
-	}
-	bool direct = o->cache == KL_CACHE_NONE || o->cache == KL_CACHE_DIRECTSYNC;
+	bool direct = o->direct;
 	if (o->engine == KL_AIO_NATIVE && !direct) {
 		*err = g_strdup("aio=native was specified, but it requires cache.direct=on, "
 				"which was not specified.");
@@ -170,7 +143,7 @@ struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
 	flags |= o->readonly ? O_RDONLY : O_RDWR;
 	if (direct)
 		flags |= O_DIRECT;
-	if (o->cache == KL_CACHE_WRITETHROUGH || o->cache == KL_CACHE_DIRECTSYNC)
+	if (o->dsync)
 		flags |= O_DSYNC;
 
 	int fd = open(f, flags);
@@ -178,8 +151,7 @@ struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
 		int e = errno;
 		if (e == EINVAL && direct && access(f, F_OK) == 0)
 			*err = g_strdup_printf("Could not open '%s': the file system does not "
-					       "support O_DIRECT (cache=%s)", f,
-					       kl_blk_cache_name(o->cache));
+					       "support O_DIRECT (cache.direct=on)", f);
 		else
 			*err = g_strdup_printf("Could not open '%s': %s", f, g_strerror(e));
 		return NULL;
@@ -189,14 +161,15 @@ struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
 		close(fd);
 		return NULL;
 	}
-	struct kl_blockdev *bd = g_new0(struct kl_blockdev, 1);
-	bd->fd = fd;
-	bd->efd = -1;
+	struct kl_bfile *bf = g_new0(struct kl_bfile, 1);
+	bf->fd = fd;
+	bf->mfd = -1;
+	bf->efd = -1;
 	if (S_ISREG(st.st_mode)) {
-		bd->size = (uint64_t)st.st_size;
+		bf->size = (uint64_t)st.st_size;
 	} else if (S_ISBLK(st.st_mode)) {
-		bd->is_bdev = true;
-		if (ioctl(fd, BLKGETSIZE64, &bd->size) < 0) {
+		bf->is_bdev = true;
+		if (ioctl(fd, BLKGETSIZE64, &bf->size) < 0) {
 			*err = g_strdup_printf("Could not get the size of '%s': %s", f,
 					       g_strerror(errno));
 			goto fail;
@@ -207,44 +180,44 @@ struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
 				       : "not a regular file or block device");
 		goto fail;
 	}
-	bd->filename = g_strdup(f);
-	bd->id = g_strdup(o->id ? o->id : "");
-	bd->direct = direct;
-	bd->readonly = o->readonly;
-	bd->engine = o->engine;
-	bd->cache = o->cache;
-	bd->deferred_tail = &bd->deferred;
+	bf->filename = g_strdup(f);
+	bf->direct = direct;
+	bf->dsync = o->dsync;
+	bf->no_flush = o->no_flush;
+	bf->readonly = o->readonly;
+	bf->engine = o->engine;
+	bf->deferred_tail = &bf->deferred;
 	if (direct) {
-		probe_alignment(bd);
+		probe_alignment(bf);
 	} else {
-		bd->align = 1;
-		bd->mem_align = 1;
+		bf->align = 1;
+		bf->mem_align = 1;
 	}
-	bd->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (bd->efd < 0) {
+	bf->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (bf->efd < 0) {
 		*err = g_strdup_printf("'%s': eventfd: %s", f, g_strerror(errno));
 		goto fail;
 	}
-	bd->ops = o->engine == KL_AIO_THREADS ? &kl_blk_threads_ops
+	bf->ops = o->engine == KL_AIO_THREADS ? &kl_blk_threads_ops
 		: o->engine == KL_AIO_NATIVE ? &kl_blk_native_ops : &kl_blk_io_uring_ops;
-	if (bd->ops->init(bd, err) < 0) {
+	if (bf->ops->init(bf, err) < 0) {
 		char *e = *err;
 		*err = g_strdup_printf("'%s': %s", f, e);
 		g_free(e);
-		bd->ops = NULL;
+		bf->ops = NULL;
 		goto fail;
 	}
-	bd->efd_watch = kl_fd_add(bd->efd, G_IO_IN, efd_handler, bd);
-	return bd;
+	bf->efd_watch = kl_fd_add(bf->efd, G_IO_IN, efd_handler, bf);
+	open_files = g_list_prepend(open_files, bf);
+	return bf;
 fail:
-	if (bd->pool)
-		kl_tpool_free(bd->pool);
-	if (bd->efd >= 0)
-		close(bd->efd);
+	if (bf->pool)
+		kl_tpool_free(bf->pool);
+	if (bf->efd >= 0)
+		close(bf->efd);
 	close(fd);
-	g_free(bd->filename);
-	g_free(bd->id);
-	g_free(bd);
+	g_free(bf->filename);
+	g_free(bf);
 	return NULL;
 }
 
@@ -254,51 +227,11 @@ static void untrack_write(struct kl_blk_req *r);
 
 static void finish(struct kl_blk_req *r, long ret)
 {
-	struct kl_blockdev *bd = r->bd;
-	struct kl_blk_stats *s = &bd->stats;
-	uint64_t ns = kl_clock_ns() - r->start_ns;
+	struct kl_bfile *bf = r->bf;
 
-	switch (r->op) {
-	case KL_BLK_READ:
-		if (ret < 0) {
-			s->failed_rd_ops++;
-		} else {
-			s->rd_ops++;
-			s->rd_bytes += (uint64_t)ret;
-			s->rd_total_ns += ns;
-		}
-		break;
-	case KL_BLK_WRITE:
-		if (ret < 0) {
-			s->failed_wr_ops++;
-		} else {
-			s->wr_ops++;
-			s->wr_bytes += (uint64_t)ret;
-			s->wr_total_ns += ns;
-		}
-		break;
-	case KL_BLK_FLUSH:
-		if (ret < 0) {
-			s->failed_flush_ops++;
-		} else {
-			s->flush_ops++;
-			s->flush_total_ns += ns;
-		}
-		break;
-	case KL_BLK_DISCARD:
-		if (ret >= 0)
-			s->discard_ops++;
-		break;
-	case KL_BLK_WRITE_ZEROES:
-		if (ret < 0)
-			s->failed_wr_ops++;
-		else
-			s->wz_ops++;
-		break;
-	}
 	if (r->tracked)
 		untrack_write(r);
-	bd->in_flight--;
+	bf->in_flight--;
 	free(r->bounce);
 	g_free(r->ziov);
 	kl_blk_cb cb = r->cb;
@@ -310,25 +243,25 @@ static void finish(struct kl_blk_req *r, long ret)
 static void submit_phase(struct kl_blk_req *r)
 {
 	r->edone = 0;
-	r->bd->ops->submit(r->bd, r);
+	r->bf->ops->submit(r->bf, r);
 }
 
 /* Complete r with ret on the next run of the completion handler. */
 static void defer(struct kl_blk_req *r, long ret)
 {
-	struct kl_blockdev *bd = r->bd;
+	struct kl_bfile *bf = r->bf;
 	r->ret = ret;
 	r->next = NULL;
-	*bd->deferred_tail = r;
-	bd->deferred_tail = &r->next;
-	kl_blk_kick(bd);
+	*bf->deferred_tail = r;
+	bf->deferred_tail = &r->next;
+	kl_blk_kick(bf);
 }
 
-static bool iov_aligned(const struct kl_blockdev *bd, const struct iovec *iov, int n)
+static bool iov_aligned(const struct kl_bfile *bf, const struct iovec *iov, int n)
 {
 	for (int i = 0; i < n; i++)
-		if (((uintptr_t)iov[i].iov_base & (bd->mem_align - 1)) ||
-		    (iov[i].iov_len & (bd->align - 1)))
+		if (((uintptr_t)iov[i].iov_base & (bf->mem_align - 1)) ||
+		    (iov[i].iov_len & (bf->align - 1)))
 			return false;
 	return true;
 }
@@ -370,11 +303,11 @@ static void start_bounce_phase(struct kl_blk_req *r, enum kl_blk_eop eop)
 /* Start a READ/WRITE of r->giov at r->offset, bouncing for O_DIRECT. */
 static void start_rw(struct kl_blk_req *r)
 {
-	struct kl_blockdev *bd = r->bd;
+	struct kl_bfile *bf = r->bf;
 	bool write = r->op != KL_BLK_READ;
 
-	if (!bd->direct || (!((r->offset | r->len) & (bd->align - 1)) &&
-			    iov_aligned(bd, r->giov, r->giovcnt))) {
+	if (!bf->direct || (!((r->offset | r->len) & (bf->align - 1)) &&
+			    iov_aligned(bf, r->giov, r->giovcnt))) {
 		r->eop = write ? KL_EOP_WRITE : KL_EOP_READ;
 		r->eoff = r->offset;
 		r->elen = r->len;
@@ -383,12 +316,12 @@ static void start_rw(struct kl_blk_req *r)
 		submit_phase(r);
 		return;
 	}
-	uint64_t a = bd->align;
+	uint64_t a = bf->align;
 	r->boff = r->offset & ~(a - 1);
 	r->blen = ((r->offset + r->len + a - 1) & ~(a - 1)) - r->boff;
 	free(r->bounce);
 	r->bounce = NULL;
-	size_t ma = bd->mem_align > 4096 ? bd->mem_align : 4096;
+	size_t ma = bf->mem_align > 4096 ? bf->mem_align : 4096;
 	if (posix_memalign(&r->bounce, ma, r->blen) != 0) {
 		r->bounce = NULL;
 		defer(r, -ENOMEM);
@@ -449,13 +382,13 @@ static void start_falloc(struct kl_blk_req *r, int mode)
 
 static void start_write(struct kl_blk_req *r)
 {
-	struct kl_blockdev *bd = r->bd;
+	struct kl_bfile *bf = r->bf;
 
 	if (r->op == KL_BLK_WRITE)
 		start_rw(r);
-	else if (!bd->no_zero_range)
+	else if (!bf->no_zero_range)
 		start_falloc(r, FALLOC_FL_ZERO_RANGE);
-	else if (!bd->no_punch)
+	else if (!bf->no_punch)
 		start_falloc(r, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
 	else
 		start_zero_writes(r);
@@ -478,34 +411,34 @@ static bool spans_conflict(const struct kl_blk_req *a, const struct kl_blk_req *
 }
 
 /* No tracked write in flight, nor one waiting ahead of r, conflicts with r. */
-static bool write_may_start(const struct kl_blockdev *bd, const struct kl_blk_req *r)
+static bool write_may_start(const struct kl_bfile *bf, const struct kl_blk_req *r)
 {
-	if (!r->serial && !bd->n_serial)
+	if (!r->serial && !bf->n_serial)
 		return true;
-	for (const struct kl_blk_req *q = bd->writes; q; q = q->wnext)
+	for (const struct kl_blk_req *q = bf->writes; q; q = q->wnext)
 		if (spans_conflict(r, q))
 			return false;
-	for (const struct kl_blk_req *q = bd->waiting; q && q != r; q = q->wnext)
+	for (const struct kl_blk_req *q = bf->waiting; q && q != r; q = q->wnext)
 		if (spans_conflict(r, q))
 			return false;
 	return true;
 }
 
-static void writes_insert(struct kl_blockdev *bd, struct kl_blk_req *r)
+static void writes_insert(struct kl_bfile *bf, struct kl_blk_req *r)
 {
 	r->wprev = NULL;
-	r->wnext = bd->writes;
-	if (bd->writes)
-		bd->writes->wprev = r;
-	bd->writes = r;
+	r->wnext = bf->writes;
+	if (bf->writes)
+		bf->writes->wprev = r;
+	bf->writes = r;
 }
 
 /* A WRITE/WRITE_ZEROES of len > 0 is about to start: track it on direct
  * devices; false when it has to wait (it is started by untrack_write()). */
 static bool track_write(struct kl_blk_req *r)
 {
-	struct kl_blockdev *bd = r->bd;
-	uint64_t a = bd->align;
+	struct kl_bfile *bf = r->bf;
+	uint64_t a = bf->align;
 
 	if (a <= 1)
 		return true;
@@ -514,41 +447,41 @@ static bool track_write(struct kl_blk_req *r)
 	r->send = (r->offset + r->len + a - 1) & ~(a - 1);
 	r->serial = ((r->offset | r->len) & (a - 1)) != 0;
 	if (r->serial)
-		bd->n_serial++;
-	if (write_may_start(bd, r)) {
-		writes_insert(bd, r);
+		bf->n_serial++;
+	if (write_may_start(bf, r)) {
+		writes_insert(bf, r);
 		return true;
 	}
 	r->wnext = NULL;
-	if (bd->waiting_tail)
-		bd->waiting_tail->wnext = r;
+	if (bf->waiting_tail)
+		bf->waiting_tail->wnext = r;
 	else
-		bd->waiting = r;
-	bd->waiting_tail = r;
+		bf->waiting = r;
+	bf->waiting_tail = r;
 	return false;
 }
 
 static void untrack_write(struct kl_blk_req *r)
 {
-	struct kl_blockdev *bd = r->bd;
+	struct kl_bfile *bf = r->bf;
 
 	if (r->wprev)
 		r->wprev->wnext = r->wnext;
 	else
-		bd->writes = r->wnext;
+		bf->writes = r->wnext;
 	if (r->wnext)
 		r->wnext->wprev = r->wprev;
 	if (r->serial)
-		bd->n_serial--;
+		bf->n_serial--;
 	/* start, in order, the waiting writes that no longer conflict */
-	struct kl_blk_req **pp = &bd->waiting, *prev = NULL;
+	struct kl_blk_req **pp = &bf->waiting, *prev = NULL;
 	while (*pp) {
 		struct kl_blk_req *w = *pp;
-		if (write_may_start(bd, w)) {
+		if (write_may_start(bf, w)) {
 			*pp = w->wnext;
-			if (bd->waiting_tail == w)
-				bd->waiting_tail = prev;
-			writes_insert(bd, w);
+			if (bf->waiting_tail == w)
+				bf->waiting_tail = prev;
+			writes_insert(bf, w);
 			start_write(w);
 		} else {
 			prev = w;
@@ -562,9 +495,9 @@ static void untrack_write(struct kl_blk_req *r)
  * O_DIRECT alignment). */
 static int trim_tail(struct kl_blk_req *r)
 {
-	struct kl_blockdev *bd = r->bd;
-	if (r->bounce && !bd->is_bdev && r->boff + r->blen > bd->size &&
-	    ftruncate(bd->fd, (off_t)bd->size) < 0)
+	struct kl_bfile *bf = r->bf;
+	if (r->bounce && !bf->is_bdev && r->boff + r->blen > bf->size &&
+	    ftruncate(bf->fd, (off_t)bf->size) < 0)
 		return -errno;
 	return 0;
 }
@@ -642,22 +575,22 @@ static void iov_advance(struct kl_blk_req *r, uint64_t n)
 
 void kl_blk_io_done(struct kl_blk_req *r, long ret)
 {
-	struct kl_blockdev *bd = r->bd;
+	struct kl_bfile *bf = r->bf;
 
 	if (ret == -EINTR || ret == -EAGAIN) {
-		bd->ops->submit(bd, r); /* retry the remainder as it stands */
+		bf->ops->submit(bf, r); /* retry the remainder as it stands */
 		return;
 	}
 	if (ret < 0) {
 		if (r->eop == KL_EOP_FALLOC && (ret == -EOPNOTSUPP || ret == -ENOSYS)) {
 			if (r->falloc_mode == FALLOC_FL_ZERO_RANGE) {
-				bd->no_zero_range = true;
-				if (!bd->no_punch) {
+				bf->no_zero_range = true;
+				if (!bf->no_punch) {
 					start_falloc(r, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
 					return;
 				}
 			} else {
-				bd->no_punch = true;
+				bf->no_punch = true;
 			}
 			if (r->op == KL_BLK_DISCARD) { /* advisory: nothing to do */
 				finish(r, 0);
@@ -678,7 +611,7 @@ void kl_blk_io_done(struct kl_blk_req *r, long ret)
 			}
 			/* End of file (O_DIRECT reads of a partial last block stop
 			 * there too): the rest reads as zeroes. */
-			if (ret == 0 || (r->eop == KL_EOP_READ && r->eoff + (uint64_t)ret >= bd->size)) {
+			if (ret == 0 || (r->eop == KL_EOP_READ && r->eoff + (uint64_t)ret >= bf->size)) {
 				if (ret)
 					iov_advance(r, (uint64_t)ret);
 				for (int i = 0; i < r->eiovcnt; i++)
@@ -687,7 +620,7 @@ void kl_blk_io_done(struct kl_blk_req *r, long ret)
 			} else {
 				iov_advance(r, (uint64_t)ret);
 				r->eoff += (uint64_t)ret;
-				bd->ops->submit(bd, r);
+				bf->ops->submit(bf, r);
 				return;
 			}
 		}
@@ -695,11 +628,11 @@ void kl_blk_io_done(struct kl_blk_req *r, long ret)
 	phase_done(r);
 }
 
-int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
+int kl_bfile_submit(struct kl_bfile *bf, enum kl_blk_op op, uint64_t offset,
 		  const struct iovec *iov, int iovcnt, uint64_t len,
 		  kl_blk_cb cb, void *opaque)
 {
-	if (!bd || !cb || (unsigned)op > KL_BLK_WRITE_ZEROES)
+	if (!bf || !cb || (unsigned)op > KL_BLK_WRITE_ZEROES)
 		return -EINVAL;
 	bool rw = op == KL_BLK_READ || op == KL_BLK_WRITE;
 	if (rw) {
@@ -713,31 +646,37 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		}
 	}
 	struct kl_blk_req *r = g_malloc0(sizeof(*r) + (rw ? (size_t)iovcnt : 0) * sizeof(struct iovec));
-	r->bd = bd;
+	r->bf = bf;
 	r->op = op;
 	r->offset = offset;
 	r->len = op == KL_BLK_FLUSH ? 0 : len;
 	r->cb = cb;
 	r->opaque = opaque;
-	r->start_ns = kl_clock_ns();
 	if (rw) {
 		r->giov = (struct iovec *)(r + 1);
 		if (iovcnt)
 			memcpy(r->giov, iov, (size_t)iovcnt * sizeof(struct iovec));
 		r->giovcnt = iovcnt;
 	}
-	bd->in_flight++;
+	bf->in_flight++;
 
-	if (op != KL_BLK_READ && op != KL_BLK_FLUSH && bd->readonly) {
+	if (op != KL_BLK_READ && op != KL_BLK_FLUSH && bf->readonly) {
 		r->eop = KL_EOP_FLUSH;
 		defer(r, -EROFS);
 		return 0;
 	}
-	if (op != KL_BLK_FLUSH && (offset > bd->size || r->len > bd->size - offset)) {
+	/* Ranges are the node's business (node.c): here only overflow and a
+	 * block device's end are errors; a write past the end of a regular
+	 * file extends it (formats allocate there), a read there reads zeroes. */
+	if (op != KL_BLK_FLUSH && (offset > (uint64_t)INT64_MAX || r->len > (uint64_t)INT64_MAX - offset ||
+				   (bf->is_bdev && (offset > bf->size || r->len > bf->size - offset)))) {
 		r->eop = KL_EOP_FLUSH;
 		defer(r, -EINVAL);
 		return 0;
 	}
+	if (!bf->is_bdev && (op == KL_BLK_WRITE || op == KL_BLK_WRITE_ZEROES) &&
+	    offset + r->len > bf->size)
+		bf->size = offset + r->len;
 	switch (op) {
 	case KL_BLK_READ:
 		if (!r->len) {
@@ -758,13 +697,13 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		break;
 	case KL_BLK_FLUSH:
 		r->eop = KL_EOP_FLUSH;
-		if (bd->cache == KL_CACHE_UNSAFE)
+		if (bf->no_flush)
 			defer(r, 0);
 		else
 			submit_phase(r);
 		break;
 	case KL_BLK_DISCARD:
-		if (!r->len || bd->no_punch) {
+		if (!r->len || bf->no_punch) {
 			r->eop = KL_EOP_FLUSH;
 			defer(r, 0);
 		} else {
@@ -777,38 +716,38 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 
 /* ---- completion handler ---- */
 
-static void process_once(struct kl_blockdev *bd)
+static void process_once(struct kl_bfile *bf)
 {
-	bd->in_poll = true;
-	struct kl_blk_req *list = bd->deferred;
-	bd->deferred = NULL;
-	bd->deferred_tail = &bd->deferred;
+	bf->in_poll = true;
+	struct kl_blk_req *list = bf->deferred;
+	bf->deferred = NULL;
+	bf->deferred_tail = &bf->deferred;
 	while (list) {
 		struct kl_blk_req *r = list;
 		list = r->next;
 		kl_blk_io_done(r, r->ret);
 	}
-	if (bd->pool)
-		kl_tpool_poll(bd->pool);
-	if (bd->ops->poll)
-		bd->ops->poll(bd);
-	bd->in_poll = false;
-	if (bd->pool)
-		kl_tpool_flush(bd->pool);
-	if (bd->ops->flush_batch)
-		bd->ops->flush_batch(bd);
+	if (bf->pool)
+		kl_tpool_poll(bf->pool);
+	if (bf->ops->poll)
+		bf->ops->poll(bf);
+	bf->in_poll = false;
+	if (bf->pool)
+		kl_tpool_flush(bf->pool);
+	if (bf->ops->flush_batch)
+		bf->ops->flush_batch(bf);
 }
 
-static bool ready(struct kl_blockdev *bd)
+static bool ready(struct kl_bfile *bf)
 {
-	return bd->deferred || (bd->pool && kl_tpool_has_done(bd->pool)) ||
-	       (bd->ops->has_completions && bd->ops->has_completions(bd));
+	return bf->deferred || (bf->pool && kl_tpool_has_done(bf->pool)) ||
+	       (bf->ops->has_completions && bf->ops->has_completions(bf));
 }
 
-static void process(struct kl_blockdev *bd)
+static void process(struct kl_bfile *bf)
 {
 	uint64_t v;
-	while (read(bd->efd, &v, sizeof(v)) < 0 && errno == EINTR)
+	while (read(bf->efd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
 	/* Completions that arrive meanwhile are handled now rather than after
 	 * another trip through poll() (a kick they made costs one spurious
@@ -816,19 +755,19 @@ static void process(struct kl_blockdev *bd)
 	 * the next completion, like QEMU's aio polling; at most 1 ms here. */
 	uint64_t start = kl_clock_ns(), spin_until = 0;
 	for (;;) {
-		process_once(bd);
+		process_once(bf);
 		uint64_t t = kl_clock_ns();
 		if (t - start > 1000000)
 			break; /* let the other main-loop sources run */
-		if (ready(bd))
+		if (ready(bf))
 			continue;
-		if (!poll_ns || !bd->in_flight)
+		if (!poll_ns || !bf->in_flight)
 			break;
 		if (!spin_until)
 			spin_until = t + poll_ns;
-		while (!ready(bd) && kl_clock_ns() < spin_until)
+		while (!ready(bf) && kl_clock_ns() < spin_until)
 			__builtin_ia32_pause();
-		if (!ready(bd))
+		if (!ready(bf))
 			break;
 		spin_until = 0;
 	}
@@ -842,34 +781,51 @@ static bool efd_handler(int fd, GIOCondition cond, void *opaque)
 	return true;
 }
 
-void kl_blockdev_close(struct kl_blockdev *bd)
+void kl_bfile_close(struct kl_bfile *bf)
 {
-	if (!bd)
+	if (!bf)
 		return;
-	if (bd->in_poll) {
-		fprintf(stderr, "kvmlite: BUG: drive '%s' closed from its completion callback\n",
-			bd->id);
+	if (bf->in_poll) {
+		fprintf(stderr, "kvmlite: BUG: file '%s' closed from its completion callback\n",
+			bf->filename);
 		abort();
 	}
-	if (bd->efd_watch)
-		kl_source_remove(bd->efd_watch);
-	bd->efd_watch = 0;
+	open_files = g_list_remove(open_files, bf);
+	if (bf->efd_watch)
+		kl_source_remove(bf->efd_watch);
+	bf->efd_watch = 0;
 	/* Drain: every engine signals the eventfd on completion. */
-	while (bd->in_flight) {
-		struct pollfd p = { .fd = bd->efd, .events = POLLIN };
-		process(bd);
-		if (bd->in_flight)
+	while (bf->in_flight) {
+		struct pollfd p = { .fd = bf->efd, .events = POLLIN };
+		process(bf);
+		if (bf->in_flight)
 			poll(&p, 1, 100);
 	}
-	if (bd->registered)
-		kl_blockdev_unregister(bd);
-	bd->ops->fini(bd);
-	if (bd->pool)
-		kl_tpool_free(bd->pool);
-	close(bd->efd);
-	close(bd->fd);
-	g_free(bd->id);
-	g_free(bd->filename);
-	g_free(bd->attached);
-	g_free(bd);
+	bf->ops->fini(bf);
+	if (bf->pool)
+		kl_tpool_free(bf->pool);
+	close(bf->efd);
+	close(bf->fd);
+	if (bf->mfd >= 0)
+		close(bf->mfd);
+	g_free(bf->filename);
+	g_free(bf);
+}
+
+void kl_bfile_wait_any(int timeout_ms)
+{
+	struct pollfd p[64];
+	nfds_t n = 0;
+	for (GList *l = open_files; l; l = l->next) {
+		struct kl_bfile *bf = l->data;
+		if (!bf->in_poll)
+			process(bf);
+	}
+	for (GList *l = open_files; l && n < G_N_ELEMENTS(p); l = l->next) {
+		struct kl_bfile *bf = l->data;
+		if (bf->in_flight)
+			p[n++] = (struct pollfd){ .fd = bf->efd, .events = POLLIN };
+	}
+	if (n && timeout_ms)
+		poll(p, n, timeout_ms);
 }

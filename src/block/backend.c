@@ -1,0 +1,415 @@
+/* Block backends: what a device attaches to.  A backend has an id (the
+ * -drive id; "" for one made for `-device ...,drive=NODE-NAME`), a root
+ * node, the device it is attached to, statistics, and the registry.
+ * kl_blk_submit() adds the statistics and hands the request to the root
+ * node (node.c); while a backend is quiesced (snapshots, graph changes)
+ * new requests wait in a queue. */
+#include "node.h"
+#include "block_int.h"
+
+#include <errno.h>
+#include <glib.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvmlite/clock.h"
+#include "kvmlite/loop.h"
+
+struct kl_blockdev {
+	char *id;
+	struct kl_bnode *root;
+	char *attached;
+	struct kl_blk_stats stats;
+	bool registered;
+	unsigned in_flight;
+	unsigned quiesce;
+	GQueue held;                    /* struct breq * waiting for quiesce end */
+};
+
+struct breq {
+	struct kl_blockdev *bd;
+	enum kl_blk_op op;
+	uint64_t offset, len;
+	kl_blk_cb cb;
+	void *opaque;
+	uint64_t start_ns;
+	/* held requests keep a copy of the iovec */
+	struct iovec *iov;
+	int iovcnt;
+	struct breq *free_next;
+};
+
+static GPtrArray *backends;         /* struct kl_blockdev *, creation order */
+static struct breq *breq_free;      /* recycled request records */
+static unsigned breq_nfree;
+
+/* ---- registry ---- */
+
+struct kl_blockdev *kl_blockdev_find(const char *id)
+{
+	if (!backends || !id || !*id)
+		return NULL;
+	for (guint i = 0; i < backends->len; i++) {
+		struct kl_blockdev *bd = g_ptr_array_index(backends, i);
+		if (strcmp(bd->id, id) == 0)
+			return bd;
+	}
+	return NULL;
+}
+
+struct kl_blockdev *kl_blockdev_for_device(const char *drive, char **err)
+{
+	struct kl_blockdev *bd = kl_blockdev_find(drive);
+	if (bd)
+		return bd;
+	struct kl_bnode *bs = kl_bnode_find(drive);
+	if (!bs) {
+		*err = g_strdup_printf("Property 'drive': can't find value '%s'", drive ? drive : "");
+		return NULL;
+	}
+	for (guint i = 0; backends && i < backends->len; i++) {
+		struct kl_blockdev *b = g_ptr_array_index(backends, i);
+		if (b->root == bs) {
+			*err = g_strdup_printf("Property 'drive': node '%s' is already in use", drive);
+			return NULL;
+		}
+	}
+	kl_bnode_ref(bs);
+	bd = kl_blockdev_new("", bs);
+	kl_bnode_unref(bs);
+	kl_blockdev_register(bd);
+	return bd;
+}
+
+void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque)
+{
+	if (!backends)
+		return;
+	for (guint i = 0; i < backends->len; i++)
+		fn(g_ptr_array_index(backends, i), opaque);
+}
+
+void kl_blockdev_register(struct kl_blockdev *bd)
+{
+	if (!backends)
+		backends = g_ptr_array_new();
+	g_ptr_array_add(backends, bd);
+	bd->registered = true;
+}
+
+void kl_blockdev_close_all(void)
+{
+	while (backends && backends->len)
+		kl_blockdev_close(g_ptr_array_index(backends, backends->len - 1));
+	if (backends) {
+		g_ptr_array_free(backends, TRUE);
+		backends = NULL;
+	}
+	while (breq_free) {
+		struct breq *r = breq_free;
+		breq_free = r->free_next;
+		g_free(r);
+	}
+	breq_nfree = 0;
+}
+
+/* ---- life cycle ---- */
+
+struct kl_blockdev *kl_blockdev_new(const char *id, struct kl_bnode *root)
+{
+	struct kl_blockdev *bd = g_new0(struct kl_blockdev, 1);
+	bd->id = g_strdup(id ? id : "");
+	bd->root = root;
+	kl_bnode_ref(root);
+	g_queue_init(&bd->held);
+	return bd;
+}
+
+struct kl_bnode_inherit kl_block_inherit(enum kl_blk_cache c, enum kl_blk_engine e, bool ro)
+{
+	struct kl_bnode_inherit in = { .readonly = ro, .engine = e };
+	in.direct = c == KL_CACHE_NONE || c == KL_CACHE_DIRECTSYNC;
+	in.writethrough = c == KL_CACHE_WRITETHROUGH || c == KL_CACHE_DIRECTSYNC;
+	in.no_flush = c == KL_CACHE_UNSAFE;
+	return in;
+}
+
+struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
+{
+	if (!o->file || !*o->file) {
+		*err = g_strdup("drive: no file name given (file=)");
+		return NULL;
+	}
+	if ((unsigned)o->cache > KL_CACHE_UNSAFE || (unsigned)o->engine > KL_AIO_IO_URING) {
+		*err = g_strdup_printf("'%s': invalid cache or aio mode", o->file);
+		return NULL;
+	}
+	if (o->format && !kl_bdrv_find(o->format)) {
+		*err = !strcmp(o->format, "qcow2")
+			? g_strdup_printf("'%s': format 'qcow2' is not supported yet (only raw)", o->file)
+			: g_strdup_printf("'%s': Unknown driver '%s'", o->file, o->format);
+		return NULL;
+	}
+	struct kl_bnode_inherit in = kl_block_inherit(o->cache, o->engine, o->readonly);
+	in.discard_unmap = o->discard_unmap;
+	struct kl_bnode *root = kl_bnode_open_image(o->file, o->format ? o->format : o->probe ? NULL : "raw", &in,
+						    o->fmt_opts, err);
+	if (!root)
+		return NULL;
+	struct kl_blockdev *bd = kl_blockdev_new(o->id, root);
+	kl_bnode_unref(root);
+	return bd;
+}
+
+void kl_blockdev_close(struct kl_blockdev *bd)
+{
+	if (!bd)
+		return;
+	kl_blockdev_drain(bd);
+	if (bd->registered && backends)
+		g_ptr_array_remove(backends, bd);
+	kl_bnode_unref(bd->root);
+	g_free(bd->id);
+	g_free(bd->attached);
+	g_free(bd);
+}
+
+/* ---- getters ---- */
+
+static struct kl_bnode *protocol_of(struct kl_bnode *bs)
+{
+	while (bs && !bs->drv->protocol)
+		bs = bs->file;
+	return bs;
+}
+
+const char *kl_blockdev_id(const struct kl_blockdev *bd) { return bd->id; }
+struct kl_bnode *kl_blockdev_root(const struct kl_blockdev *bd) { return bd->root; }
+const char *kl_blockdev_filename(const struct kl_blockdev *bd) { return bd->root->filename; }
+uint64_t kl_blockdev_size(const struct kl_blockdev *bd) { return bd->root->size; }
+bool kl_blockdev_readonly(const struct kl_blockdev *bd) { return bd->root->readonly; }
+uint32_t kl_blockdev_block_size(const struct kl_blockdev *bd) { (void)bd; return 512; }
+unsigned kl_blockdev_in_flight(const struct kl_blockdev *bd) { return bd->in_flight; }
+const char *kl_blockdev_attached(const struct kl_blockdev *bd) { return bd->attached; }
+
+enum kl_blk_engine kl_blockdev_engine(const struct kl_blockdev *bd)
+{
+	struct kl_bnode *p = protocol_of(bd->root);
+	return p ? p->in.engine : bd->root->in.engine;
+}
+
+enum kl_blk_cache kl_blockdev_cache(const struct kl_blockdev *bd)
+{
+	const struct kl_bnode_inherit *in = &bd->root->in;
+	if (in->no_flush)
+		return KL_CACHE_UNSAFE;
+	if (in->direct)
+		return in->writethrough ? KL_CACHE_DIRECTSYNC : KL_CACHE_NONE;
+	return in->writethrough ? KL_CACHE_WRITETHROUGH : KL_CACHE_WRITEBACK;
+}
+
+uint32_t kl_blockdev_dio_align(const struct kl_blockdev *bd)
+{
+	struct kl_bnode *p = protocol_of(bd->root);
+	return p && p->bfile ? p->bfile->align : 1;
+}
+
+void kl_blockdev_set_attached(struct kl_blockdev *bd, const char *qdev)
+{
+	g_free(bd->attached);
+	bd->attached = g_strdup(qdev);
+}
+
+void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out)
+{
+	*out = bd->stats;
+}
+
+/* ---- requests ---- */
+
+static struct breq *breq_get(void)
+{
+	struct breq *r = breq_free;
+	if (r) {
+		breq_free = r->free_next;
+		breq_nfree--;
+		memset(r, 0, sizeof(*r));
+		return r;
+	}
+	return g_new0(struct breq, 1);
+}
+
+static void breq_put(struct breq *r)
+{
+	g_free(r->iov);
+	if (breq_nfree >= 256) {
+		g_free(r);
+		return;
+	}
+	r->free_next = breq_free;
+	breq_free = r;
+	breq_nfree++;
+}
+
+static void account(struct kl_blockdev *bd, enum kl_blk_op op, long ret, uint64_t ns)
+{
+	struct kl_blk_stats *s = &bd->stats;
+	switch (op) {
+	case KL_BLK_READ:
+		if (ret < 0) {
+			s->failed_rd_ops++;
+		} else {
+			s->rd_ops++;
+			s->rd_bytes += (uint64_t)ret;
+			s->rd_total_ns += ns;
+		}
+		break;
+	case KL_BLK_WRITE:
+		if (ret < 0) {
+			s->failed_wr_ops++;
+		} else {
+			s->wr_ops++;
+			s->wr_bytes += (uint64_t)ret;
+			s->wr_total_ns += ns;
+		}
+		break;
+	case KL_BLK_FLUSH:
+		if (ret < 0) {
+			s->failed_flush_ops++;
+		} else {
+			s->flush_ops++;
+			s->flush_total_ns += ns;
+		}
+		break;
+	case KL_BLK_DISCARD:
+		if (ret >= 0)
+			s->discard_ops++;
+		break;
+	case KL_BLK_WRITE_ZEROES:
+		if (ret < 0)
+			s->failed_wr_ops++;
+		else
+			s->wz_ops++;
+		break;
+	}
+}
+
+static void breq_done(void *opaque, long ret)
+{
+	struct breq *r = opaque;
+	struct kl_blockdev *bd = r->bd;
+	account(bd, r->op, ret, kl_clock_ns() - r->start_ns);
+	bd->in_flight--;
+	kl_blk_cb cb = r->cb;
+	void *cb_opaque = r->opaque;
+	breq_put(r);
+	cb(cb_opaque, ret);
+}
+
+static int dispatch(struct breq *r, const struct iovec *iov, int iovcnt)
+{
+	struct kl_bnode *root = r->bd->root;
+	switch (r->op) {
+	case KL_BLK_READ:
+		return kl_bnode_preadv(root, r->offset, iov, iovcnt, breq_done, r);
+	case KL_BLK_WRITE:
+		return kl_bnode_pwritev(root, r->offset, iov, iovcnt, breq_done, r);
+	case KL_BLK_FLUSH:
+		return kl_bnode_flush(root, breq_done, r);
+	case KL_BLK_DISCARD:
+		return kl_bnode_discard(root, r->offset, r->len, breq_done, r);
+	case KL_BLK_WRITE_ZEROES:
+		return kl_bnode_write_zeroes(root, r->offset, r->len,
+					     root->discard_unmap ? KL_BZ_MAY_UNMAP : 0, breq_done, r);
+	}
+	return -EINVAL;
+}
+
+int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
+		  const struct iovec *iov, int iovcnt, uint64_t len,
+		  kl_blk_cb cb, void *opaque)
+{
+	if (!bd || !cb || (unsigned)op > KL_BLK_WRITE_ZEROES)
+		return -EINVAL;
+	bool rw = op == KL_BLK_READ || op == KL_BLK_WRITE;
+	if (rw) {
+		if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
+			return -EINVAL;
+		len = 0;
+		for (int i = 0; i < iovcnt; i++) {
+			if (iov[i].iov_len > (uint64_t)LONG_MAX - len)
+				return -EINVAL;
+			len += iov[i].iov_len;
+		}
+	}
+	struct breq *r = breq_get();
+	r->bd = bd;
+	r->op = op;
+	r->offset = offset;
+	r->len = len;
+	r->cb = cb;
+	r->opaque = opaque;
+	r->start_ns = kl_clock_ns();
+	bd->in_flight++;
+	if (bd->quiesce) {
+		if (rw && iovcnt) {
+			r->iov = g_memdup2(iov, (gsize)iovcnt * sizeof(*iov));
+			r->iovcnt = iovcnt;
+		}
+		g_queue_push_tail(&bd->held, r);
+		return 0;
+	}
+	int ret = dispatch(r, iov, iovcnt);
+	if (ret < 0) {
+		bd->in_flight--;
+		breq_put(r);
+	}
+	return ret;
+}
+
+/* ---- quiesce / drain ---- */
+
+void kl_blockdev_drain(struct kl_blockdev *bd)
+{
+	kl_bnode_drain(bd->root);
+	/* requests still counted are the held ones (quiesced) */
+}
+
+void kl_blockdev_quiesce_begin(struct kl_blockdev *bd)
+{
+	bd->quiesce++;
+	kl_bnode_drain(bd->root);
+}
+
+void kl_blockdev_quiesce_end(struct kl_blockdev *bd)
+{
+	if (!bd->quiesce || --bd->quiesce)
+		return;
+	while (!g_queue_is_empty(&bd->held)) {
+		struct breq *r = g_queue_pop_head(&bd->held);
+		struct iovec *iov = r->iov;
+		r->iov = NULL;
+		if (dispatch(r, iov, r->iovcnt) < 0) {
+			kl_bnode_complete_later(breq_done, r, -EIO);
+		}
+		g_free(iov);
+	}
+}
+
+int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char **err)
+{
+	if (!root) {
+		*err = g_strdup("no node");
+		return -1;
+	}
+	kl_blockdev_quiesce_begin(bd);
+	kl_bnode_ref(root);
+	struct kl_bnode *old = bd->root;
+	bd->root = root;
+	kl_bnode_unref(old);
+	kl_blockdev_quiesce_end(bd);
+	return 0;
+}
+

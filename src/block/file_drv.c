@@ -1,0 +1,201 @@
+/* Node driver "file" (the protocol node): opens a kl_bfile (file.c) with
+ * the inherited cache flags and aio=, passes requests to it, and does the
+ * synchronous metadata I/O formats use (through an fd without O_DIRECT). */
+#include "block_int.h"
+#include "node.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- the "file" protocol driver ---- */
+
+static struct kl_bfile *node_file(struct kl_bnode *bs)
+{
+	return bs->bfile;
+}
+
+static int file_open(struct kl_bnode *bs, struct kl_opts *o, const struct kl_bnode_inherit *in,
+		     char **err)
+{
+	struct kl_bfile_opts fo = { .readonly = in->readonly, .direct = in->direct,
+				    .dsync = in->writethrough, .no_flush = in->no_flush,
+				    .engine = in->engine };
+	const char *v;
+
+	fo.filename = kl_opts_get(o, "filename");
+	if (!fo.filename || !*fo.filename) {
+		*err = g_strdup("Parameter 'filename' is required for driver 'file'");
+		return -1;
+	}
+	if ((v = kl_opts_get(o, "aio"))) {
+		int e;
+		for (e = KL_AIO_THREADS; e <= KL_AIO_IO_URING; e++)
+			if (strcmp(v, kl_blk_engine_name(e)) == 0)
+				break;
+		if (e > KL_AIO_IO_URING) {
+			*err = g_strdup_printf("Parameter 'aio' does not accept value '%s'", v);
+			return -1;
+		}
+		fo.engine = e;
+	}
+	if ((v = kl_opts_get(o, "locking")) && strcmp(v, "auto") && strcmp(v, "on") &&
+	    strcmp(v, "off")) {
+		*err = g_strdup_printf("Parameter 'locking' does not accept value '%s'", v);
+		return -1;
+	}
+	kl_opts_get(o, "aio-max-batch");
+	bs->bfile = kl_bfile_open(&fo, err);
+	if (!bs->bfile)
+		return -1;
+	bs->in.engine = fo.engine;
+	bs->filename = g_strdup(fo.filename);
+	bs->size = bs->bfile->size;
+	return 0;
+}
+
+static void file_close(struct kl_bnode *bs)
+{
+	kl_bfile_close(node_file(bs));
+	bs->bfile = NULL;
+}
+
+static int file_preadv(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
+		       uint64_t len, kl_blk_cb cb, void *opaque)
+{
+	return kl_bfile_submit(node_file(bs), KL_BLK_READ, off, iov, iovcnt, len, cb, opaque);
+}
+
+static int file_pwritev(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
+			uint64_t len, kl_blk_cb cb, void *opaque)
+{
+	return kl_bfile_submit(node_file(bs), KL_BLK_WRITE, off, iov, iovcnt, len, cb, opaque);
+}
+
+static int file_flush(struct kl_bnode *bs, kl_blk_cb cb, void *opaque)
+{
+	return kl_bfile_submit(node_file(bs), KL_BLK_FLUSH, 0, NULL, 0, 0, cb, opaque);
+}
+
+static int file_discard(struct kl_bnode *bs, uint64_t off, uint64_t len, kl_blk_cb cb,
+			void *opaque)
+{
+	if (!bs->discard_unmap)
+		return kl_bnode_complete_later(cb, opaque, 0), 0;
+	return kl_bfile_submit(node_file(bs), KL_BLK_DISCARD, off, NULL, 0, len, cb, opaque);
+}
+
+static int file_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, unsigned flags,
+			     kl_blk_cb cb, void *opaque)
+{
+	(void)flags;
+	return kl_bfile_submit(node_file(bs), KL_BLK_WRITE_ZEROES, off, NULL, 0, len, cb, opaque);
+}
+
+/* Metadata goes through an fd without O_DIRECT (any alignment); Linux keeps
+ * it coherent with O_DIRECT I/O on the same file. */
+static int meta_fd(struct kl_bfile *bf)
+{
+	if (!bf->direct)
+		return bf->fd;
+	if (bf->mfd < 0) {
+		int fl = O_CLOEXEC | (bf->readonly ? O_RDONLY : O_RDWR) | (bf->dsync ? O_DSYNC : 0);
+		bf->mfd = open(bf->filename, fl);
+	}
+	return bf->mfd;
+}
+
+static int file_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t len)
+{
+	int fd = meta_fd(node_file(bs));
+	char *p = buf;
+	if (fd < 0)
+		return -errno;
+	while (len) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0) {
+			memset(p, 0, len);
+			break;
+		}
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+static int file_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, size_t len)
+{
+	struct kl_bfile *bf = node_file(bs);
+	int fd = meta_fd(bf);
+	const char *p = buf;
+	if (fd < 0)
+		return -errno;
+	if (bf->readonly)
+		return -EROFS;
+	while (len) {
+		ssize_t r = pwrite(fd, p, len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? -errno : -EIO;
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+		if (!bf->is_bdev && off > bf->size)
+			bf->size = off;
+	}
+	return 0;
+}
+
+static int file_flush_sync(struct kl_bnode *bs)
+{
+	struct kl_bfile *bf = node_file(bs);
+	if (bf->no_flush || bf->readonly)
+		return 0;
+	return fdatasync(bf->fd) < 0 ? -errno : 0;
+}
+
+static int file_truncate_sync(struct kl_bnode *bs, uint64_t size)
+{
+	struct kl_bfile *bf = node_file(bs);
+	if (bf->is_bdev)
+		return size <= bf->size ? 0 : -ENOSPC;
+	if (ftruncate(bf->fd, (off_t)size) < 0)
+		return -errno;
+	bf->size = size;
+	return 0;
+}
+
+static uint64_t file_length(struct kl_bnode *bs)
+{
+	struct kl_bfile *bf = node_file(bs);
+	struct stat st;
+	if (!bf->is_bdev && fstat(bf->fd, &st) == 0 && (uint64_t)st.st_size > bf->size)
+		bf->size = (uint64_t)st.st_size;
+	return bf->size;
+}
+
+const struct kl_bdrv kl_bdrv_file = {
+	.name = "file",
+	.protocol = true,
+	.open = file_open,
+	.close = file_close,
+	.preadv = file_preadv,
+	.pwritev = file_pwritev,
+	.flush = file_flush,
+	.discard = file_discard,
+	.write_zeroes = file_write_zeroes,
+	.pread_sync = file_pread_sync,
+	.pwrite_sync = file_pwrite_sync,
+	.flush_sync = file_flush_sync,
+	.truncate_sync = file_truncate_sync,
+	.file_length = file_length,
+};
