@@ -61,6 +61,8 @@ struct kl_bdrv {
 	const char *name;               /* "file", "raw", "qcow2" */
 	bool protocol;                  /* opens `filename` itself (no file child) */
 	bool has_backing;               /* format with a backing child */
+	bool meta_cache;                /* metadata cached in memory: writethrough
+					   backends flush after each write */
 
 	/* Format probing: score (0 = not this format, 100 = certain) for the
 	 * first bytes of a file (len may be < 512 for tiny files). */
