@@ -136,7 +136,7 @@ static void add_device(struct kl_vm *vm, const char *spec)
 	const struct kl_device_type *t = kl_device_type_find(drv);
 	if (!t)
 		die("-device %s: unsupported device '%s' (-device help lists them)", spec, drv);
-	kl_opts_get(o, "id"); /* accepted for QEMU compatibility */
+	kl_device_set_path(kl_opts_get(o, "id")); /* QOM path (query-block qdev) */
 	kl_opts_get(o, "bus");
 	kl_opts_get(o, "addr");
 	if (t->create(vm, o, &err) < 0)
@@ -350,6 +350,12 @@ int main(int argc, char **argv)
 	for (guint i = 0; i < cli.netdevs->len; i++)
 		if (!kl_netdev_add(g_ptr_array_index(cli.netdevs, i), &err))
 			die_err(err);
+	/* as libvirt orders them: nodes, then drives, then the devices on them */
+	for (guint i = 0; i < cli.blockdevs->len; i++) {
+		const char *spec = g_ptr_array_index(cli.blockdevs, i);
+		if (!kl_blockdev_add_spec(spec, &err))
+			die("-blockdev %s: %s", spec, err);
+	}
 	for (guint i = 0; i < cli.drives->len; i++)
 		add_drive(vm, g_ptr_array_index(cli.drives, i));
 	for (guint i = 0; i < cli.devices->len; i++)

@@ -184,7 +184,8 @@ static int open_child(struct kl_opts *o, const char *name, const struct kl_bnode
 			return 0;
 		struct kl_bnode *c = kl_bnode_find(ref);
 		if (!c) {
-			*err = g_strdup_printf("Cannot find device='' nor node-name='%s'", ref);
+			*err = g_strdup_printf("Cannot find device='%s' nor node-name='%s'", ref,
+					       ref);
 			return -1;
 		}
 		kl_bnode_ref(c);
