@@ -298,6 +298,14 @@ int main(int argc, char **argv)
 	kl_loop_init();
 	if (cli.daemonize)
 		daemonize_start();
+	/* -blockdev nodes first (they need no VM; errors before /dev/kvm is
+	 * opened), then -drive, then the devices on them, as libvirt orders
+	 * them */
+	for (guint i = 0; i < cli.blockdevs->len; i++) {
+		const char *spec = g_ptr_array_index(cli.blockdevs, i);
+		if (!kl_blockdev_add_spec(spec, &err))
+			die("-blockdev %s: %s", spec, err);
+	}
 	struct kl_cpu_opts copts = { .model = cli.cpu, .assist = cli.assist,
 				     .assist_log = cli.assist_log };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
@@ -350,12 +358,6 @@ int main(int argc, char **argv)
 	for (guint i = 0; i < cli.netdevs->len; i++)
 		if (!kl_netdev_add(g_ptr_array_index(cli.netdevs, i), &err))
 			die_err(err);
-	/* as libvirt orders them: nodes, then drives, then the devices on them */
-	for (guint i = 0; i < cli.blockdevs->len; i++) {
-		const char *spec = g_ptr_array_index(cli.blockdevs, i);
-		if (!kl_blockdev_add_spec(spec, &err))
-			die("-blockdev %s: %s", spec, err);
-	}
 	for (guint i = 0; i < cli.drives->len; i++)
 		add_drive(vm, g_ptr_array_index(cli.drives, i));
 	for (guint i = 0; i < cli.devices->len; i++)
