@@ -206,6 +206,30 @@ def boot_probe(vm, q, what):
         check(False, "probe %s: %s" % (what, e))
 
 
+def probe_pattern():
+    """What the blk probe writes at sector 16 (t_virtio_blk.c fill(), seed 5)."""
+    return bytes((i * 31 + 5 * 7 + (i >> 8)) & 0xff for i in range(4096))
+
+
+def check_images(vm, qimg, base, ov1, ov2, d):
+    """After the probe's exit (images closed): every image consistent, the
+    write landed in the top overlay, the older layers unchanged."""
+    rc = vm.wait_exit(30)
+    check(rc is not None, "kvmlite exited after the probe (status %r)" % rc)
+    for img in (base, ov1, ov2):
+        r = subprocess.run([qimg, "check", "-q", img], capture_output=True, text=True)
+        check(r.returncode == 0, "qemu-img check %s: %s" % (os.path.basename(img),
+                                                             (r.stdout + r.stderr).strip()))
+    for img, want in ((ov2, probe_pattern()), (ov1, bytes(4096)), (base, bytes(4096))):
+        out = os.path.join(d, os.path.basename(img) + ".raw")
+        subprocess.run([qimg, "convert", "-O", "raw", img, out], check=True)
+        with open(out, "rb") as f:
+            f.seek(16 * 512)
+            got = f.read(4096)
+        check(got == want, "%s sectors 16..23 (with its backing chain): %s" % (
+            os.path.basename(img), "the probe's pattern" if want != bytes(4096) else "zeroes"))
+
+
 def phase_raw(binary, probe, qemu, d):
     img = os.path.join(d, "disk.raw")
     with open(img, "wb") as f:
@@ -403,6 +427,8 @@ def phase_qcow2(binary, probe, qemu, d):
         check(ins["node-name"] == "ov2" and ins["backing_file_depth"] == 2 and
               chain == [ov2, ov1, base], "chain ov2 -> ov1 -> base: %r" % chain)
         boot_probe(vm, q, "through the overlays")
+        if FLAVOUR == "kvmlite":
+            check_images(vm, qimg, base, ov1, ov2, d)
     except (qmplib.QMPError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
         check(False, "phase qcow2 aborted: %r" % e)
     finally:
