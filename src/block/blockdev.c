@@ -362,22 +362,9 @@ int kl_block_snapshot_delete_internal(const char *device, const char *id, const 
 		return -1;
 	}
 	if (!find_snapshot(bs, id, name, out)) {
+		/* QEMU 7.2 prints an absent id / name as null (STR_OR_NULL) */
 		*err = g_strdup_printf("Snapshot with id '%s' and name '%s' does not exist on "
-				       "device '%s'", id ? id : "(null)", name ? name : "(null)",
-				       device);
-		/* QEMU 7.2 prints a NULL id/name as 'null' (STR_OR_NULL) */
-		char *t = *err;
-		GString *g = g_string_new(NULL);
-		for (const char *p = t; *p; p++) {
-			if (!strncmp(p, "'(null)'", 8)) {
-				g_string_append(g, "'null'");
-				p += 7;
-			} else {
-				g_string_append_c(g, *p);
-			}
-		}
-		g_free(t);
-		*err = g_string_free(g, FALSE);
+				       "device '%s'", id ? id : "null", name ? name : "null", device);
 		return -1;
 	}
 	if (!bs->drv->snapshot_delete) {

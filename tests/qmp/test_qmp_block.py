@@ -438,6 +438,33 @@ def phase_qcow2(binary, probe, qemu, d):
         vm.stop()
 
 
+def phase_qdev(binary, probe, d):
+    """query-block qdev paths: a -device with id, and the device -drive
+    if=virtio implies (anonymous, created after the -device ones: the probe
+    VM's isa-debug-exit is peripheral-anon device[0])."""
+    a, b = os.path.join(d, "a.raw"), os.path.join(d, "b.raw")
+    for p in (a, b):
+        with open(p, "wb") as f:
+            f.truncate(1 << 20)
+    extra = ["-drive", "file=%s,format=raw,if=virtio" % a,
+             "-drive", "file=%s,format=raw,if=none,id=d1" % b,
+             "-device", "virtio-blk-pci,drive=d1,id=vd1"]
+    vm = start(binary, probe, extra)
+    print("phase qdev: %s" % " ".join(vm.cmd), flush=True)
+    try:
+        q = QMP(vm.sock)
+        q.cmd("qmp_capabilities")
+        got = {x["inserted"]["file"]: x.get("qdev") for x in q.cmd("query-block")}
+        check(got.get(b) == "/machine/peripheral/vd1/virtio-backend",
+              "qdev of -device id=vd1: %r" % got.get(b))
+        check(got.get(a) == "/machine/peripheral-anon/device[1]/virtio-backend",
+              "qdev of the -drive if=virtio device: %r" % got.get(a))
+    except (qmplib.QMPError, OSError, ValueError, KeyError) as e:
+        check(False, "phase qdev aborted: %r" % e)
+    finally:
+        vm.stop()
+
+
 def main():
     global FLAVOUR
     argv = sys.argv[1:]
@@ -452,6 +479,7 @@ def main():
     if status is not None:
         return status
     with tempfile.TemporaryDirectory(prefix="kl-qmp-block-") as d:
+        phase_qdev(binary, probe, d)
         if phase_raw(binary, probe, qemu, d):
             phase_qcow2(binary, probe, qemu, d)
         else:
