@@ -256,6 +256,8 @@ static struct kl_bnode *open_depth(struct kl_opts *o, const struct kl_bnode_inhe
 	if (name && (!valid_node_name(name) || kl_bnode_find(name) || kl_blockdev_find(name))) {
 		*err = !valid_node_name(name)
 			? g_strdup_printf("Invalid node-name: '%s'", name)
+			: kl_blockdev_find(name)
+			? g_strdup_printf("node-name=%s is conflicting with a device id", name)
 			: g_strdup_printf("Duplicate nodes with node-name='%s'", name);
 		return NULL;
 	}

@@ -459,6 +459,8 @@ def phase_qdev(binary, probe, d):
               "qdev of -device id=vd1: %r" % got.get(b))
         check(got.get(a) == "/machine/peripheral-anon/device[1]/virtio-backend",
               "qdev of the -drive if=virtio device: %r" % got.get(a))
+        err(q, "blockdev-add", {"driver": "file", "filename": b, "node-name": "d1"},
+            "node-name=d1 is conflicting with a device id")
     except (qmplib.QMPError, OSError, ValueError, KeyError) as e:
         check(False, "phase qdev aborted: %r" % e)
     finally:
