@@ -82,7 +82,14 @@ struct kl_qmp_cmd {
 const struct kl_qmp_cmd *kl_qmp_cmd_find(const char *name);
 const struct kl_qmp_cmd *kl_qmp_cmd_list(void); /* {NULL}-terminated */
 
-JsonNode *kl_qmp_version_node(void);  /* {"qemu": {...}, "package": ...} */
+JsonNode *kl_qmp_version_node(void);
+
+/* ---- qmp_net.c: netdev_set_throttle, query-netdev-throttle ---- */
+extern const struct kl_qmp_arg kl_qmp_netdev_set_throttle_args[];
+enum kl_qmp_err kl_qmp_cmd_netdev_set_throttle(struct kl_qmp_session *s, JsonObject *args,
+					       JsonNode **ret, char **desc);
+enum kl_qmp_err kl_qmp_cmd_query_netdev_throttle(struct kl_qmp_session *s, JsonObject *args,
+						 JsonNode **ret, char **desc);  /* {"qemu": {...}, "package": ...} */
 
 /* Event name + optional data (consumed) -> every negotiated client. */
 void kl_monitor_broadcast(const char *event, JsonNode *data);

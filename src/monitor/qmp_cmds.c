@@ -517,6 +517,8 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "query-blockstats", cmd_query_blockstats, blockstats_args },
 	{ "query-chardev", cmd_query_chardev, no_args },
 	{ "human-monitor-command", cmd_hmp, hmp_args },
+	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },
+	{ "query-netdev-throttle", kl_qmp_cmd_query_netdev_throttle, no_args },
 	{ NULL },
 };
 
