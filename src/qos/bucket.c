@@ -23,7 +23,8 @@ void kl_bucket_leak(struct kl_bucket *b, uint64_t delta_ns)
 
 static uint64_t wait_for(double extra, double rate)
 {
-	return (uint64_t)ceil(extra * NS_PER_S / rate);
+	double ns = ceil(extra * NS_PER_S / rate);
+	return ns < 1e18 ? (uint64_t)ns : (uint64_t)1e18;   /* ~31 years */
 }
 
 uint64_t kl_bucket_wait_ns(const struct kl_bucket *b)
