@@ -51,6 +51,7 @@ struct kl_blk_stats {
 
 struct kl_blockdev;
 struct kl_bnode;
+struct kl_throttle_config;
 
 struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err);
 void kl_blockdev_close(struct kl_blockdev *bd); /* drains in-flight requests */
@@ -74,6 +75,12 @@ struct kl_bnode *kl_bnode_find(const char *node_name); /* NULL: none */
 void kl_blockdev_drain(struct kl_blockdev *bd);
 void kl_blockdev_quiesce_begin(struct kl_blockdev *bd);
 void kl_blockdev_quiesce_end(struct kl_blockdev *bd);
+/* I/O limits of the backend (QEMU's throttling.* / block_set_io_throttle;
+ * checked here; all zero = none).  Queued requests are retried at once. */
+int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
+			     char **err);
+/* The limits in force, NULL when none. */
+const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd);
 /* Point the backend at another root (external snapshots), quiesced. */
 int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char **err);
 /* Iterate over all registered drives in creation order. */

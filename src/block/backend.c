@@ -16,6 +16,7 @@
 
 #include "kvmlite/clock.h"
 #include "kvmlite/loop.h"
+#include "kvmlite/throttle.h"
 
 struct kl_blockdev {
 	char *id;
@@ -26,6 +27,11 @@ struct kl_blockdev {
 	unsigned in_flight;
 	unsigned quiesce;
 	GQueue held;                    /* struct breq * waiting for quiesce end */
+	/* I/O limits (throttling.*, block_set_io_throttle): reads and writes
+	 * beyond them wait here, in order, until the limiter's timer */
+	struct kl_throttle thr;
+	bool thr_init;
+	GQueue thr_q[KL_THR_NDIRS];
 };
 
 struct breq {
@@ -126,6 +132,8 @@ struct kl_blockdev *kl_blockdev_new(const char *id, struct kl_bnode *root)
 	bd->root = root;
 	kl_bnode_ref(root);
 	g_queue_init(&bd->held);
+	g_queue_init(&bd->thr_q[KL_THR_READ]);
+	g_queue_init(&bd->thr_q[KL_THR_WRITE]);
 	return bd;
 }
 
@@ -170,6 +178,8 @@ void kl_blockdev_close(struct kl_blockdev *bd)
 	if (!bd)
 		return;
 	kl_blockdev_drain(bd);
+	if (bd->thr_init)
+		kl_throttle_destroy(&bd->thr);
 	if (bd->registered && backends)
 		g_ptr_array_remove(backends, bd);
 	kl_bnode_unref(bd->root);
@@ -351,6 +361,71 @@ static int dispatch(struct breq *r, const struct iovec *iov, int iovcnt)
 	return -EINVAL;
 }
 
+/* Which limiter direction an op is accounted in (-1: not limited, as
+ * QEMU: flush and discard pass). */
+static int thr_dir(enum kl_blk_op op)
+{
+	return op == KL_BLK_READ ? KL_THR_READ
+		: op == KL_BLK_WRITE || op == KL_BLK_WRITE_ZEROES ? KL_THR_WRITE : -1;
+}
+
+/* Dispatch a queued request (its iovec copy is freed here). */
+static void dispatch_queued(struct breq *r)
+{
+	struct iovec *iov = r->iov;
+	r->iov = NULL;
+	if (dispatch(r, iov, r->iovcnt) < 0)
+		kl_bnode_complete_later(breq_done, r, -EIO);
+	g_free(iov);
+}
+
+/* Start the queued requests of dir the limits allow now (all: force). */
+static void thr_run(struct kl_blockdev *bd, int dir, bool force)
+{
+	GQueue *q = &bd->thr_q[dir];
+	while (!g_queue_is_empty(q) && !bd->quiesce) {
+		if (!force && bd->thr.enabled && !kl_throttle_allow(&bd->thr, dir))
+			return; /* the limiter's timer calls back */
+		struct breq *r = g_queue_pop_head(q);
+		kl_throttle_account(&bd->thr, dir, r->len);
+		dispatch_queued(r);
+	}
+}
+
+static void thr_resume_read(void *opaque)
+{
+	thr_run(opaque, KL_THR_READ, false);
+}
+
+static void thr_resume_write(void *opaque)
+{
+	thr_run(opaque, KL_THR_WRITE, false);
+}
+
+int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
+			     char **err)
+{
+	if (kl_throttle_config_check(cfg, err) < 0)
+		return -1;
+	if (!bd->thr_init) {
+		if (!kl_throttle_config_enabled(cfg))
+			return 0;
+		kl_throttle_init(&bd->thr, NULL, NULL);
+		kl_throttle_set_timers(&bd->thr, thr_resume_read, thr_resume_write, bd);
+		bd->thr_init = true;
+	}
+	kl_throttle_set_config(&bd->thr, cfg);
+	/* retry what waits under the new limits (all of it when none are left) */
+	thr_run(bd, KL_THR_READ, !bd->thr.enabled);
+	thr_run(bd, KL_THR_WRITE, !bd->thr.enabled);
+	return 0;
+}
+
+const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd)
+{
+	return bd->thr_init && bd->thr.enabled ? &bd->thr.cfg : NULL;
+}
+
 int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		  const struct iovec *iov, int iovcnt, uint64_t len,
 		  kl_blk_cb cb, void *opaque)
@@ -377,14 +452,20 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 	r->opaque = opaque;
 	r->start_ns = kl_clock_ns();
 	bd->in_flight++;
-	if (bd->quiesce) {
+	int dir = thr_dir(op);
+	bool throttled = dir >= 0 && bd->thr_init &&
+			 (!g_queue_is_empty(&bd->thr_q[dir]) ||
+			  (bd->thr.enabled && !bd->quiesce && !kl_throttle_allow(&bd->thr, dir)));
+	if (bd->quiesce || throttled) {
 		if (rw && iovcnt) {
 			r->iov = g_memdup2(iov, (gsize)iovcnt * sizeof(*iov));
 			r->iovcnt = iovcnt;
 		}
-		g_queue_push_tail(&bd->held, r);
+		g_queue_push_tail(bd->quiesce ? &bd->held : &bd->thr_q[dir], r);
 		return 0;
 	}
+	if (dir >= 0 && bd->thr_init)
+		kl_throttle_account(&bd->thr, dir, len);
 	int ret = dispatch(r, iov, iovcnt);
 	if (ret < 0) {
 		bd->in_flight--;
@@ -397,6 +478,11 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 
 void kl_blockdev_drain(struct kl_blockdev *bd)
 {
+	/* as QEMU's drain: requests held by the limits go now */
+	if (bd->thr_init) {
+		thr_run(bd, KL_THR_READ, true);
+		thr_run(bd, KL_THR_WRITE, true);
+	}
 	kl_bnode_drain(bd->root);
 	/* requests still counted are the held ones (quiesced) */
 }
@@ -413,12 +499,16 @@ void kl_blockdev_quiesce_end(struct kl_blockdev *bd)
 		return;
 	while (!g_queue_is_empty(&bd->held)) {
 		struct breq *r = g_queue_pop_head(&bd->held);
-		struct iovec *iov = r->iov;
-		r->iov = NULL;
-		if (dispatch(r, iov, r->iovcnt) < 0) {
-			kl_bnode_complete_later(breq_done, r, -EIO);
+		int dir = thr_dir(r->op);
+		if (dir >= 0 && bd->thr_init &&
+		    (!g_queue_is_empty(&bd->thr_q[dir]) ||
+		     (bd->thr.enabled && !kl_throttle_allow(&bd->thr, dir)))) {
+			g_queue_push_tail(&bd->thr_q[dir], r);
+			continue;
 		}
-		g_free(iov);
+		if (dir >= 0 && bd->thr_init)
+			kl_throttle_account(&bd->thr, dir, r->len);
+		dispatch_queued(r);
 	}
 }
 

@@ -2,6 +2,7 @@
  * node, like QEMU's -drive; the keys -drive does not know are the format
  * driver's (l2-cache-size=... for qcow2). */
 #include "node.h"
+#include "kvmlite/throttle.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -86,6 +87,19 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 			return NULL;
 		}
 	}
+	struct kl_throttle_config thr;
+	kl_throttle_config_init(&thr);
+	if (kl_opts_get(opts, "throttling.group")) {
+		*err = g_strdup("drive: throttling.group is not supported yet (throttle groups)");
+		return NULL;
+	}
+	if (kl_throttle_config_from_opts(&thr, kl_throttle_disk_keys, true, opts, "throttling",
+					 err) < 0) {
+		char *e = *err;
+		*err = g_strdup_printf("drive: %s", e);
+		g_free(e);
+		return NULL;
+	}
 	o.fmt_opts = opts; /* the keys not used so far */
 	o.probe = true;
 	if (!o.file || !*o.file) {
@@ -121,6 +135,10 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 	if (!bd)
 		return NULL;
 	if (kl_opts_check_unused(opts, "drive", err) < 0) {
+		kl_blockdev_close(bd);
+		return NULL;
+	}
+	if (kl_blockdev_set_throttle(bd, &thr, err) < 0) {
 		kl_blockdev_close(bd);
 		return NULL;
 	}

@@ -99,9 +99,10 @@ KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_internal)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_delete_internal)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_sync)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_block_set_io_throttle)
 extern const struct kl_qmp_arg kl_qmp_blockstats_args[], kl_qmp_named_nodes_args[],
 	kl_qmp_blockdev_del_args[], kl_qmp_snap_internal_args[], kl_qmp_snap_delete_args[],
-	kl_qmp_snap_sync_args[], kl_qmp_snap_args[];
+	kl_qmp_snap_sync_args[], kl_qmp_snap_args[], kl_qmp_set_io_throttle_args[];
 /* args NULL: free-form arguments (blockdev-add: the command checks them) */
 #define KL_QMP_BLOCK_CMDS \
 	{ "query-block", kl_qmp_query_block, no_args }, \
@@ -113,7 +114,8 @@ extern const struct kl_qmp_arg kl_qmp_blockstats_args[], kl_qmp_named_nodes_args
 	{ "blockdev-snapshot-delete-internal-sync", kl_qmp_snapshot_delete_internal, \
 	  kl_qmp_snap_delete_args }, \
 	{ "blockdev-snapshot-sync", kl_qmp_snapshot_sync, kl_qmp_snap_sync_args }, \
-	{ "blockdev-snapshot", kl_qmp_snapshot, kl_qmp_snap_args },
+	{ "blockdev-snapshot", kl_qmp_snapshot, kl_qmp_snap_args }, \
+	{ "block_set_io_throttle", kl_qmp_block_set_io_throttle, kl_qmp_set_io_throttle_args },
 
 /* ---- qmp_net.c: netdev_set_throttle, query-netdev-throttle ---- */
 extern const struct kl_qmp_arg kl_qmp_netdev_set_throttle_args[];

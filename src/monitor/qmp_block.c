@@ -7,7 +7,16 @@
 
 #include "../block/node.h"
 #include "kvmlite/block.h"
+#include "kvmlite/throttle.h"
 #include "monitor_int.h"
+
+/* BlockIOThrottle member <-> the limiter's disk key (QEMU's names). */
+static const struct {
+	const char *qmp, *key;
+} thr_names[] = {
+	{ "bps", "bps-total" }, { "bps_rd", "bps-read" }, { "bps_wr", "bps-write" },
+	{ "iops", "iops-total" }, { "iops_rd", "iops-read" }, { "iops_wr", "iops-write" },
+};
 
 static const char *str_arg(JsonObject *args, const char *k)
 {
@@ -136,7 +145,29 @@ static void block_info(struct kl_blockdev *bd, void *opaque)
 	json_object_set_string_member(o, "type", "unknown");
 	json_object_set_boolean_member(o, "removable", false);
 	json_object_set_boolean_member(o, "locked", false);
-	json_object_set_object_member(o, "inserted", device_info(kl_blockdev_root(bd), true));
+	JsonObject *ins = device_info(kl_blockdev_root(bd), true);
+	const struct kl_throttle_config *cfg = kl_blockdev_throttle(bd);
+	for (unsigned i = 0; cfg && i < G_N_ELEMENTS(thr_names); i++) {
+		uint64_t v, mx, len;
+		char *k = g_strdup_printf("%s-max", thr_names[i].key);
+		char *kl = g_strdup_printf("%s-max-length", thr_names[i].key);
+		if (kl_throttle_config_get(cfg, kl_throttle_disk_keys, thr_names[i].key, &v))
+			json_object_set_int_member(ins, thr_names[i].qmp, (gint64)v);
+		if (kl_throttle_config_get(cfg, kl_throttle_disk_keys, k, &mx) && mx) {
+			char *m = g_strdup_printf("%s_max", thr_names[i].qmp);
+			char *ml = g_strdup_printf("%s_max_length", thr_names[i].qmp);
+			json_object_set_int_member(ins, m, (gint64)mx);
+			if (kl_throttle_config_get(cfg, kl_throttle_disk_keys, kl, &len))
+				json_object_set_int_member(ins, ml, (gint64)len);
+			g_free(m);
+			g_free(ml);
+		}
+		g_free(k);
+		g_free(kl);
+	}
+	if (cfg && cfg->op_size)
+		json_object_set_int_member(ins, "iops_size", (gint64)cfg->op_size);
+	json_object_set_object_member(o, "inserted", ins);
 	if (qdev)
 		json_object_set_string_member(o, "io-status", "ok");
 	json_array_add_object_element(a, o);
@@ -355,6 +386,105 @@ enum kl_qmp_err kl_qmp_snapshot(struct kl_qmp_session *s, JsonObject *args, Json
 	return kl_block_snapshot(str_arg(args, "node"), str_arg(args, "overlay"), desc) < 0
 		? KL_QMP_GENERIC : KL_QMP_OK;
 }
+
+/* ---- block_set_io_throttle ---- */
+
+struct find_dev {
+	const char *device, *id;
+	struct kl_blockdev *bd;
+};
+
+static void find_dev(struct kl_blockdev *bd, void *opaque)
+{
+	struct find_dev *f = opaque;
+	const char *qdev = kl_blockdev_attached(bd);
+	if (f->bd)
+		return;
+	if (f->device && !strcmp(kl_blockdev_id(bd), f->device))
+		f->bd = bd;
+	/* id: the device's id or its QOM path (/machine/peripheral/ID/...) */
+	if (f->id && qdev) {
+		char *p = g_strdup_printf("/machine/peripheral/%s/", f->id);
+		if (!strcmp(qdev, f->id) || g_str_has_prefix(qdev, p) ||
+		    (g_str_has_prefix(qdev, f->id) && qdev[strlen(f->id)] == '/'))
+			f->bd = bd;
+		g_free(p);
+	}
+}
+
+enum kl_qmp_err kl_qmp_block_set_io_throttle(struct kl_qmp_session *s, JsonObject *args,
+					     JsonNode **ret, char **desc)
+{
+	(void)s;
+	struct find_dev f = { str_arg(args, "device"), str_arg(args, "id"), NULL };
+	if (!f.device == !f.id) {
+		*desc = g_strdup("Need exactly one of 'device' and 'id'");
+		return KL_QMP_GENERIC;
+	}
+	if (str_arg(args, "group")) {
+		*desc = g_strdup("Parameter 'group': throttle groups are not supported yet");
+		return KL_QMP_GENERIC;
+	}
+	kl_blockdev_foreach(find_dev, &f);
+	if (!f.bd) {
+		*desc = f.device ? g_strdup_printf("Device '%s' not found", f.device)
+				 : g_strdup_printf("Device '%s' not found", f.id);
+		return KL_QMP_DEVICE_NOT_FOUND;
+	}
+	struct kl_throttle_config cfg;
+	kl_throttle_config_init(&cfg);
+	for (unsigned i = 0; i < G_N_ELEMENTS(thr_names); i++) {
+		static const char *const sfx[][2] = { { "", "" }, { "_max", "-max" },
+						       { "_max_length", "-max-length" } };
+		for (unsigned j = 0; j < 3; j++) {
+			char *m = g_strdup_printf("%s%s", thr_names[i].qmp, sfx[j][0]);
+			if (json_object_has_member(args, m)) {
+				char *k = g_strdup_printf("%s%s", thr_names[i].key, sfx[j][1]);
+				char *v = g_strdup_printf("%" G_GINT64_FORMAT,
+							  json_object_get_int_member(args, m));
+				int r = kl_throttle_config_set(&cfg, kl_throttle_disk_keys, true, k, v,
+							       desc);
+				g_free(k);
+				g_free(v);
+				if (r != 0) {
+					if (r > 0)
+						*desc = g_strdup_printf("Parameter '%s' is unexpected", m);
+					g_free(m);
+					return KL_QMP_GENERIC;
+				}
+			}
+			g_free(m);
+		}
+	}
+	if (json_object_has_member(args, "iops_size")) {
+		char *v = g_strdup_printf("%" G_GINT64_FORMAT,
+					  json_object_get_int_member(args, "iops_size"));
+		int r = kl_throttle_config_set(&cfg, kl_throttle_disk_keys, true, "iops-size", v, desc);
+		g_free(v);
+		if (r != 0)
+			return KL_QMP_GENERIC;
+	}
+	if (kl_blockdev_set_throttle(f.bd, &cfg, desc) < 0)
+		return KL_QMP_GENERIC;
+	*ret = kl_qmp_obj_node(json_object_new());
+	return KL_QMP_OK;
+}
+
+#define I(n, opt) { n, JSON_NODE_VALUE, G_TYPE_INT64, opt }
+const struct kl_qmp_arg kl_qmp_set_io_throttle_args[] = {
+	{ "device", JSON_NODE_VALUE, G_TYPE_STRING, true },
+	{ "id", JSON_NODE_VALUE, G_TYPE_STRING, true },
+	I("bps", false), I("bps_rd", false), I("bps_wr", false),
+	I("iops", false), I("iops_rd", false), I("iops_wr", false),
+	I("bps_max", true), I("bps_rd_max", true), I("bps_wr_max", true),
+	I("iops_max", true), I("iops_rd_max", true), I("iops_wr_max", true),
+	I("bps_max_length", true), I("bps_rd_max_length", true), I("bps_wr_max_length", true),
+	I("iops_max_length", true), I("iops_rd_max_length", true), I("iops_wr_max_length", true),
+	I("iops_size", true),
+	{ "group", JSON_NODE_VALUE, G_TYPE_STRING, true },
+	{ NULL },
+};
+#undef I
 
 #define S(n, opt) { n, JSON_NODE_VALUE, G_TYPE_STRING, opt }
 const struct kl_qmp_arg kl_qmp_blockstats_args[] = {

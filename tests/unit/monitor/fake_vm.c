@@ -248,3 +248,16 @@ unsigned kl_assist_counters(const struct kl_assist *a, struct kl_assist_counter 
 		out[n] = c[n];
 	return n;
 }
+
+/* I/O limits: the fake's backends have none and refuse to get any. */
+const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd)
+{
+	(void)bd;
+	return NULL;
+}
+int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
+			     char **err)
+{
+	(void)bd, (void)cfg;
+	return FAKE_NOGRAPH(err);
+}
