@@ -522,7 +522,13 @@ static void aop_written(void *opaque, long ret)
 		uint64_t first = a->rs / s->sc_size, last = a->re / s->sc_size;
 		uint64_t m = (last - first >= 32 ? 0xffffffffull
 						 : ((1ull << (last - first)) - 1) << first);
-		uint64_t old = a->realloc || (a->e & QC_OFLAG_COMPRESSED) ? 0 : a->bmp;
+		uint64_t old = 0, ce;
+		/* the current bitmap: other runs of this request may have landed */
+		if (!a->realloc && !(a->e & QC_OFLAG_COMPRESSED) &&
+		    qc_l2_get(s, a->ci, &ce, &old) < 0) {
+			aop_end(a, -EIO);
+			return;
+		}
 		nb = (old | m) & ~(m << 32);
 		if (a->realloc)
 			nb = 0xffffffffull;
@@ -645,6 +651,26 @@ static void write_submit(struct qc_req *r)
 		}
 		if (direct) {
 			seg_add(r, &sg, SEG_HOST, pos, n, h + o);
+		} else if (s->ext_l2 && h && (e & QC_OFLAG_COPIED) && !(e & QC_OFLAG_COMPRESSED)) {
+			/* allocated subclusters are written in place (never through a
+			 * COW buffer: a direct write may be in flight there); each run
+			 * of unallocated ones is allocated on its own */
+			for (uint64_t p = o; p < o + n && ret >= 0;) {
+				uint64_t sc = p / s->sc_size, q = p;
+				bool al = bmp & (1ull << sc);
+				while (q < o + n && !!(bmp & (1ull << (q / s->sc_size))) == al)
+					q = (q / s->sc_size + 1) * s->sc_size;
+				if (q > o + n)
+					q = o + n;
+				if (al) {
+					seg_add(r, &sg, SEG_HOST, pos + p - o, q - p, h + p);
+				} else {
+					if (sg.kind != SEG_NONE)
+						seg_issue(r, &sg);
+					ret = start_alloc(r, ci, p, q - p, pos + p - o, e, bmp);
+				}
+				p = q;
+			}
 		} else {
 			if (sg.kind != SEG_NONE)
 				seg_issue(r, &sg);
