@@ -395,10 +395,11 @@ int qc_rebuild_refcounts(struct qcow2 *s, char **err)
 {
 	uint64_t cs = s->cluster_size, E = s->rb_entries;
 	struct rcount rc = { 0 };
-	rc.cap = 64ull << 20;
-	if ((QC_MAX_HOST_OFFSET / cs) < rc.cap)
-		rc.cap = QC_MAX_HOST_OFFSET / cs;
 	uint64_t flen_c = (qc_file_len(s) + cs - 1) / cs;
+	/* metadata may only point (a little) past the end of the file */
+	rc.cap = flen_c + 1024;
+	if (rc.cap > (256ull << 20))
+		rc.cap = 256ull << 20;
 	int r = rc_add(s, &rc, 0, cs);
 	if (r >= 0)
 		r = walk_l1(s, &rc, s->l1_offset, s->l1_size, err);
