@@ -278,7 +278,8 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 		return r;
 	}
 	struct qc_snap *n = g_new0(struct qc_snap, s->nb_snapshots + 1);
-	memcpy(n, s->snaps, sizeof(*n) * s->nb_snapshots);
+	if (s->nb_snapshots)
+		memcpy(n, s->snaps, sizeof(*n) * s->nb_snapshots);
 	struct qc_snap *sn = &n[s->nb_snapshots];
 	gint64 now = g_get_real_time();
 	sn->l1_offset = l1off;
@@ -326,8 +327,10 @@ int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, ch
 	struct qc_snap sn = s->snaps[i];
 	int r = qc_writeback(s);
 	struct qc_snap *n = g_new0(struct qc_snap, s->nb_snapshots);
-	memcpy(n, s->snaps, sizeof(*n) * i);
-	memcpy(n + i, s->snaps + i + 1, sizeof(*n) * (s->nb_snapshots - i - 1));
+	if (i)
+		memcpy(n, s->snaps, sizeof(*n) * i);
+	if (s->nb_snapshots - i - 1)
+		memcpy(n + i, s->snaps + i + 1, sizeof(*n) * (s->nb_snapshots - i - 1));
 	if (r >= 0)
 		r = write_table(s, n, s->nb_snapshots - 1);
 	if (r < 0) {
