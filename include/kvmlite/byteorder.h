@@ -46,5 +46,14 @@ static inline void kl_put_be32(uint8_t *p, uint32_t v)
 	p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16);
 	p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
 }
+static inline uint64_t kl_get_be64(const uint8_t *p)
+{
+	return (uint64_t)kl_get_be32(p) << 32 | kl_get_be32(p + 4);
+}
+static inline void kl_put_be64(uint8_t *p, uint64_t v)
+{
+	kl_put_be32(p, (uint32_t)(v >> 32));
+	kl_put_be32(p + 4, (uint32_t)v);
+}
 
 #endif

@@ -106,6 +106,9 @@ struct kl_pci_platform_ops {
 	void (*source_remove)(unsigned id);
 	/* register the host's VM-reset handler (resets every device) */
 	void (*add_reset_handler)(struct kl_vm *vm, void (*fn)(void *opaque), void *opaque);
+	/* register the host's teardown (destroys every device, in reverse
+	 * slot order) among the VM's cleanups: before guest RAM goes */
+	void (*add_cleanup)(struct kl_vm *vm, void (*fn)(void *opaque), void *opaque);
 };
 /* The KVM + main-loop implementation (src/hw/pci_kvm.c), which also makes
  * itself the default (kl_pci_default_platform_ops) when linked in. */

@@ -35,6 +35,7 @@ struct breq {
 	kl_blk_cb cb;
 	void *opaque;
 	uint64_t start_ns;
+	long wt_ret;                    /* writethrough: result held over the flush */
 	/* held requests keep a copy of the iovec */
 	struct iovec *iov;
 	int iovcnt;
@@ -296,9 +297,8 @@ static void account(struct kl_blockdev *bd, enum kl_blk_op op, long ret, uint64_
 	}
 }
 
-static void breq_done(void *opaque, long ret)
+static void breq_finish(struct breq *r, long ret)
 {
-	struct breq *r = opaque;
 	struct kl_blockdev *bd = r->bd;
 	account(bd, r->op, ret, kl_clock_ns() - r->start_ns);
 	bd->in_flight--;
@@ -306,6 +306,29 @@ static void breq_done(void *opaque, long ret)
 	void *cb_opaque = r->opaque;
 	breq_put(r);
 	cb(cb_opaque, ret);
+}
+
+static void wt_flush_done(void *opaque, long ret)
+{
+	struct breq *r = opaque;
+	breq_finish(r, ret < 0 ? ret : (long)r->wt_ret);
+}
+
+static void breq_done(void *opaque, long ret)
+{
+	struct breq *r = opaque;
+	struct kl_bnode *root = r->bd->root;
+	/* Writethrough over a format with cached metadata (qcow2): the write
+	 * is complete once its metadata is stable too, as QEMU does with the
+	 * write cache disabled.  (raw on O_DSYNC needs no extra flush.) */
+	if (ret >= 0 && root->in.writethrough && root->drv->meta_cache &&
+	    (r->op == KL_BLK_WRITE || r->op == KL_BLK_WRITE_ZEROES || r->op == KL_BLK_DISCARD)) {
+		r->wt_ret = ret;
+		if (kl_bnode_flush(root, wt_flush_done, r) == 0)
+			return;
+		ret = -EIO;
+	}
+	breq_finish(r, ret);
 }
 
 static int dispatch(struct breq *r, const struct iovec *iov, int iovcnt)

@@ -40,24 +40,30 @@ const struct kl_bdrv *kl_bdrv_find(const char *name)
 	return NULL;
 }
 
+const struct kl_bdrv *kl_bdrv_probe_buf(const uint8_t *buf, size_t len)
+{
+	const struct kl_bdrv *best = NULL;
+	int score = 0;
+	for (size_t i = 0; i < G_N_ELEMENTS(drivers); i++) {
+		int s = drivers[i]->probe ? drivers[i]->probe(buf, len) : 0;
+		if (s > score) {
+			score = s;
+			best = drivers[i];
+		}
+	}
+	return best;
+}
+
 const struct kl_bdrv *kl_bdrv_probe(struct kl_bnode *file, char **warn)
 {
 	uint8_t buf[512];
 	uint64_t flen = kl_bnode_file_length(file);
 	size_t len = flen < sizeof(buf) ? (size_t)flen : sizeof(buf);
 	const struct kl_bdrv *best = NULL;
-	int score = 0;
 
 	*warn = NULL;
-	if (len && kl_bnode_pread_sync(file, 0, buf, len) == 0) {
-		for (size_t i = 0; i < G_N_ELEMENTS(drivers); i++) {
-			int s = drivers[i]->probe ? drivers[i]->probe(buf, len) : 0;
-			if (s > score) {
-				score = s;
-				best = drivers[i];
-			}
-		}
-	}
+	if (len && kl_bnode_pread_sync(file, 0, buf, len) == 0)
+		best = kl_bdrv_probe_buf(buf, len);
 	if (best)
 		return best;
 	*warn = g_strdup_printf("WARNING: Image format was not specified for '%s' and probing "
@@ -247,6 +253,7 @@ static struct kl_bnode *open_depth(struct kl_opts *o, const struct kl_bnode_inhe
 	const struct kl_bdrv *drv = NULL;
 	struct kl_bnode *file = NULL;
 	char *warn = NULL;
+	bool probed = false;
 
 	if (depth > MAX_BACKING_DEPTH * 2) {
 		*err = g_strdup("block graph nested too deeply");
@@ -273,6 +280,7 @@ static struct kl_bnode *open_depth(struct kl_opts *o, const struct kl_bnode_inhe
 			return NULL;
 		}
 		if (!drv) {
+			probed = true;
 			drv = kl_bdrv_probe(file, &warn);
 			if (warn) {
 				fprintf(stderr, "kvmlite: %s\n", warn);
@@ -286,6 +294,7 @@ static struct kl_bnode *open_depth(struct kl_opts *o, const struct kl_bnode_inhe
 	bs->file = file;
 	bs->readonly = in.readonly;
 	bs->discard_unmap = in.discard_unmap;
+	bs->probed = probed;
 	bs->in = in;
 	if (name) {
 		bs->node_name = g_strdup(name);

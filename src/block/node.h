@@ -61,6 +61,8 @@ struct kl_bdrv {
 	const char *name;               /* "file", "raw", "qcow2" */
 	bool protocol;                  /* opens `filename` itself (no file child) */
 	bool has_backing;               /* format with a backing child */
+	bool meta_cache;                /* metadata cached in memory: writethrough
+					   backends flush after each write */
 
 	/* Format probing: score (0 = not this format, 100 = certain) for the
 	 * first bytes of a file (len may be < 512 for tiny files). */
@@ -129,6 +131,7 @@ struct kl_bnode {
 	uint64_t size;                  /* virtual size in bytes */
 	bool readonly;
 	bool discard_unmap;
+	bool probed;                    /* format found by probing, not given */
 	struct kl_bnode_inherit in;     /* what this node was opened with */
 	unsigned refs;                  /* parents + backends + QMP (blockdev-add) */
 	bool user_added;                /* by -blockdev / blockdev-add: a ref of its own */
@@ -145,6 +148,9 @@ const struct kl_bdrv *kl_bdrv_find(const char *name);
 /* Probe the format of an open protocol node: "qcow2", or "raw" (with
  * *warn set to QEMU's warning text for the caller to print). */
 const struct kl_bdrv *kl_bdrv_probe(struct kl_bnode *file, char **warn);
+/* The driver (other than raw) that would claim a file starting with buf, or
+ * NULL (len >= 512 for a meaningful answer). */
+const struct kl_bdrv *kl_bdrv_probe_buf(const uint8_t *buf, size_t len);
 
 /* ---- opening ----
  * o: keys of one node as QEMU's -blockdev has them (flat, dotted):

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <string.h>
 
 struct raw {
 	uint64_t offset;
@@ -61,10 +62,32 @@ static int raw_preadv(struct kl_bnode *bs, uint64_t off, const struct iovec *iov
 	return kl_bnode_preadv(bs->file, off + base(bs), iov, iovcnt, cb, opaque);
 }
 
+/* A probed raw image must not turn into another format by a guest write to
+ * its first sector (QEMU's restriction; the probing warning says so). */
+static bool changes_format(struct kl_bnode *bs, uint64_t off, const struct iovec *iov,
+			   int iovcnt)
+{
+	uint8_t sec[512];
+	if (kl_bnode_pread_sync(bs->file, base(bs), sec, sizeof(sec)) < 0)
+		return true;
+	uint64_t pos = off;
+	for (int i = 0; i < iovcnt && pos < sizeof(sec); i++) {
+		size_t n = iov[i].iov_len;
+		if (n > sizeof(sec) - pos)
+			n = sizeof(sec) - (size_t)pos;
+		memcpy(sec + pos, iov[i].iov_base, n);
+		pos += iov[i].iov_len;
+	}
+	return kl_bdrv_probe_buf(sec, sizeof(sec)) != NULL;
+}
+
 static int raw_pwritev(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
 		       uint64_t len, kl_blk_cb cb, void *opaque)
 {
-	(void)len;
+	if (bs->probed && off < 512 && len && changes_format(bs, off, iov, iovcnt)) {
+		kl_bnode_complete_later(cb, opaque, -EPERM);
+		return 0;
+	}
 	return kl_bnode_pwritev(bs->file, off + base(bs), iov, iovcnt, cb, opaque);
 }
 

@@ -625,6 +625,12 @@ static void host_reset(void *opaque)
 			kl_pci_dev_reset(h->devs[s]);
 }
 
+static void host_cleanup(void *opaque)
+{
+	struct kl_pci_host *h = opaque;
+	kl_pci_host_destroy(h->vm);
+}
+
 struct kl_pci_host *kl_pci_host_create(struct kl_vm *vm, const struct kl_pci_platform_ops *ops,
 				       char **err)
 {
@@ -657,6 +663,8 @@ struct kl_pci_host *kl_pci_host_create(struct kl_vm *vm, const struct kl_pci_pla
 	dev_new(h, 0, &bridge);
 	if (h->ops->add_reset_handler)
 		h->ops->add_reset_handler(vm, host_reset, h);
+	if (h->ops->add_cleanup)
+		h->ops->add_cleanup(vm, host_cleanup, h);
 	return h;
 }
 
@@ -694,10 +702,11 @@ void kl_pci_host_destroy(struct kl_vm *vm)
 	struct kl_pci_host *h = kl_pci_host_get(vm);
 	if (!h)
 		return;
-	for (unsigned s = 0; s < KL_PCI_NSLOTS; s++) {
-		if (h->devs[s])
-			dev_free(h->devs[s]);
+	for (unsigned s = KL_PCI_NSLOTS; s-- > 0;) { /* devices before the bridge */
+		struct kl_pci_dev *d = h->devs[s];
 		h->devs[s] = NULL;
+		if (d)
+			dev_free(d);
 	}
 	kl_bus_unregister(&vm->pio, 0xcf8, h);
 	kl_bus_unregister(&vm->pio, 0xcfc, h);

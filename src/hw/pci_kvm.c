@@ -25,6 +25,7 @@ const struct kl_pci_platform_ops kl_pci_kvm_platform_ops = {
 	.fd_add = kvm_fd_add,
 	.source_remove = kvm_source_remove,
 	.add_reset_handler = kl_vm_add_reset_handler,
+	.add_cleanup = kl_vm_add_cleanup,
 };
 
 static void __attribute__((constructor)) pci_kvm_default(void)

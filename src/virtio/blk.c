@@ -276,6 +276,11 @@ static void vblk_reset(struct kl_virtio_dev *vd)
 static void vblk_destroy(struct kl_virtio_dev *vd)
 {
 	struct vblk *b = vd->opaque;
+	/* Requests in flight complete into guest RAM and the device's queues:
+	 * finish them while both still exist (guest RAM is unmapped after the
+	 * devices), then let go of the backend. */
+	kl_blockdev_drain(b->bd);
+	kl_blockdev_set_attached(b->bd, NULL);
 	g_free((void *)vd->ops);
 	g_free(b);
 }

@@ -19,6 +19,13 @@ The same image is reused for all runs of a mode, with G = 1, 2, 3, ...
 --kills N      kills per mode (default 30)
 --soak SEC     instead of a fixed count, keep killing for SEC seconds
 --aio/--cache  mode (default threads/writeback); kvmlite flags as in -drive
+--format F     raw (default) or qcow2: a qcow2 image made by qemu-img (with
+               --backing, over a qcow2 base holding an older generation);
+               the guest always flushes before it acknowledges (qcow2
+               metadata is cached, as in QEMU: cache=none is a volatile write
+               cache to the guest) and after every run `qemu-img check` must
+               find no corruption (leaks are allowed, as in QEMU); the image
+               is read back through `qemu-img convert -O raw`.
 Exit: 0 pass, 1 fail, 77 skip (no /dev/kvm).
 """
 import os
@@ -42,14 +49,16 @@ M64 = (1 << 64) - 1
 
 def parse(argv):
     o = {"kills": 30, "soak": 0.0, "seed": None, "sectors": 2048, "aio": "threads",
-         "cache": "writeback", "verbose": False}
+         "cache": "writeback", "verbose": False, "format": "raw", "backing": False}
     pos = []
     i = 0
     while i < len(argv):
         a = argv[i]
         if a == "-v":
             o["verbose"] = True
-        elif a in ("--kills", "--soak", "--seed", "--sectors", "--aio", "--cache"):
+        elif a == "--backing":
+            o["backing"] = True
+        elif a in ("--kills", "--soak", "--seed", "--sectors", "--aio", "--cache", "--format"):
             if i + 1 >= len(argv):
                 sys.exit("crash.py: %s needs a value" % a)
             v = argv[i + 1]
@@ -79,11 +88,32 @@ def expected_block(i, gen):
     return struct.pack("<64Q", *[w & M64 for w in words])
 
 
-def check_image(path, sectors, gen, acked, prev_max_gen):
+def qcow2_check(path):
+    """qemu-img check: problems (corruptions, errors) as a list; leaks are fine."""
+    r = subprocess.run(["qemu-img", "check", "-f", "qcow2", path], capture_output=True, text=True)
+    # exit 0: clean, 3: leaked clusters only; 1: check failed, 2: corruptions
+    if r.returncode in (0, 3):
+        return []
+    return ["qemu-img check exit %d: %s" % (r.returncode, (r.stdout + r.stderr).strip()[-600:])]
+
+
+def read_image(path, fmt, sectors):
+    if fmt == "raw":
+        with open(path, "rb") as f:
+            return f.read(sectors * 512)
+    with tempfile.NamedTemporaryFile(prefix="kl-crash-conv-") as t:
+        subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", path, t.name],
+                       check=True, capture_output=True)
+        with open(t.name, "rb") as f:
+            return f.read(sectors * 512)
+
+
+def check_image(path, sectors, gen, acked, prev_max_gen, fmt="raw"):
     """Return a list of problems (empty when consistent)."""
-    problems = []
-    with open(path, "rb") as f:
-        data = f.read(sectors * 512)
+    problems = qcow2_check(path) if fmt == "qcow2" else []
+    if problems:
+        return problems
+    data = read_image(path, fmt, sectors)
     zero = bytes(512)
     for i in range(sectors):
         blk = data[i * 512:(i + 1) * 512]
@@ -105,11 +135,12 @@ def check_image(path, sectors, gen, acked, prev_max_gen):
 
 
 def one_run(o, img, gen, kill_after, rng):
-    flush = 1 if o["cache"] in ("writeback", "unsafe") else 0
+    flush = 1 if o["cache"] in ("writeback", "unsafe") or o["format"] != "raw" else 0
     cmd = [o["kvmlite"], "-m", "64", "-kernel", o["elf"], "-nographic",
            "-append", "test=blk-crash gen=%d flush=%d count=%d" % (gen, flush, o["sectors"]),
            "-device", "isa-debug-exit,iobase=0xf4,iosize=4",
-           "-drive", "file=%s,if=virtio,cache=%s,aio=%s" % (img, o["cache"], o["aio"])]
+           "-drive", "file=%s,if=virtio,format=%s,cache=%s,aio=%s"
+           % (img, o["format"], o["cache"], o["aio"])]
     p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True)
     buf = b""
@@ -170,15 +201,35 @@ def main():
         return SKIP
     seed = o["seed"] if o["seed"] is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
-    mode = "aio=%s cache=%s" % (o["aio"], o["cache"])
+    mode = "format=%s%s aio=%s cache=%s" % (o["format"], "+backing" if o["backing"] else "",
+                                              o["aio"], o["cache"])
     print("crash.py: %s, seed %d, %s" % (mode, seed,
           ("soak %.0f s" % o["soak"]) if o["soak"] else ("%d kills" % o["kills"])), flush=True)
     t_end = time.monotonic() + o["soak"]
     with tempfile.TemporaryDirectory(prefix="kl-crash-") as d:
-        img = os.path.join(d, "crash.raw")
-        with open(img, "wb") as f:
-            f.truncate(o["sectors"] * 512)
+        img = os.path.join(d, "crash." + o["format"])
         gen = 0
+        if o["format"] == "raw":
+            with open(img, "wb") as f:
+                f.truncate(o["sectors"] * 512)
+        else:
+            size = str(o["sectors"] * 512)
+            base = os.path.join(d, "base.qcow2")
+            cmds = [["qemu-img", "create", "-q", "-f", "qcow2", base if o["backing"] else img, size]]
+            if o["backing"]:
+                # generation 1 lives in the base: the overlay COWs from it
+                raw1 = os.path.join(d, "gen1.raw")
+                with open(raw1, "wb") as f:
+                    for i in range(o["sectors"]):
+                        f.write(expected_block(i, 1))
+                cmds = [["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", "-c", raw1, base],
+                        ["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", img]]
+                gen = 1
+            for c in cmds:
+                r = subprocess.run(c, capture_output=True, text=True)
+                if r.returncode:
+                    print("SKIP: %s: %s" % (" ".join(c), r.stderr.strip()))
+                    return SKIP
         kills = runs = 0
         total_acked = 0
         window = 0.3      # kill within [0, window) s after the guest starts writing
@@ -190,7 +241,7 @@ def main():
             if err:
                 print("crash.py: FAIL run %d (gen %d): %s" % (runs, gen, err))
                 return 1
-            problems = check_image(img, o["sectors"], gen, res["acked"], gen)
+            problems = check_image(img, o["sectors"], gen, res["acked"], gen, o["format"])
             if problems:
                 print("crash.py: FAIL run %d (gen %d, killed after %.3f s, last ACK %d):"
                       % (runs, gen, kill_after, res["acked"]))

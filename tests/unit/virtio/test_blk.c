@@ -88,8 +88,8 @@ static void make_vm(const char *drive_opts, const char *dev_opts)
 
 static void free_vm(void)
 {
+	kl_pci_host_destroy(&vm); /* the device first: it drains its backend */
 	kl_blockdev_close_all();
-	kl_pci_host_destroy(&vm);
 	kl_bus_destroy(&vm.pio);
 	kl_bus_destroy(&vm.mmio);
 	free(ram);
