@@ -129,6 +129,18 @@ int qc_cache_write_dirty(struct qcow2 *s, struct qc_cache *c, int *nwritten)
  * rewritten outside the cache); dirty contents are dropped. */
 void qc_cache_drop(struct qc_cache *c, uint64_t off, uint64_t len)
 {
+	if (len <= 64 * c->size) {
+		/* a cluster: look its slices up */
+		for (uint64_t o = off; o < off + len; o += c->size) {
+			struct qc_slice *e = g_hash_table_lookup(c->map, &o);
+			if (e) {
+				g_hash_table_remove(c->map, &e->off);
+				e->valid = false;
+				e->dirty = false;
+			}
+		}
+		return;
+	}
 	for (unsigned i = 0; i < c->n; i++) {
 		struct qc_slice *e = &c->e[i];
 		if (e->valid && e->off >= off && e->off < off + len) {

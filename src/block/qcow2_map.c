@@ -852,6 +852,11 @@ int qc_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, unsigned fl
 int qc_discard(struct kl_bnode *bs, uint64_t off, uint64_t len, kl_blk_cb cb, void *opaque)
 {
 	struct qcow2 *s = bs->opaque;
+	if (!bs->discard_unmap) {
+		/* discard=ignore (as QEMU: the request is dropped) */
+		kl_bnode_complete_later(cb, opaque, 0);
+		return 0;
+	}
 	return start(s, req_new(s, OP_DISCARD, off, len, NULL, 0, cb, opaque));
 }
 

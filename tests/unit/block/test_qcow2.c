@@ -23,6 +23,7 @@
 
 static char dir[256];
 static bool have_qemu;
+static bool no_unmap; /* open_img: discard=ignore */
 
 /* ---- helpers ---- */
 
@@ -101,6 +102,7 @@ static struct kl_bnode *open_img(const char *name, bool ro, const char *opts, ch
 {
 	struct kl_bnode_inherit in = { 0 };
 	in.readonly = ro;
+	in.discard_unmap = !no_unmap;
 	char *p = path(name);
 	struct kl_opts *o = NULL;
 	if (opts) {
@@ -673,6 +675,23 @@ START_TEST(test_create)
 	struct kl_bnode *bs = open_img("c.qcow2", false, NULL, NULL);
 	uint8_t buf[1000];
 	memset(buf, 0x42, sizeof(buf));
+	io1(bs, W, 12345, buf, sizeof(buf), 0);
+	kl_bnode_unref(bs);
+	check_clean("c.qcow2");
+	/* discard=ignore drops discards; discard=unmap zeroes the cluster */
+	no_unmap = true;
+	bs = open_img("c.qcow2", false, NULL, NULL);
+	no_unmap = false;
+	io1(bs, D, 0, NULL, 65536, 0);
+	uint8_t rb[1000];
+	io1(bs, R, 12345, rb, sizeof(rb), 0);
+	ck_assert(!memcmp(rb, buf, sizeof(rb)));
+	kl_bnode_unref(bs);
+	bs = open_img("c.qcow2", false, NULL, NULL);
+	io1(bs, D, 0, NULL, 65536, 0);
+	io1(bs, R, 12345, rb, sizeof(rb), 0);
+	for (size_t i = 0; i < sizeof(rb); i++)
+		ck_assert_uint_eq(rb[i], 0);
 	io1(bs, W, 12345, buf, sizeof(buf), 0);
 	kl_bnode_unref(bs);
 	check_clean("c.qcow2");
