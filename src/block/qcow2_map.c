@@ -744,8 +744,8 @@ static int zd_cluster(struct qc_req *r, uint64_t ci, bool *changed)
 	}
 	if (ne == e && nb == bmp)
 		return 0;
-	if (!e && !bmp && !s->bs->backing && r->op == OP_DISCARD)
-		return 0;
+	if (!e && !bmp && !s->bs->backing)
+		return 0; /* unallocated without a backing file reads as zeroes already */
 	if ((ret = qc_l2_set(s, ci, ne, nb)) < 0)
 		return ret;
 	*changed = true;
