@@ -455,16 +455,21 @@ END_TEST
 START_TEST(test_snapshots)
 {
 	SKIP_NO_QEMU();
-	GRand *rnd = g_rand_new_with_seed(9);
+	static const char *const opts[] = { "-o cluster_size=4096",
+		"-o cluster_size=65536,extended_l2=on", "-c -o cluster_size=4096",
+		"-o cluster_size=4096,compat=0.10" };
+	static const uint32_t css[] = { 4096, 65536, 4096, 4096 };
+	uint32_t cs = css[_i];
+	GRand *rnd = g_rand_new_with_seed(9 + (guint32)_i);
 	uint64_t size = 8 << 20;
 	uint8_t *ref = make_raw("ref.raw", size, rnd);
-	ck_assert_int_eq(sh("rm -f s.qcow2 && qemu-img convert -O qcow2 -o cluster_size=4096 "
-			    "ref.raw s.qcow2"), 0);
+	ck_assert_int_eq(sh("rm -f s.qcow2 && qemu-img convert -O qcow2 %s ref.raw s.qcow2",
+			    opts[_i]), 0);
 	struct kl_bnode *bs = open_img("s.qcow2", false, NULL, NULL);
 	char *err = NULL;
 	ck_assert_msg(bs->drv->snapshot_create(bs, NULL, "snap1", &err) == 0, "%s", err);
 	uint8_t *at_snap = g_memdup2(ref, size);
-	random_writes(bs, ref, size, 4096, rnd, 20, true);
+	random_writes(bs, ref, size, cs, rnd, 20, true);
 	GArray *a = g_array_new(false, false, sizeof(struct kl_snapshot_info));
 	bs->drv->snapshot_list(bs, a);
 	ck_assert_uint_eq(a->len, 1);
@@ -473,7 +478,7 @@ START_TEST(test_snapshots)
 	g_array_set_size(a, 0);
 	read_compare(bs, ref, size, rnd, 20);
 	ck_assert_msg(bs->drv->snapshot_create(bs, NULL, "snap2", &err) == 0, "%s", err);
-	random_writes(bs, ref, size, 4096, rnd, 10, true);
+	random_writes(bs, ref, size, cs, rnd, 10, true);
 	kl_bnode_unref(bs);
 	write_file("cur.raw", ref, size);
 	check_clean("s.qcow2");
@@ -491,7 +496,7 @@ START_TEST(test_snapshots)
 	ck_assert_int_ne(bs->drv->snapshot_delete(bs, "77", NULL, &err), 0);
 	g_free(err);
 	err = NULL;
-	random_writes(bs, ref, size, 4096, rnd, 10, false);
+	random_writes(bs, ref, size, cs, rnd, 10, false);
 	kl_bnode_unref(bs);
 	write_file("cur.raw", ref, size);
 	check_clean("s.qcow2");
@@ -804,7 +809,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_write_images, 0, n);
 	tcase_add_test(tc, test_backing_chain);
 	tcase_add_test(tc, test_extl2_backing);
-	tcase_add_test(tc, test_snapshots);
+	tcase_add_loop_test(tc, test_snapshots, 0, 4);
 	tcase_add_test(tc, test_dirty_repair);
 	tcase_add_test(tc, test_feature_errors);
 	tcase_add_test(tc, test_refcount_growth);
