@@ -36,7 +36,7 @@ static int write_incompat(struct qcow2 *s)
 	uint8_t b[8];
 	if (s->version < 3)
 		return 0;
-	qc_put64(b, s->incompat);
+	kl_put_be64(b, s->incompat);
 	int r = qc_write_header_field(s, 72, b, 8);
 	if (r >= 0)
 		r = kl_bnode_flush_sync(s->bs->file);
@@ -71,7 +71,7 @@ int qc_set_dirty(struct qcow2 *s)
 int qc_write_l1_entry(struct qcow2 *s, uint32_t idx)
 {
 	uint8_t b[8];
-	qc_put64(b, s->l1[idx]);
+	kl_put_be64(b, s->l1[idx]);
 	return kl_bnode_pwrite_sync(s->bs->file, s->l1_offset + (uint64_t)idx * 8, b, 8);
 }
 
@@ -161,7 +161,7 @@ static int read_table(struct qcow2 *s, uint64_t off, uint64_t n, uint64_t **out)
 	int r = kl_bnode_pread_sync(s->bs->file, off, b, n * 8);
 	uint64_t *t = g_new0(uint64_t, n + 1);
 	for (uint64_t i = 0; i < n; i++)
-		t[i] = qc_get64(b + 8 * i);
+		t[i] = kl_get_be64(b + 8 * i);
 	g_free(b);
 	if (r < 0) {
 		g_free(t);
@@ -264,23 +264,23 @@ static int qcow2_open(struct kl_bnode *bs, struct kl_opts *o, const struct kl_bn
 	h = g_malloc0(cs);
 	if ((r = kl_bnode_pread_sync(bs->file, 0, h, cs)) < 0)
 		FAIL("qcow2: cannot read the header: %s", g_strerror(-r));
-	uint64_t bf_off = qc_get64(h + 8);
+	uint64_t bf_off = kl_get_be64(h + 8);
 	uint32_t bf_size = kl_get_be32(h + 16);
-	s->size = qc_get64(h + 24);
+	s->size = kl_get_be64(h + 24);
 	uint32_t crypt = kl_get_be32(h + 32);
 	s->l1_size = kl_get_be32(h + 36);
-	s->l1_offset = qc_get64(h + 40);
-	s->rt_offset = qc_get64(h + 48);
+	s->l1_offset = kl_get_be64(h + 40);
+	s->rt_offset = kl_get_be64(h + 48);
 	s->rt_clusters = kl_get_be32(h + 56);
 	s->nb_snapshots = kl_get_be32(h + 60);
-	s->snapshots_offset = qc_get64(h + 64);
+	s->snapshots_offset = kl_get_be64(h + 64);
 	if (s->version == 2) {
 		s->header_length = 72;
 		s->rc_order = 4;
 	} else {
-		s->incompat = qc_get64(h + 72);
-		s->compat = qc_get64(h + 80);
-		s->autoclear = qc_get64(h + 88);
+		s->incompat = kl_get_be64(h + 72);
+		s->compat = kl_get_be64(h + 80);
+		s->autoclear = kl_get_be64(h + 88);
 		s->rc_order = kl_get_be32(h + 96);
 		s->header_length = kl_get_be32(h + 100);
 		if (s->header_length < 104 || s->header_length > cs)
@@ -457,10 +457,10 @@ static int qcow2_create(const char *filename, uint64_t size, const char *backing
 	kl_put_be32(h, QC_MAGIC);
 	kl_put_be32(h + 4, 3);
 	kl_put_be32(h + 20, 16);
-	qc_put64(h + 24, size);
+	kl_put_be64(h + 24, size);
 	kl_put_be32(h + 36, (uint32_t)l1n);
-	qc_put64(h + 40, 3 * cs);
-	qc_put64(h + 48, cs);
+	kl_put_be64(h + 40, 3 * cs);
+	kl_put_be64(h + 48, cs);
 	kl_put_be32(h + 56, 1);
 	kl_put_be32(h + 96, 4);
 	kl_put_be32(h + 100, 112);
@@ -473,11 +473,11 @@ static int qcow2_create(const char *filename, uint64_t size, const char *backing
 	}
 	off += 8; /* end of extensions */
 	if (backing) {
-		qc_put64(h + 8, off);
+		kl_put_be64(h + 8, off);
 		kl_put_be32(h + 16, (uint32_t)blen);
 		memcpy(h + off, backing, blen);
 	}
-	qc_put64(buf + cs, 2 * cs);
+	kl_put_be64(buf + cs, 2 * cs);
 	for (uint64_t c = 0; c < 3 + l1c; c++)
 		kl_put_be16(buf + 2 * cs + 2 * c, 1);
 	int fd = open(filename, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -30,16 +30,6 @@
 #define QC_MAX_SNAPSHOTS 65536
 #define QC_MAX_HOST_OFFSET (1ull << 56)
 
-static inline uint64_t qc_get64(const uint8_t *p)
-{
-	return (uint64_t)kl_get_be32(p) << 32 | kl_get_be32(p + 4);
-}
-static inline void qc_put64(uint8_t *p, uint64_t v)
-{
-	kl_put_be32(p, (uint32_t)(v >> 32));
-	kl_put_be32(p + 4, (uint32_t)v);
-}
-
 struct qc_slice {
 	uint64_t off;       /* host offset of the slice (key) */
 	uint8_t *data;

@@ -120,8 +120,8 @@ int qc_l2t_get(struct qcow2 *s, uint64_t l2off, uint64_t idx, uint64_t *e, uint6
 	if (!sl)
 		return r;
 	const uint8_t *p = sl->data + (idx % s->slice_entries) * s->l2e_size;
-	*e = qc_get64(p);
-	*bmp = s->ext_l2 ? qc_get64(p + 8) : 0;
+	*e = kl_get_be64(p);
+	*bmp = s->ext_l2 ? kl_get_be64(p + 8) : 0;
 	return 0;
 }
 
@@ -133,9 +133,9 @@ int qc_l2t_set(struct qcow2 *s, uint64_t l2off, uint64_t idx, uint64_t e, uint64
 	if (!sl)
 		return r;
 	uint8_t *p = sl->data + (idx % s->slice_entries) * s->l2e_size;
-	qc_put64(p, e);
+	kl_put_be64(p, e);
 	if (s->ext_l2)
-		qc_put64(p + 8, bmp);
+		kl_put_be64(p + 8, bmp);
 	qc_cache_dirty(&s->l2c, sl);
 	return 0;
 }

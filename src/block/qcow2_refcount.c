@@ -14,7 +14,7 @@ static uint64_t rb_get(struct qcow2 *s, const uint8_t *d, uint64_t i)
 	case 8: return d[i];
 	case 16: return kl_get_be16(d + 2 * i);
 	case 32: return kl_get_be32(d + 4 * i);
-	case 64: return qc_get64(d + 8 * i);
+	case 64: return kl_get_be64(d + 8 * i);
 	default: {
 		uint64_t bit = i * b;
 		return (uint64_t)(d[bit / 8] >> (bit % 8)) & ((1u << b) - 1);
@@ -29,7 +29,7 @@ static void rb_set(struct qcow2 *s, uint8_t *d, uint64_t i, uint64_t v)
 	case 8: d[i] = (uint8_t)v; break;
 	case 16: kl_put_be16(d + 2 * i, (uint16_t)v); break;
 	case 32: kl_put_be32(d + 4 * i, (uint32_t)v); break;
-	case 64: qc_put64(d + 8 * i, v); break;
+	case 64: kl_put_be64(d + 8 * i, v); break;
 	default: {
 		uint64_t bit = i * b;
 		uint8_t m = (uint8_t)(((1u << b) - 1) << (bit % 8));
@@ -112,13 +112,13 @@ static int grow_rt(struct qcow2 *s, uint64_t need_rti)
 		nrt[T / E + j] = (T + j) * cs;
 	uint8_t *buf = g_malloc0(tc * cs);
 	for (uint64_t i = 0; i < nent; i++)
-		qc_put64(buf + 8 * i, nrt[i]);
+		kl_put_be64(buf + 8 * i, nrt[i]);
 	r = kl_bnode_pwrite_sync(s->bs->file, (T + k) * cs, buf, tc * cs);
 	g_free(buf);
 	if (r >= 0)
 		r = kl_bnode_flush_sync(s->bs->file);
 	uint8_t h[12];
-	qc_put64(h, (T + k) * cs);
+	kl_put_be64(h, (T + k) * cs);
 	kl_put_be32(h + 8, (uint32_t)tc);
 	if (r >= 0)
 		r = qc_write_header_field(s, 48, h, 12);
@@ -168,7 +168,7 @@ static int ensure_refblock(struct qcow2 *s, uint64_t rti, bool *created)
 	if (r < 0)
 		return r;
 	uint8_t e[8];
-	qc_put64(e, o);
+	kl_put_be64(e, o);
 	r = kl_bnode_pwrite_sync(s->bs->file, s->rt_offset + rti * 8, e, 8);
 	if (r < 0)
 		return r;
@@ -355,7 +355,7 @@ static int walk_l1(struct qcow2 *s, struct rcount *rc, uint64_t l1off, uint32_t 
 	uint8_t *l2 = g_malloc(cs);
 	r = kl_bnode_pread_sync(s->bs->file, l1off, l1, (size_t)l1n * 8);
 	for (uint32_t i = 0; i < l1n && r >= 0; i++) {
-		uint64_t l2o = qc_get64(l1 + 8 * i) & QC_L1E_MASK;
+		uint64_t l2o = kl_get_be64(l1 + 8 * i) & QC_L1E_MASK;
 		if (!l2o)
 			continue;
 		if ((l2o & (cs - 1)) || !qc_offset_ok(s, l2o, cs)) {
@@ -367,7 +367,7 @@ static int walk_l1(struct qcow2 *s, struct rcount *rc, uint64_t l1off, uint32_t 
 		if ((r = kl_bnode_pread_sync(s->bs->file, l2o, l2, cs)) < 0)
 			break;
 		for (uint64_t j = 0; j < s->l2_entries && r >= 0; j++) {
-			uint64_t e = qc_get64(l2 + j * s->l2e_size);
+			uint64_t e = kl_get_be64(l2 + j * s->l2e_size);
 			if (e & QC_OFLAG_COMPRESSED) {
 				uint64_t co, cl;
 				qc_compressed_range(s, e, &co, &cl);
@@ -460,14 +460,14 @@ int qc_rebuild_refcounts(struct qcow2 *s, char **err)
 	g_free(rc.c);
 	uint8_t *buf = g_malloc0(tc * cs);
 	for (uint64_t i = 0; i < nent; i++)
-		qc_put64(buf + 8 * i, nrt[i]);
+		kl_put_be64(buf + 8 * i, nrt[i]);
 	if (r >= 0)
 		r = kl_bnode_pwrite_sync(s->bs->file, (end + nrb) * cs, buf, tc * cs);
 	g_free(buf);
 	if (r >= 0)
 		r = kl_bnode_flush_sync(s->bs->file);
 	uint8_t h[12];
-	qc_put64(h, (end + nrb) * cs);
+	kl_put_be64(h, (end + nrb) * cs);
 	kl_put_be32(h + 8, (uint32_t)tc);
 	if (r >= 0)
 		r = qc_write_header_field(s, 48, h, 12);

@@ -50,12 +50,12 @@ int qc_snapshots_load(struct qcow2 *s, char **err)
 		int r = kl_bnode_pread_sync(s->bs->file, off, h, 40);
 		if (r < 0)
 			goto io;
-		sn->l1_offset = qc_get64(h);
+		sn->l1_offset = kl_get_be64(h);
 		sn->l1_size = kl_get_be32(h + 8);
 		uint32_t idl = kl_get_be16(h + 12), nl = kl_get_be16(h + 14);
 		sn->date_sec = kl_get_be32(h + 16);
 		sn->date_nsec = kl_get_be32(h + 20);
-		sn->vm_clock = qc_get64(h + 24);
+		sn->vm_clock = kl_get_be64(h + 24);
 		sn->vm_state_size = kl_get_be32(h + 32);
 		sn->extra_size = kl_get_be32(h + 36);
 		sn->icount = UINT64_MAX;
@@ -76,13 +76,13 @@ int qc_snapshots_load(struct qcow2 *s, char **err)
 		}
 		sn->extra = g_memdup2(b, sn->extra_size + 1);
 		if (sn->extra_size >= 8)
-			sn->vm_state_size = qc_get64(b);
+			sn->vm_state_size = kl_get_be64(b);
 		if (sn->extra_size >= 16)
-			sn->disk_size = qc_get64(b + 8);
+			sn->disk_size = kl_get_be64(b + 8);
 		else
 			sn->disk_size = s->size;
 		if (sn->extra_size >= 24)
-			sn->icount = qc_get64(b + 16);
+			sn->icount = kl_get_be64(b + 16);
 		sn->id = g_strndup((const char *)b + sn->extra_size, idl);
 		sn->name = g_strndup((const char *)b + sn->extra_size + idl, nl);
 		g_free(b);
@@ -111,13 +111,13 @@ static int write_table(struct qcow2 *s, struct qc_snap *snaps, uint32_t n)
 		struct qc_snap *sn = &snaps[i];
 		uint8_t h[40];
 		size_t idl = strlen(sn->id), nl = strlen(sn->name);
-		qc_put64(h, sn->l1_offset);
+		kl_put_be64(h, sn->l1_offset);
 		kl_put_be32(h + 8, sn->l1_size);
 		kl_put_be16(h + 12, (uint16_t)idl);
 		kl_put_be16(h + 14, (uint16_t)nl);
 		kl_put_be32(h + 16, sn->date_sec);
 		kl_put_be32(h + 20, sn->date_nsec);
-		qc_put64(h + 24, sn->vm_clock);
+		kl_put_be64(h + 24, sn->vm_clock);
 		kl_put_be32(h + 32, sn->vm_state_size > UINT32_MAX ? 0 : (uint32_t)sn->vm_state_size);
 		kl_put_be32(h + 36, sn->extra_size);
 		g_byte_array_append(g, h, 40);
@@ -145,7 +145,7 @@ static int write_table(struct qcow2 *s, struct qc_snap *snaps, uint32_t n)
 	g_byte_array_free(g, true);
 	uint8_t h[12];
 	kl_put_be32(h, n);
-	qc_put64(h + 4, noff);
+	kl_put_be64(h + 4, noff);
 	if (r >= 0)
 		r = qc_write_header_field(s, 60, h, 12);
 	if (r >= 0)
@@ -163,7 +163,7 @@ static int write_l1(struct qcow2 *s)
 {
 	uint8_t *b = g_malloc((size_t)s->l1_size * 8 + 1);
 	for (uint32_t i = 0; i < s->l1_size; i++)
-		qc_put64(b + 8 * i, s->l1[i]);
+		kl_put_be64(b + 8 * i, s->l1[i]);
 	int r = kl_bnode_pwrite_sync(s->bs->file, s->l1_offset, b, (size_t)s->l1_size * 8);
 	g_free(b);
 	return r;
@@ -267,7 +267,7 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 	if (r >= 0 && l1bytes) {
 		uint8_t *b = g_malloc(l1bytes);
 		for (uint32_t i = 0; i < s->l1_size; i++)
-			qc_put64(b + 8 * i, s->l1[i]);
+			kl_put_be64(b + 8 * i, s->l1[i]);
 		r = kl_bnode_pwrite_sync(bs->file, l1off, b, l1bytes);
 		g_free(b);
 	}
@@ -292,8 +292,8 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 	sn->icount = UINT64_MAX;
 	sn->extra_size = 24;
 	sn->extra = g_malloc0(24);
-	qc_put64(sn->extra + 8, s->size);
-	qc_put64(sn->extra + 16, UINT64_MAX);
+	kl_put_be64(sn->extra + 8, s->size);
+	kl_put_be64(sn->extra + 16, UINT64_MAX);
 	r = write_table(s, n, s->nb_snapshots + 1);
 	if (r < 0) {
 		snap_clear(sn);
@@ -346,7 +346,7 @@ int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, ch
 	uint8_t *b = g_malloc(l1bytes + 1);
 	r = kl_bnode_pread_sync(bs->file, sn.l1_offset, b, l1bytes);
 	for (uint32_t k = 0; k < sn.l1_size && r >= 0; k++) {
-		uint64_t l2off = qc_get64(b + 8 * k) & QC_L1E_MASK;
+		uint64_t l2off = kl_get_be64(b + 8 * k) & QC_L1E_MASK;
 		if (!l2off)
 			continue;
 		if (!l2off_ok(s, l2off)) {
