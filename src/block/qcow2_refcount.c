@@ -219,6 +219,9 @@ int64_t qc_alloc(struct qcow2 *s, uint64_t n)
 	uint64_t maxc = QC_MAX_HOST_OFFSET / s->cluster_size;
 restart:;
 	uint64_t start = s->free_hint ? s->free_hint : 1, run = 0, i;
+	/* clusters in use far past the end of the file: the refcounts lie
+	 * (bounds the scan on a hostile image) */
+	uint64_t limit = (qc_file_len(s) + (1ull << 30)) / s->cluster_size + n;
 	for (i = start; i < maxc && run < n; i++) {
 		uint64_t rc;
 		r = qc_rc_get(s, i, &rc);
@@ -228,6 +231,8 @@ restart:;
 			run = 0;
 		else
 			run++;
+		if (rc && i > limit)
+			return qc_mark_corrupt(s, "clusters in use far past the end of the file");
 	}
 	if (run < n)
 		return -ENOSPC;

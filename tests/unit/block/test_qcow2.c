@@ -623,6 +623,27 @@ START_TEST(test_feature_errors)
 	ck_assert_msg(err && strstr(err, "Unsupported qcow2 feature(s): extended L2 entries"),
 		      "%s", err);
 	g_free(err);
+	/* bad metadata found at I/O time: -EIO, and the image is marked corrupt */
+	ck_assert_int_eq(sh("rm -f e.qcow2 && qemu-img create -q -f qcow2 e.qcow2 1M && "
+			    "qemu-io -c 'write -P 0x11 0 64k' e.qcow2 && python3 -c \"import struct\n"
+			    "d=bytearray(open('e.qcow2','rb').read())\n"
+			    "l1=struct.unpack('>Q',d[40:48])[0]\n"
+			    "l2=struct.unpack('>Q',d[l1:l1+8])[0]&0x00fffffffffffe00\n"
+			    "e=struct.unpack('>Q',d[l2:l2+8])[0]\n"
+			    "d[l2:l2+8]=struct.pack('>Q',e|0x1200)\n"
+			    "open('e.qcow2','wb').write(d)\""), 0);
+	bs = open_img("e.qcow2", false, NULL, NULL);
+	struct op o;
+	submit(bs, R, 0, buf, sizeof(buf), 0, &o);
+	wait_ops(bs, &o, 1);
+	ck_assert_int_eq(o.ret, -EIO);
+	submit(bs, W, 70000, buf, sizeof(buf), 0, &o);
+	wait_ops(bs, &o, 1);
+	ck_assert_int_eq(o.ret, -EIO);
+	kl_bnode_unref(bs);
+	ck_assert_ptr_null(open_img("e.qcow2", false, NULL, &err));
+	ck_assert_msg(err && strstr(err, "image is corrupt"), "%s", err);
+	g_free(err);
 	/* not qcow2 / truncated */
 	ck_assert_int_eq(sh("head -c 300 /dev/zero > z.qcow2 && printf 'QFI\\373' | dd "
 			    "of=z.qcow2 conv=notrunc"), 0);
