@@ -399,11 +399,12 @@ static void qcow2_close(struct kl_bnode *bs)
 	struct qcow2 *s = bs->opaque;
 	if (!s)
 		return;
-	if (!s->readonly) {
+	if (!s->readonly && !s->corrupt) {
+		/* (a corrupt image's metadata is not written any more, as QEMU) */
 		int r = qc_writeback(s);
 		if (r >= 0)
 			r = kl_bnode_flush_sync(bs->file);
-		if (r >= 0 && (s->incompat & QC_INCOMPAT_DIRTY) && !s->corrupt) {
+		if (r >= 0 && (s->incompat & QC_INCOMPAT_DIRTY)) {
 			s->incompat &= ~QC_INCOMPAT_DIRTY;
 			write_incompat(s);
 		}

@@ -863,7 +863,7 @@ int qc_discard(struct kl_bnode *bs, uint64_t off, uint64_t len, kl_blk_cb cb, vo
 int qc_flush(struct kl_bnode *bs, kl_blk_cb cb, void *opaque)
 {
 	struct qcow2 *s = bs->opaque;
-	int r = qc_writeback(s);
+	int r = s->corrupt ? -EIO : qc_writeback(s);
 	if (r < 0) {
 		kl_bnode_complete_later(cb, opaque, r);
 		return 0;
