@@ -699,7 +699,11 @@ static void zd_write_zeroes(struct qc_req *r, uint64_t g, uint64_t n)
 	struct qc_req *w = req_new(s, OP_WRITE, g, n, &v, 1, zd_child_done, r);
 	w->internal = true;
 	r->pending++;
-	write_submit(w);
+	/* a sibling piece may be allocating the same cluster */
+	if (overlaps_inflight(s, g, n))
+		g_queue_push_tail(&s->waiters, w);
+	else
+		write_submit(w);
 }
 
 static void discard_done(void *opaque, long ret)
@@ -761,6 +765,36 @@ static int zd_cluster(struct qc_req *r, uint64_t ci, bool *changed)
 	return 0;
 }
 
+/* Part of a cluster with subclusters: whole subclusters get the zero bit
+ * (if the cluster is not shared or compressed), the rest zero data. */
+static int zd_subclusters(struct qc_req *r, uint64_t ci, uint64_t o, uint64_t n, bool *changed)
+{
+	struct qcow2 *s = r->s;
+	uint64_t sc = s->sc_size, e, bmp, g = ci * s->cluster_size;
+	uint64_t a = (o + sc - 1) / sc, b = (o + n) / sc; /* whole subclusters [a, b) */
+	int ret = qc_l2_get(s, ci, &e, &bmp);
+	if (ret < 0)
+		return ret;
+	uint64_t h = e & QC_L2E_MASK;
+	bool ok = !(e & QC_OFLAG_COMPRESSED) && (!h || (e & QC_OFLAG_COPIED));
+	if (a >= b || !ok) {
+		zd_write_zeroes(r, g + o, n);
+		return 0;
+	}
+	uint64_t m = ((1ull << (b - a)) - 1) << a;
+	uint64_t nb = (bmp & ~m) | (m << 32);
+	if (nb != bmp) {
+		if ((ret = qc_l2_set(s, ci, e, nb)) < 0)
+			return ret;
+		*changed = true;
+	}
+	if (o < a * sc)
+		zd_write_zeroes(r, g + o, a * sc - o);
+	if (b * sc < o + n)
+		zd_write_zeroes(r, g + b * sc, o + n - b * sc);
+	return 0;
+}
+
 static void zd_submit(struct qc_req *r)
 {
 	struct qcow2 *s = r->s;
@@ -776,6 +810,8 @@ static void zd_submit(struct qc_req *r)
 		bool full = o == 0 && (n == cs || g + n >= s->size);
 		if (full)
 			ret = zd_cluster(r, ci, &changed);
+		else if (r->op == OP_ZERO && s->ext_l2)
+			ret = zd_subclusters(r, ci, o, n, &changed);
 		else if (r->op == OP_ZERO)
 			zd_write_zeroes(r, g, n);
 		pos += n;
