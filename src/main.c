@@ -136,7 +136,7 @@ static void add_device(struct kl_vm *vm, const char *spec)
 	const struct kl_device_type *t = kl_device_type_find(drv);
 	if (!t)
 		die("-device %s: unsupported device '%s' (-device help lists them)", spec, drv);
-	kl_opts_get(o, "id"); /* accepted for QEMU compatibility */
+	kl_device_set_path(kl_opts_get(o, "id")); /* QOM path (query-block qdev) */
 	kl_opts_get(o, "bus");
 	kl_opts_get(o, "addr");
 	if (t->create(vm, o, &err) < 0)
@@ -149,7 +149,11 @@ static void add_device(struct kl_vm *vm, const char *spec)
 	kl_opts_free(o);
 }
 
-static void add_drive(struct kl_vm *vm, const char *spec)
+/* -device lines implied by -drive if=virtio: created after the -device
+ * ones, as QEMU does (so their /machine/peripheral-anon/device[N] match). */
+static GPtrArray *drive_devices;
+
+static void add_drive(const char *spec)
 {
 	char *err = NULL, *iface = NULL;
 	struct kl_opts *o = kl_opts_parse(spec, NULL, &err);
@@ -160,9 +164,10 @@ static void add_drive(struct kl_vm *vm, const char *spec)
 		die("-drive %s: %s", spec, err);
 	kl_opts_free(o);
 	if (iface && !strcmp(iface, "virtio")) {
-		char *dev = g_strdup_printf("virtio-blk-pci,drive=%s", kl_blockdev_id(bd));
-		add_device(vm, dev);
-		g_free(dev);
+		if (!drive_devices)
+			drive_devices = g_ptr_array_new_with_free_func(g_free);
+		g_ptr_array_add(drive_devices,
+				g_strdup_printf("virtio-blk-pci,drive=%s", kl_blockdev_id(bd)));
 	}
 	g_free(iface);
 }
@@ -298,6 +303,14 @@ int main(int argc, char **argv)
 	kl_loop_init();
 	if (cli.daemonize)
 		daemonize_start();
+	/* -blockdev nodes first (they need no VM; errors before /dev/kvm is
+	 * opened), then -drive, then the devices on them, as libvirt orders
+	 * them */
+	for (guint i = 0; i < cli.blockdevs->len; i++) {
+		const char *spec = g_ptr_array_index(cli.blockdevs, i);
+		if (!kl_blockdev_add_spec(spec, &err))
+			die("-blockdev %s: %s", spec, err);
+	}
 	struct kl_cpu_opts copts = { .model = cli.cpu, .assist = cli.assist,
 				     .assist_log = cli.assist_log };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
@@ -351,9 +364,14 @@ int main(int argc, char **argv)
 		if (!kl_netdev_add(g_ptr_array_index(cli.netdevs, i), &err))
 			die_err(err);
 	for (guint i = 0; i < cli.drives->len; i++)
-		add_drive(vm, g_ptr_array_index(cli.drives, i));
+		add_drive(g_ptr_array_index(cli.drives, i));
 	for (guint i = 0; i < cli.devices->len; i++)
 		add_device(vm, g_ptr_array_index(cli.devices, i));
+	for (guint i = 0; drive_devices && i < drive_devices->len; i++)
+		add_device(vm, g_ptr_array_index(drive_devices, i));
+	if (drive_devices)
+		g_ptr_array_free(drive_devices, TRUE);
+	drive_devices = NULL;
 
 	boot_cfg.kernel = cli.kernel;
 	boot_cfg.initrd = cli.initrd;

@@ -78,7 +78,10 @@ void kl_blockdev_quiesce_end(struct kl_blockdev *bd);
 int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char **err);
 /* Iterate over all registered drives in creation order. */
 void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque);
-/* Close every registered drive (at exit). */
+/* -blockdev SPEC: JSON ('{...}') or dotted keys (driver=file,filename=...,
+ * node-name=N): a user-added node (src/block/blockdev.c). */
+struct kl_bnode *kl_blockdev_add_spec(const char *spec, char **err);
+/* Close every registered drive and the user-added nodes (at exit). */
 void kl_blockdev_close_all(void);
 
 const char *kl_blockdev_id(const struct kl_blockdev *bd);

@@ -17,7 +17,7 @@ struct kl_cli {
 	bool log_cpu_reset;      /* -d cpu_reset */
 	char *machine;           /* -M/-machine type */
 	char *mem_backend;       /* -machine memory-backend=ID */
-	GPtrArray *drives, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
+	GPtrArray *drives, *blockdevs, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
 	char *name;
 	char *uuid;
 	char *pidfile;

@@ -27,6 +27,12 @@ const struct kl_device_type *kl_device_type_find(const char *name);
  * array, not the elements). */
 const struct kl_device_type **kl_device_type_list(void);
 
+/* QOM path of the device being created (main.c sets it before create()):
+ * "/machine/peripheral/ID", or "/machine/peripheral-anon/device[N]" for
+ * the N-th device without id, as QEMU numbers them.  NULL: none set. */
+void kl_device_set_path(const char *id);
+const char *kl_device_path(void);
+
 #define KL_DEVICE_TYPE(var)                                            \
 	static void __attribute__((constructor)) var##_register(void) \
 	{                                                              \

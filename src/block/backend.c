@@ -108,6 +108,7 @@ void kl_blockdev_close_all(void)
 		g_ptr_array_free(backends, TRUE);
 		backends = NULL;
 	}
+	kl_blockdev_release_user_nodes();
 	while (breq_free) {
 		struct breq *r = breq_free;
 		breq_free = r->free_next;
@@ -436,3 +437,17 @@ int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char
 	return 0;
 }
 
+
+unsigned kl_bnode_backends(struct kl_bnode *bs, struct kl_blockdev **out, unsigned max)
+{
+	unsigned n = 0;
+	for (guint i = 0; backends && i < backends->len; i++) {
+		struct kl_blockdev *b = g_ptr_array_index(backends, i);
+		if (b->root != bs)
+			continue;
+		if (out && n < max)
+			out[n] = b;
+		n++;
+	}
+	return n;
+}

@@ -190,7 +190,8 @@ static int open_child(struct kl_opts *o, const char *name, const struct kl_bnode
 			return 0;
 		struct kl_bnode *c = kl_bnode_find(ref);
 		if (!c) {
-			*err = g_strdup_printf("Cannot find device='' nor node-name='%s'", ref);
+			*err = g_strdup_printf("Cannot find device='%s' nor node-name='%s'", ref,
+					       ref);
 			return -1;
 		}
 		kl_bnode_ref(c);
@@ -262,6 +263,8 @@ static struct kl_bnode *open_depth(struct kl_opts *o, const struct kl_bnode_inhe
 	if (name && (!valid_node_name(name) || kl_bnode_find(name) || kl_blockdev_find(name))) {
 		*err = !valid_node_name(name)
 			? g_strdup_printf("Invalid node-name: '%s'", name)
+			: kl_blockdev_find(name)
+			? g_strdup_printf("node-name=%s is conflicting with a device id", name)
 			: g_strdup_printf("Duplicate nodes with node-name='%s'", name);
 		return NULL;
 	}

@@ -197,4 +197,29 @@ uint64_t kl_bnode_file_length(struct kl_bnode *bs);
  * flight (main thread, BQL held). */
 void kl_bnode_drain(struct kl_bnode *bs);
 
+/* Backends whose root is bs: the count; the first max of them in out. */
+unsigned kl_bnode_backends(struct kl_bnode *bs, struct kl_blockdev **out, unsigned max);
+
+/* ---- -blockdev, blockdev-add and the QMP graph operations (blockdev.c);
+ * errors are QEMU 7.2's texts ---- */
+/* JSON object -> flat dotted options: nested objects "a.b", booleans
+ * on/off, numbers in decimal, null "" (arrays: an error naming the key). */
+struct kl_opts *kl_opts_from_json(JsonObject *obj, const char *src, char **err);
+/* Open a user-added node (it keeps the reference of its own). */
+struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err);
+/* Drop the user's reference of every user-added node (at exit). */
+void kl_blockdev_release_user_nodes(void);
+int kl_blockdev_del(const char *node_name, char **err);
+/* A backend id first, then a node name (QEMU's bdrv_lookup_bs). */
+struct kl_bnode *kl_bnode_lookup(const char *device, const char *node, char **err);
+int kl_block_snapshot_internal(const char *device, const char *name, char **err);
+/* *out: the deleted snapshot. */
+int kl_block_snapshot_delete_internal(const char *device, const char *id, const char *name,
+				      struct kl_snapshot_info *out, char **err);
+/* blockdev-snapshot-sync: existing false = mode absolute-paths (create). */
+int kl_block_snapshot_sync(const char *device, const char *node_name, const char *file,
+			   const char *snap_node, const char *format, bool existing, char **err);
+/* blockdev-snapshot: node becomes overlay's backing; overlay the root. */
+int kl_block_snapshot(const char *node, const char *overlay, char **err);
+
 #endif

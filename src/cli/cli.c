@@ -287,6 +287,7 @@ FLAGFN(f_name_opts)
 #define LISTFLAG(fn, field) \
 	FLAGFN(fn) { (void)flag; (void)err; g_ptr_array_add(c->field, g_strdup(v)); return 0; }
 LISTFLAG(f_drive, drives)
+LISTFLAG(f_blockdev, blockdevs)
 LISTFLAG(f_device, devices)
 LISTFLAG(f_netdev, netdevs)
 LISTFLAG(f_chardev, chardevs)
@@ -348,6 +349,8 @@ static const struct flag flags[] = {
 	{ "initrd", ARG, f_initrd, "-initrd FILE         initial ramdisk" },
 	{ "append", ARG, f_append, "-append CMDLINE      kernel command line" },
 	{ "drive", ARG, f_drive, "-drive file=F[,if=virtio|none][,id=ID][,format=raw][,cache=none|writethrough|writeback|directsync|unsafe][,aio=threads|native|io_uring][,readonly=on]" },
+	{ "blockdev", ARG, f_blockdev, "-blockdev driver=file,filename=F,node-name=N[,...] | -blockdev '{\"driver\": ...}'\n"
+				       "                       a block node (drivers file, raw, qcow2), as QEMU's (JSON or dotted keys)" },
 	{ "device", ARG, f_device, "-device DRIVER[,prop=value...]  (-device help lists drivers)" },
 	{ "netdev", ARG, f_netdev, "-netdev user|tap|socket,id=ID[,...]  network back-end" },
 	{ "chardev", ARG, f_chardev, "-chardev socket,id=ID,path=P|host=H,port=N[,server=on[,wait=off]]  as -qmp" },
@@ -389,6 +392,7 @@ int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
 	c->ram_size = 128ULL << 20;
 	c->smp = c->sockets = c->cores = c->threads = 1;
 	c->drives = g_ptr_array_new_with_free_func(g_free);
+	c->blockdevs = g_ptr_array_new_with_free_func(g_free);
 	c->devices = g_ptr_array_new_with_free_func(g_free);
 	c->netdevs = g_ptr_array_new_with_free_func(g_free);
 	c->chardevs = g_ptr_array_new_with_free_func(g_free);
@@ -442,7 +446,7 @@ void kl_cli_free(struct kl_cli *c)
 	g_free(c->name);
 	g_free(c->uuid);
 	g_free(c->pidfile);
-	GPtrArray *arrs[] = { c->drives, c->devices, c->netdevs, c->chardevs, c->serials,
+	GPtrArray *arrs[] = { c->drives, c->blockdevs, c->devices, c->netdevs, c->chardevs, c->serials,
 			      c->qmps, c->mons, c->objects };
 	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)
 		if (arrs[i])

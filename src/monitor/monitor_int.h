@@ -82,7 +82,38 @@ struct kl_qmp_cmd {
 const struct kl_qmp_cmd *kl_qmp_cmd_find(const char *name);
 const struct kl_qmp_cmd *kl_qmp_cmd_list(void); /* {NULL}-terminated */
 
-JsonNode *kl_qmp_version_node(void);  /* {"qemu": {...}, "package": ...} */
+JsonNode *kl_qmp_version_node(void);
+/* Wrap (and take over the reference of) an object / array. */
+JsonNode *kl_qmp_obj_node(JsonObject *o);
+JsonNode *kl_qmp_arr_node(JsonArray *a);
+
+/* ---- qmp_block.c: block commands (entries of the command table) ---- */
+#define KL_QMP_BLOCK_CMDS_DECL(fn) \
+	enum kl_qmp_err fn(struct kl_qmp_session *s, JsonObject *args, JsonNode **ret, char **desc);
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_block)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_blockstats)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_named_block_nodes)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_blockdev_add)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_blockdev_del)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_internal)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_delete_internal)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_sync)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot)
+extern const struct kl_qmp_arg kl_qmp_blockstats_args[], kl_qmp_named_nodes_args[],
+	kl_qmp_blockdev_del_args[], kl_qmp_snap_internal_args[], kl_qmp_snap_delete_args[],
+	kl_qmp_snap_sync_args[], kl_qmp_snap_args[];
+/* args NULL: free-form arguments (blockdev-add: the command checks them) */
+#define KL_QMP_BLOCK_CMDS \
+	{ "query-block", kl_qmp_query_block, no_args }, \
+	{ "query-blockstats", kl_qmp_query_blockstats, kl_qmp_blockstats_args }, \
+	{ "query-named-block-nodes", kl_qmp_query_named_block_nodes, kl_qmp_named_nodes_args }, \
+	{ "blockdev-add", kl_qmp_blockdev_add, NULL }, \
+	{ "blockdev-del", kl_qmp_blockdev_del, kl_qmp_blockdev_del_args }, \
+	{ "blockdev-snapshot-internal-sync", kl_qmp_snapshot_internal, kl_qmp_snap_internal_args }, \
+	{ "blockdev-snapshot-delete-internal-sync", kl_qmp_snapshot_delete_internal, \
+	  kl_qmp_snap_delete_args }, \
+	{ "blockdev-snapshot-sync", kl_qmp_snapshot_sync, kl_qmp_snap_sync_args }, \
+	{ "blockdev-snapshot", kl_qmp_snapshot, kl_qmp_snap_args },  /* {"qemu": {...}, "package": ...} */
 
 /* Event name + optional data (consumed) -> every negotiated client. */
 void kl_monitor_broadcast(const char *event, JsonNode *data);

@@ -145,6 +145,8 @@ static bool check_args(const struct kl_qmp_cmd *c, JsonObject *args, char **desc
 	JsonObjectIter it;
 	const char *k;
 	JsonNode *v;
+	if (!c->args)
+		return true; /* free-form: the command checks its arguments */
 	json_object_iter_init_ordered(&it, args);
 	while (json_object_iter_next_ordered(&it, &k, &v)) {
 		const struct kl_qmp_arg *a = c->args;

@@ -1,7 +1,6 @@
 /* QMP commands (reply shapes follow the QEMU 7.2 QAPI schema). */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmlite/assist.h"
@@ -9,14 +8,14 @@
 #include "kvmlite/vm.h"
 #include "monitor_int.h"
 
-static JsonNode *obj_node(JsonObject *o)
+JsonNode *kl_qmp_obj_node(JsonObject *o)
 {
 	JsonNode *n = json_node_init_object(json_node_alloc(), o);
 	json_object_unref(o);
 	return n;
 }
 
-static JsonNode *arr_node(JsonArray *a)
+JsonNode *kl_qmp_arr_node(JsonArray *a)
 {
 	JsonNode *n = json_node_init_array(json_node_alloc(), a);
 	json_array_unref(a);
@@ -67,7 +66,7 @@ static enum kl_qmp_err cmd_query_commands(struct kl_qmp_session *s, JsonObject *
 		json_object_set_string_member(o, "name", c->name);
 		json_array_add_object_element(a, o);
 	}
-	*ret = arr_node(a);
+	*ret = kl_qmp_arr_node(a);
 	return KL_QMP_OK;
 }
 
@@ -79,7 +78,7 @@ static enum kl_qmp_err cmd_query_status(struct kl_qmp_session *s, JsonObject *ar
 	json_object_set_string_member(o, "status", kl_runstate_name(s->vm->state));
 	json_object_set_boolean_member(o, "singlestep", false);
 	json_object_set_boolean_member(o, "running", s->vm->state == KL_RS_RUNNING);
-	*ret = obj_node(o);
+	*ret = kl_qmp_obj_node(o);
 	return KL_QMP_OK;
 }
 
@@ -142,7 +141,7 @@ static enum kl_qmp_err cmd_query_name(struct kl_qmp_session *s, JsonObject *args
 	JsonObject *o = json_object_new();
 	if (s->vm->name)
 		json_object_set_string_member(o, "name", s->vm->name);
-	*ret = obj_node(o);
+	*ret = kl_qmp_obj_node(o);
 	return KL_QMP_OK;
 }
 
@@ -159,7 +158,7 @@ static enum kl_qmp_err cmd_query_uuid(struct kl_qmp_session *s, JsonObject *args
 	JsonObject *o = json_object_new();
 	json_object_set_string_member(o, "UUID", str);
 	g_free(str);
-	*ret = obj_node(o);
+	*ret = kl_qmp_obj_node(o);
 	return KL_QMP_OK;
 }
 
@@ -172,7 +171,7 @@ static enum kl_qmp_err cmd_query_kvm(struct kl_qmp_session *s, JsonObject *args,
 	json_object_set_boolean_member(o, "enabled", s->vm->vm_fd >= 0);
 	json_object_set_boolean_member(o, "present",
 				       s->vm->vm_fd >= 0 || access(dev ? dev : "/dev/kvm", R_OK | W_OK) == 0);
-	*ret = obj_node(o);
+	*ret = kl_qmp_obj_node(o);
 	return KL_QMP_OK;
 }
 
@@ -204,7 +203,7 @@ static enum kl_qmp_err cmd_query_emulation_assist(struct kl_qmp_session *s, Json
 	json_object_set_int_member(o, "count", (gint64)count);
 	json_object_set_int_member(o, "time-ns", (gint64)ns);
 	json_object_set_array_member(o, "assists", list);
-	*ret = obj_node(o);
+	*ret = kl_qmp_obj_node(o);
 	return KL_QMP_OK;
 }
 
@@ -243,159 +242,7 @@ static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject 
 		json_object_set_string_member(o, "target", "x86_64");
 		json_array_add_object_element(a, o);
 	}
-	*ret = arr_node(a);
-	return KL_QMP_OK;
-}
-
-struct blk_iter {
-	JsonArray *a;
-	unsigned n;
-};
-
-static void cache_flags(enum kl_blk_cache c, bool *wb, bool *direct, bool *noflush)
-{
-	*wb = c == KL_CACHE_NONE || c == KL_CACHE_WRITEBACK || c == KL_CACHE_UNSAFE;
-	*direct = c == KL_CACHE_NONE || c == KL_CACHE_DIRECTSYNC;
-	*noflush = c == KL_CACHE_UNSAFE;
-}
-
-static void block_info(struct kl_blockdev *bd, void *opaque)
-{
-	struct blk_iter *it = opaque;
-	const char *file = kl_blockdev_filename(bd);
-	char *node = g_strdup_printf("#block%03u", it->n++);
-
-	JsonObject *img = json_object_new();
-	json_object_set_string_member(img, "filename", file);
-	json_object_set_string_member(img, "format", "raw");
-	json_object_set_int_member(img, "virtual-size", (gint64)kl_blockdev_size(bd));
-	struct stat st;
-	if (stat(file, &st) == 0)
-		json_object_set_int_member(img, "actual-size", (gint64)st.st_blocks * 512);
-	json_object_set_boolean_member(img, "dirty-flag", false);
-
-	bool wb, direct, noflush;
-	cache_flags(kl_blockdev_cache(bd), &wb, &direct, &noflush);
-	JsonObject *cache = json_object_new();
-	json_object_set_boolean_member(cache, "writeback", wb);
-	json_object_set_boolean_member(cache, "direct", direct);
-	json_object_set_boolean_member(cache, "no-flush", noflush);
-
-	JsonObject *ins = json_object_new();
-	json_object_set_string_member(ins, "file", file);
-	json_object_set_string_member(ins, "node-name", node);
-	json_object_set_boolean_member(ins, "ro", kl_blockdev_readonly(bd));
-	json_object_set_string_member(ins, "drv", "raw");
-	json_object_set_int_member(ins, "backing_file_depth", 0);
-	json_object_set_boolean_member(ins, "encrypted", false);
-	json_object_set_string_member(ins, "detect_zeroes", "off");
-	static const char *const zeros[] = { "bps", "bps_rd", "bps_wr", "iops", "iops_rd",
-					     "iops_wr" };
-	for (unsigned i = 0; i < G_N_ELEMENTS(zeros); i++)
-		json_object_set_int_member(ins, zeros[i], 0);
-	json_object_set_object_member(ins, "image", img);
-	json_object_set_object_member(ins, "cache", cache);
-	json_object_set_int_member(ins, "write_threshold", 0);
-
-	JsonObject *o = json_object_new();
-	json_object_set_string_member(o, "device", kl_blockdev_id(bd));
-	const char *qdev = kl_blockdev_attached(bd);
-	if (qdev)
-		json_object_set_string_member(o, "qdev", qdev);
-	json_object_set_string_member(o, "type", "unknown");
-	json_object_set_boolean_member(o, "removable", false);
-	json_object_set_boolean_member(o, "locked", false);
-	json_object_set_object_member(o, "inserted", ins);
-	if (qdev)
-		json_object_set_string_member(o, "io-status", "ok");
-	json_array_add_object_element(it->a, o);
-	g_free(node);
-}
-
-static enum kl_qmp_err cmd_query_block(struct kl_qmp_session *s, JsonObject *args,
-				       JsonNode **ret, char **desc)
-{
-	(void)s, (void)args, (void)desc;
-	struct blk_iter it = { json_array_new(), 0 };
-	kl_blockdev_foreach(block_info, &it);
-	*ret = arr_node(it.a);
-	return KL_QMP_OK;
-}
-
-static JsonObject *stats_obj(const struct kl_blk_stats *st)
-{
-	JsonObject *s = json_object_new();
-#define I(k, v) json_object_set_int_member(s, k, (gint64)(v))
-	I("rd_bytes", st->rd_bytes);
-	I("wr_bytes", st->wr_bytes);
-	I("unmap_bytes", 0);
-	I("rd_operations", st->rd_ops);
-	I("wr_operations", st->wr_ops);
-	I("flush_operations", st->flush_ops);
-	I("unmap_operations", st->discard_ops);
-	I("rd_total_time_ns", st->rd_total_ns);
-	I("wr_total_time_ns", st->wr_total_ns);
-	I("flush_total_time_ns", st->flush_total_ns);
-	I("unmap_total_time_ns", 0);
-	I("wr_highest_offset", 0);
-	I("rd_merged", 0);
-	I("wr_merged", 0);
-	I("unmap_merged", 0);
-	I("failed_rd_operations", st->failed_rd_ops);
-	I("failed_wr_operations", st->failed_wr_ops);
-	I("failed_flush_operations", st->failed_flush_ops);
-	I("failed_unmap_operations", 0);
-	I("invalid_rd_operations", 0);
-	I("invalid_wr_operations", 0);
-	I("invalid_flush_operations", 0);
-	I("invalid_unmap_operations", 0);
-#undef I
-	json_object_set_boolean_member(s, "account_invalid", true);
-	json_object_set_boolean_member(s, "account_failed", true);
-	json_object_set_array_member(s, "timed_stats", json_array_new());
-	return s;
-}
-
-/* As QEMU: the format node (raw) with its protocol node (file) as parent;
- * kvmlite has one layer, so both carry the same counters. */
-static void block_stats(struct kl_blockdev *bd, void *opaque)
-{
-	struct blk_iter *it = opaque;
-	struct kl_blk_stats st;
-	memset(&st, 0, sizeof(st));
-	kl_blockdev_get_stats(bd, &st);
-
-	JsonObject *drv = json_object_new();
-	json_object_set_string_member(drv, "driver", "file");
-	json_object_set_int_member(drv, "discard-nb-ok", (gint64)st.discard_ops);
-	json_object_set_int_member(drv, "discard-nb-failed", 0);
-	json_object_set_int_member(drv, "discard-bytes-ok", 0);
-	JsonObject *parent = json_object_new();
-	char *pnode = g_strdup_printf("#file%03u", it->n);
-	json_object_set_string_member(parent, "node-name", pnode);
-	g_free(pnode);
-	json_object_set_object_member(parent, "stats", stats_obj(&st));
-	json_object_set_object_member(parent, "driver-specific", drv);
-
-	JsonObject *o = json_object_new();
-	json_object_set_string_member(o, "device", kl_blockdev_id(bd));
-	char *node = g_strdup_printf("#block%03u", it->n++);
-	json_object_set_string_member(o, "node-name", node);
-	g_free(node);
-	if (kl_blockdev_attached(bd))
-		json_object_set_string_member(o, "qdev", kl_blockdev_attached(bd));
-	json_object_set_object_member(o, "stats", stats_obj(&st));
-	json_object_set_object_member(o, "parent", parent);
-	json_array_add_object_element(it->a, o);
-}
-
-static enum kl_qmp_err cmd_query_blockstats(struct kl_qmp_session *s, JsonObject *args,
-					    JsonNode **ret, char **desc)
-{
-	(void)s, (void)args, (void)desc;
-	struct blk_iter it = { json_array_new(), 0 };
-	kl_blockdev_foreach(block_stats, &it);
-	*ret = arr_node(it.a);
+	*ret = kl_qmp_arr_node(a);
 	return KL_QMP_OK;
 }
 
@@ -414,7 +261,7 @@ static enum kl_qmp_err cmd_query_chardev(struct kl_qmp_session *s, JsonObject *a
 		json_array_add_object_element(a, o);
 	}
 	g_ptr_array_unref(l);
-	*ret = arr_node(a);
+	*ret = kl_qmp_arr_node(a);
 	return KL_QMP_OK;
 }
 
@@ -488,10 +335,6 @@ static const struct kl_qmp_arg caps_args[] = {
 	{ "enable", JSON_NODE_ARRAY, G_TYPE_INVALID, true },
 	{ NULL },
 };
-static const struct kl_qmp_arg blockstats_args[] = {
-	{ "query-nodes", JSON_NODE_VALUE, G_TYPE_BOOLEAN, true },
-	{ NULL },
-};
 static const struct kl_qmp_arg hmp_args[] = {
 	{ "command-line", JSON_NODE_VALUE, G_TYPE_STRING, false },
 	{ "cpu-index", JSON_NODE_VALUE, G_TYPE_INT64, true },
@@ -513,8 +356,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "query-kvm", cmd_query_kvm, no_args },
 	{ "x-query-emulation-assist", cmd_query_emulation_assist, no_args },
 	{ "query-cpus-fast", cmd_query_cpus_fast, no_args },
-	{ "query-block", cmd_query_block, no_args },
-	{ "query-blockstats", cmd_query_blockstats, blockstats_args },
+	KL_QMP_BLOCK_CMDS
 	{ "query-chardev", cmd_query_chardev, no_args },
 	{ "human-monitor-command", cmd_hmp, hmp_args },
 	{ NULL },

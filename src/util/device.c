@@ -42,3 +42,18 @@ const struct kl_device_type **kl_device_type_list(void)
 	qsort(v, n, sizeof(*v), by_name);
 	return v;
 }
+
+static char *cur_path;
+static unsigned anon_next;
+
+void kl_device_set_path(const char *id)
+{
+	g_free(cur_path);
+	cur_path = id && *id ? g_strdup_printf("/machine/peripheral/%s", id)
+			     : g_strdup_printf("/machine/peripheral-anon/device[%u]", anon_next++);
+}
+
+const char *kl_device_path(void)
+{
+	return cur_path;
+}

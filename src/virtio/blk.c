@@ -377,7 +377,14 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	put_le(c + C_MAX_WZ_SECTORS, MAX_DISCARD_SECTORS, 4);
 	put_le(c + C_MAX_WZ_SEG, 1, 4);
 	c[C_WZ_MAY_UNMAP] = 0;
-	kl_blockdev_set_attached(bd, "virtio-blk-pci");
+	/* query-block's qdev: QEMU's path of the virtio-blk child of the proxy */
+	if (kl_device_path()) {
+		char *q = g_strdup_printf("%s/virtio-backend", kl_device_path());
+		kl_blockdev_set_attached(bd, q);
+		g_free(q);
+	} else {
+		kl_blockdev_set_attached(bd, "virtio-blk-pci");
+	}
 	return 0;
 }
 

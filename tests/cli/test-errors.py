@@ -79,6 +79,50 @@ def cpu_warning(probe):
             print("FAIL %-28s exit %d, stderr %r" % (name, p.returncode, p.stderr))
 
 
+def blockdev_errors(probe, d):
+    """-blockdev errors: QEMU 7.2's texts, prefixed with the option as QEMU
+    does ("-blockdev SPEC: ...").  Nodes open before /dev/kvm is touched, so
+    these run without it (KVMLITE_KVM_DEV points nowhere: reaching the VM
+    would be a different error)."""
+    img = os.path.join(d, "bd.raw")
+    with open(img, "wb") as f:
+        f.truncate(1 << 20)
+    nokvm = {"KVMLITE_KVM_DEV": os.path.join(d, "kvm")}
+    base = ["-kernel", probe, "-nographic"]
+    cases = [
+        ("driver=raw,file=x,node-name=a",
+         "-blockdev driver=raw,file=x,node-name=a: Cannot find device='x' nor node-name='x'",
+         "-blockdev unknown file ref"),
+        ("driver=file,filename=%s" % img,
+         "'node-name' must be specified for the root node", "-blockdev no node-name"),
+        ('{"driver":"file","filename":"%s","node-name":"a","cache":{"direct":[1]}}' % img,
+         "Invalid parameter type for 'cache.direct', expected: boolean", "-blockdev JSON array"),
+        ('{"driver":"file","filename":["x"],"node-name":"a"}',
+         "Invalid parameter type for 'filename', expected: string", "-blockdev JSON filename list"),
+        ('{"driver":"file","read-only":"yes","filename":"%s","node-name":"a"}' % img,
+         "Invalid parameter type for 'read-only', expected: boolean", "-blockdev JSON bool type"),
+        ("driver=file,filename=%s,node-name=a,bogus=1" % img,
+         "Parameter 'bogus' is unexpected", "-blockdev unknown key"),
+        ('{"driver":"file"', "JSON parse error", "-blockdev bad JSON"),
+        ("driver=nbd2,node-name=a", "Parameter 'driver' does not accept value 'nbd2'",
+         "-blockdev unknown driver"),
+        ("driver=file,filename=%s,node-name=1a" % img, "Invalid node-name: '1a'",
+         "-blockdev invalid node-name"),
+        ("driver=file,filename=%s,node-name=a" % os.path.join(d, "nope.raw"),
+         "Could not open '%s': No such file or directory" % os.path.join(d, "nope.raw"),
+         "-blockdev missing file"),
+    ]
+    for spec, needle, name in cases:
+        run(base + ["-blockdev", spec], env=nokvm, needle=needle, name=name)
+    ok = "driver=file,filename=%s,node-name=a" % img
+    run(base + ["-blockdev", ok, "-blockdev", ok], env=nokvm,
+        needle="-blockdev %s: Duplicate nodes with node-name='a'" % ok,
+        name="-blockdev duplicate node")
+    # a good -blockdev gets as far as the VM (here: the missing /dev/kvm)
+    run(base + ["-blockdev", ok, "-blockdev", "driver=raw,file=a,node-name=b"], env=nokvm,
+        needle="cannot open", name="-blockdev ok, then no kvm")
+
+
 with tempfile.TemporaryDirectory() as d:
     garbage = os.path.join(d, "garbage.bin")
     with open(garbage, "wb") as f:
@@ -126,6 +170,7 @@ with tempfile.TemporaryDirectory() as d:
             name="-qmp client, non-loopback")
         run(["-kernel", probe, "-qmp", "unix:%s,reconnect=1" % nobody],
             needle="unknown parameter 'reconnect'", name="-qmp reconnect=")
+        blockdev_errors(probe, d)
         cpu_warning(probe)
     else:
         print("note: probe kernel not given; cases needing a valid kernel not run")

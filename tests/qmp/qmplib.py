@@ -98,6 +98,13 @@ RETURNS = {
     "query-cpus-fast": ("list", CPU_INFO_FAST), "query-block": ("list", BLOCK_INFO),
     "query-blockstats": ("list", BLOCK_STATS), "query-chardev": ("list", CHARDEV_INFO),
     "human-monitor-command": str,
+    "query-named-block-nodes": ("list", BLOCK_DEVICE_INFO),
+    "blockdev-add": EMPTY, "blockdev-del": EMPTY,
+    "blockdev-snapshot-internal-sync": EMPTY, "blockdev-snapshot-sync": EMPTY,
+    "blockdev-snapshot": EMPTY,
+    "blockdev-snapshot-delete-internal-sync": {
+        "id": str, "name": str, "vm-state-size": int, "date-sec": int, "date-nsec": int,
+        "vm-clock-sec": int, "vm-clock-nsec": int, "icount?": int},
 }
 
 

@@ -4,6 +4,7 @@
 
 #include "fake_vm.h"
 #include "kvmlite/assist.h"
+#include "../../../src/block/node.h"
 
 struct fake_calls fake;
 
@@ -128,7 +129,10 @@ void fake_vm_free(struct kl_vm *vm)
 	kl_bus_destroy(&vm->pio);
 }
 
-/* ---- block layer ---- */
+/* ---- block layer: two backends, each a raw node over a file node ---- */
+static const struct kl_bdrv fake_file_drv = { .name = "file", .protocol = true };
+static const struct kl_bdrv fake_raw_drv = { .name = "raw" };
+
 struct kl_blockdev {
 	const char *id, *file;
 	uint64_t size;
@@ -136,6 +140,7 @@ struct kl_blockdev {
 	enum kl_blk_cache cache;
 	const char *qdev;
 	struct kl_blk_stats st;
+	struct kl_bnode fmt, proto;
 };
 
 static struct kl_blockdev fake_bds[] = {
@@ -145,20 +150,90 @@ static struct kl_blockdev fake_bds[] = {
 };
 unsigned fake_nblockdevs;
 
+static void fake_nodes(void)
+{
+	for (unsigned i = 0; i < G_N_ELEMENTS(fake_bds); i++) {
+		struct kl_blockdev *bd = &fake_bds[i];
+		if (bd->fmt.drv)
+			continue;
+		struct kl_bnode_inherit in = { .readonly = bd->ro,
+					       .direct = bd->cache == KL_CACHE_NONE,
+					       .no_flush = bd->cache == KL_CACHE_UNSAFE };
+		bd->proto = (struct kl_bnode){ .node_name = g_strdup_printf("#file%03u", i),
+					       .drv = &fake_file_drv, .filename = (char *)bd->file,
+					       .size = bd->size, .readonly = bd->ro, .in = in };
+		bd->fmt = (struct kl_bnode){ .node_name = g_strdup_printf("#block%03u", i),
+					     .drv = &fake_raw_drv, .file = &bd->proto,
+					     .filename = (char *)bd->file, .size = bd->size,
+					     .readonly = bd->ro, .in = in };
+	}
+}
+
 void kl_blockdev_foreach(void (*fn)(struct kl_blockdev *bd, void *opaque), void *opaque)
 {
+	fake_nodes();
 	for (unsigned i = 0; i < fake_nblockdevs && i < G_N_ELEMENTS(fake_bds); i++)
 		fn(&fake_bds[i], opaque);
 }
+void kl_bnode_foreach(void (*fn)(struct kl_bnode *bs, void *opaque), void *opaque)
+{
+	fake_nodes();
+	for (unsigned i = 0; i < fake_nblockdevs && i < G_N_ELEMENTS(fake_bds); i++) {
+		fn(&fake_bds[i].proto, opaque);
+		fn(&fake_bds[i].fmt, opaque);
+	}
+}
 const char *kl_blockdev_id(const struct kl_blockdev *bd) { return bd->id; }
-const char *kl_blockdev_filename(const struct kl_blockdev *bd) { return bd->file; }
-uint64_t kl_blockdev_size(const struct kl_blockdev *bd) { return bd->size; }
-bool kl_blockdev_readonly(const struct kl_blockdev *bd) { return bd->ro; }
-enum kl_blk_cache kl_blockdev_cache(const struct kl_blockdev *bd) { return bd->cache; }
+struct kl_bnode *kl_blockdev_root(const struct kl_blockdev *bd) { return (struct kl_bnode *)&bd->fmt; }
 const char *kl_blockdev_attached(const struct kl_blockdev *bd) { return bd->qdev; }
 void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out)
 {
 	*out = bd->st;
+}
+uint64_t kl_bnode_file_length(struct kl_bnode *bs) { return bs->size; }
+char *kl_bnode_backing_path(const char *overlay, const char *backing)
+{
+	(void)overlay;
+	return g_strdup(backing);
+}
+
+/* Graph operations: the fake has none; they fail with a fixed text the
+ * tests check for (the monitor must pass it on as the error). */
+#define FAKE_NOGRAPH(e) (*(e) = g_strdup("fake: no block graph"), -1)
+struct kl_opts *kl_opts_from_json(JsonObject *obj, const char *src, char **err)
+{
+	(void)obj, (void)src;
+	*err = g_strdup("fake: no block graph");
+	return NULL;
+}
+struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err)
+{
+	(void)o;
+	*err = g_strdup("fake: no block graph");
+	return NULL;
+}
+int kl_blockdev_del(const char *n, char **err) { (void)n; return FAKE_NOGRAPH(err); }
+int kl_block_snapshot_internal(const char *d, const char *n, char **err)
+{
+	(void)d, (void)n;
+	return FAKE_NOGRAPH(err);
+}
+int kl_block_snapshot_delete_internal(const char *d, const char *id, const char *n,
+				      struct kl_snapshot_info *out, char **err)
+{
+	(void)d, (void)id, (void)n, (void)out;
+	return FAKE_NOGRAPH(err);
+}
+int kl_block_snapshot_sync(const char *d, const char *nn, const char *f, const char *sn,
+			   const char *fmt, bool existing, char **err)
+{
+	(void)d, (void)nn, (void)f, (void)sn, (void)fmt, (void)existing;
+	return FAKE_NOGRAPH(err);
+}
+int kl_block_snapshot(const char *n, const char *o, char **err)
+{
+	(void)n, (void)o;
+	return FAKE_NOGRAPH(err);
 }
 
 /* The emulation assist: a fake with two counters (struct kl_assist is

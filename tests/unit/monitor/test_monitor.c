@@ -454,6 +454,52 @@ START_TEST(cmd_block)
 }
 END_TEST
 
+START_TEST(cmd_block_nodes)
+{
+	negotiate();
+	fake_nblockdevs = 2;
+	/* newest node first (QEMU), each a BlockDeviceInfo */
+	char *r = run1("{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":true}}");
+	ck_assert_msg(strstr(r, "{\"return\": [{\"file\": \"/nonexistent/disk1.img\", \"node-name\": "
+			 "\"#block001\", \"ro\": true, \"drv\": \"raw\", \"backing_file_depth\": 0"), "%s", r);
+	ck_assert(strstr(r, "{\"file\": \"/nonexistent/disk0.img\", \"node-name\": \"#file000\", "
+			    "\"ro\": false, \"drv\": \"file\""));
+	ck_assert(strstr(r, "\"image\": {\"filename\": \"/nonexistent/disk0.img\", \"format\": \"file\", "
+			    "\"virtual-size\": 8388608, \"dirty-flag\": false}"));
+	/* the oldest (drive0's file node, cache=none) last */
+	ck_assert(strstr(r, "\"cache\": {\"writeback\": true, \"direct\": true, \"no-flush\": false}, "
+			    "\"write_threshold\": 0}]}"));
+	g_free(r);
+	r = run1("{\"execute\":\"query-blockstats\",\"arguments\":{\"query-nodes\":true}}");
+	ck_assert_msg(strstr(r, "{\"return\": [{\"node-name\": \"#file000\", \"stats\": "), "%s", r);
+	ck_assert(strstr(r, "{\"node-name\": \"#block000\", \"stats\": "));
+	ck_assert(!strstr(r, "\"device\""));
+	g_free(r);
+	/* arguments are checked by the table; the block layer's error is the reply */
+	expect("{\"execute\":\"query-named-block-nodes\",\"arguments\":{\"flat\":1}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Invalid parameter type for "
+	       "'flat', expected: boolean\"}}");
+	expect("{\"execute\":\"blockdev-del\"}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'node-name' is missing\"}}");
+	expect("{\"execute\":\"blockdev-del\",\"arguments\":{\"node-name\":\"x\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"fake: no block graph\"}}");
+	expect("{\"execute\":\"blockdev-add\",\"arguments\":{\"anything\":[1]}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"fake: no block graph\"}}");
+	expect("{\"execute\":\"blockdev-snapshot-internal-sync\",\"arguments\":{\"device\":\"d\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'name' is missing\"}}");
+	expect("{\"execute\":\"blockdev-snapshot-sync\",\"arguments\":{\"snapshot-file\":\"f\","
+	       "\"mode\":\"relative\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'mode' does not accept "
+	       "value 'relative'\"}}");
+	expect("{\"execute\":\"blockdev-snapshot\",\"arguments\":{\"node\":\"a\",\"overlay\":\"b\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"fake: no block graph\"}}");
+	expect("{\"execute\":\"blockdev-snapshot-delete-internal-sync\",\"arguments\":{\"device\":\"a\","
+	       "\"id\":\"1\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"fake: no block graph\"}}");
+	fake_nblockdevs = 0;
+}
+END_TEST
+
 /* ---------------- sockets, several clients, events ---------------- */
 
 START_TEST(sock_events_to_every_negotiated_client)
@@ -813,6 +859,7 @@ static Suite *suite(void)
 	tcase_add_test(t, cmd_power);
 	tcase_add_test(t, cmd_queries);
 	tcase_add_test(t, cmd_block);
+	tcase_add_test(t, cmd_block_nodes);
 	suite_add_tcase(s, t);
 	t = tcase_create("sockets");
 	tcase_set_timeout(t, 180);
