@@ -11,6 +11,7 @@
 
 #include <glib.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 void kl_loop_init(void);
 GMainContext *kl_loop_context(void);
@@ -38,5 +39,16 @@ guint kl_fd_add(int fd, GIOCondition cond, kl_fd_fn fn, void *opaque);
 /* Timer: fn returns G_SOURCE_CONTINUE / G_SOURCE_REMOVE. Runs under BQL. */
 guint kl_timer_add_ms(unsigned ms, GSourceFunc fn, void *opaque);
 void kl_source_remove(guint id);
+
+/* Precise one-shot timer (a timerfd on the main loop): fn(opaque) runs on
+ * the main loop, BQL held, delay_ns after kl_ptimer_arm_ns (re-arming
+ * replaces the previous deadline).  Create and free on the main thread;
+ * arm/cancel from any thread holding the BQL.  NULL if no timerfd. */
+struct kl_ptimer;
+struct kl_ptimer *kl_ptimer_new(kl_bh_fn fn, void *opaque);
+void kl_ptimer_arm_ns(struct kl_ptimer *t, uint64_t delay_ns);
+void kl_ptimer_cancel(struct kl_ptimer *t);
+bool kl_ptimer_armed(const struct kl_ptimer *t);
+void kl_ptimer_free(struct kl_ptimer *t);
 
 #endif

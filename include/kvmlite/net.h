@@ -109,6 +109,19 @@ bool kl_netdev_can_send(struct kl_netdev *nd);
  * thread, BQL held; the work is done on the main loop). */
 void kl_netdev_rx_ready(struct kl_netdev *nd);
 
+/* Rate limits (kvmlite extension, docs/networking.md): every -netdev takes
+ *   throttling.bps-tx=N, throttling.pps-tx=N, throttling.bps-rx=N,
+ *   throttling.pps-rx=N, each also as NAME-max=N and NAME-max-length=S
+ * (QEMU's throttle semantics, include/kvmlite/throttle.h: tx is the write
+ * direction, rx the read direction).  TX beyond the limit stays in the
+ * guest's ring (kl_netdev_can_send says no until the limiter allows the
+ * next frame, then peer->tx_ready); RX beyond it stays in the back-end
+ * (rxq, and the back-end stops reading).  Set live (QMP
+ * netdev_set_throttle): -1 with *err when the limits are invalid. */
+struct kl_throttle_config;
+int kl_netdev_set_throttle(struct kl_netdev *nd, const struct kl_throttle_config *cfg, char **err);
+void kl_netdev_get_throttle(const struct kl_netdev *nd, struct kl_throttle_config *out);
+
 bool kl_netdev_has_vnet_hdr(const struct kl_netdev *nd);
 /* Enable/disable the 12-byte vnet header on every frame; -1 if the
  * back-end cannot carry it. */

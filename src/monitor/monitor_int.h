@@ -113,7 +113,14 @@ extern const struct kl_qmp_arg kl_qmp_blockstats_args[], kl_qmp_named_nodes_args
 	{ "blockdev-snapshot-delete-internal-sync", kl_qmp_snapshot_delete_internal, \
 	  kl_qmp_snap_delete_args }, \
 	{ "blockdev-snapshot-sync", kl_qmp_snapshot_sync, kl_qmp_snap_sync_args }, \
-	{ "blockdev-snapshot", kl_qmp_snapshot, kl_qmp_snap_args },  /* {"qemu": {...}, "package": ...} */
+	{ "blockdev-snapshot", kl_qmp_snapshot, kl_qmp_snap_args },
+
+/* ---- qmp_net.c: netdev_set_throttle, query-netdev-throttle ---- */
+extern const struct kl_qmp_arg kl_qmp_netdev_set_throttle_args[];
+enum kl_qmp_err kl_qmp_cmd_netdev_set_throttle(struct kl_qmp_session *s, JsonObject *args,
+					       JsonNode **ret, char **desc);
+enum kl_qmp_err kl_qmp_cmd_query_netdev_throttle(struct kl_qmp_session *s, JsonObject *args,
+						 JsonNode **ret, char **desc);
 
 /* Event name + optional data (consumed) -> every negotiated client. */
 void kl_monitor_broadcast(const char *event, JsonNode *data);

@@ -359,6 +359,8 @@ static const struct kl_qmp_cmd cmds[] = {
 	KL_QMP_BLOCK_CMDS
 	{ "query-chardev", cmd_query_chardev, no_args },
 	{ "human-monitor-command", cmd_hmp, hmp_args },
+	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },
+	{ "query-netdev-throttle", kl_qmp_cmd_query_netdev_throttle, no_args },
 	{ NULL },
 };
 

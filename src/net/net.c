@@ -73,6 +73,7 @@ struct kl_netdev *kl_netdev_new(const char *id, const struct kl_netdev_ops *ops,
 	nd->be = be;
 	g_queue_init(&nd->rxq);
 	g_queue_init(&nd->txq);
+	kl_throttle_init(&nd->thr, NULL, NULL);
 	g_ptr_array_add(netdevs, nd);
 	return nd;
 }
@@ -110,6 +111,8 @@ void kl_netdev_free(struct kl_netdev *nd)
 		nd->ops->cleanup(nd);
 	nd->be = NULL;
 	nd->attached = false;
+	kl_throttle_destroy(&nd->thr);
+	nd->thr.enabled = false;
 	if (nd->bh_pending) {
 		nd->dead = true;  /* the bottom half frees it */
 		return;
@@ -198,6 +201,13 @@ static bool peer_can_receive(struct kl_netdev *nd)
 	return nd->attached && (!nd->peer.can_receive || nd->peer.can_receive(nd->peer.opaque));
 }
 
+static void rx_account(struct kl_netdev *nd, size_t len)
+{
+	if (nd->thr.enabled)
+		kl_throttle_account(&nd->thr, KL_THR_READ,
+				    len - (nd->using_vnet_hdr && len >= KL_VNET_HDR_LEN ? KL_VNET_HDR_LEN : 0));
+}
+
 /* Deliver queued host->NIC frames while the peer takes them. */
 static void rx_flush(struct kl_netdev *nd)
 {
@@ -211,6 +221,8 @@ static void rx_flush(struct kl_netdev *nd)
 		}
 		if (!peer_can_receive(nd))
 			return;
+		if (!kl_throttle_allow(&nd->thr, KL_THR_READ))
+			return;   /* the RX timer schedules the bottom half */
 		struct iovec iov = { p->data, p->len };
 		nd->delivering = true;
 		ssize_t r = nd->peer.receive(nd->peer.opaque, &iov, 1);
@@ -223,6 +235,7 @@ static void rx_flush(struct kl_netdev *nd)
 		} else {
 			nd->stats.rx_frames++;
 			nd->stats.rx_bytes += p->len;
+			rx_account(nd, p->len);
 		}
 		g_free(p);
 	}
@@ -265,6 +278,8 @@ void kl_netdev_tx_flush(struct kl_netdev *nd)
 
 bool kl_netdev_can_send(struct kl_netdev *nd)
 {
+	if (!kl_throttle_allow(&nd->thr, KL_THR_WRITE))
+		return false;   /* the TX timer calls peer.tx_ready */
 	if (g_queue_get_length(&nd->txq) < KL_NET_TXQ_SOFT)
 		return true;
 	nd->tx_blocked = true;
@@ -290,6 +305,9 @@ ssize_t kl_netdev_send(struct kl_netdev *nd, const struct iovec *iov, int iovcnt
 		nd->stats.tx_dropped++;
 		return -1;
 	}
+	if (nd->thr.enabled)
+		kl_throttle_account(&nd->thr, KL_THR_WRITE,
+				    len - (nd->using_vnet_hdr ? KL_VNET_HDR_LEN : 0));
 	bool direct = kl_loop_is_main_thread() && g_queue_is_empty(&nd->txq) &&
 		      !nd->in_send && !nd->delivering;
 	if (direct) {
@@ -330,7 +348,7 @@ bool kl_netdev_can_deliver(struct kl_netdev *nd)
 	if (!nd->attached)
 		return true;  /* frames will be dropped: keep draining the host */
 	if (g_queue_is_empty(&nd->rxq) && !nd->in_send && !nd->delivering &&
-	    peer_can_receive(nd))
+	    peer_can_receive(nd) && kl_throttle_allow(&nd->thr, KL_THR_READ))
 		return true;
 	nd->rx_blocked = true;
 	return false;
@@ -343,8 +361,9 @@ bool kl_netdev_deliver(struct kl_netdev *nd, const void *buf, size_t len)
 		return true;
 	}
 	bool reentrant = nd->in_send || nd->delivering;
-	bool refused = false;
-	if (g_queue_is_empty(&nd->rxq) && !reentrant && peer_can_receive(nd)) {
+	bool refused = false, throttled = false;
+	if (g_queue_is_empty(&nd->rxq) && !reentrant && peer_can_receive(nd) &&
+	    !(throttled = !kl_throttle_allow(&nd->thr, KL_THR_READ))) {
 		struct iovec iov = { (void *)buf, len };
 		nd->delivering = true;
 		ssize_t r = nd->peer.receive(nd->peer.opaque, &iov, 1);
@@ -352,6 +371,7 @@ bool kl_netdev_deliver(struct kl_netdev *nd, const void *buf, size_t len)
 		if (r > 0) {
 			nd->stats.rx_frames++;
 			nd->stats.rx_bytes += len;
+			rx_account(nd, len);
 			return true;
 		}
 		if (r < 0) {
@@ -369,10 +389,51 @@ bool kl_netdev_deliver(struct kl_netdev *nd, const void *buf, size_t len)
 	}
 	/* Re-entrant delivery (a reply produced while the NIC sends) or frames
 	 * queued ahead of this one: deliver from the loop. */
-	if (reentrant || (!refused && peer_can_receive(nd)))
+	if (reentrant || (!refused && !throttled && peer_can_receive(nd)))
 		schedule_bh(nd);
 	nd->rx_blocked = true;
 	return false;
+}
+
+/* ---- throttling ----------------------------------------------------------- */
+
+static void thr_tx_resume(void *opaque)
+{
+	struct kl_netdev *nd = opaque;
+	if (nd->attached && nd->peer.tx_ready)
+		nd->peer.tx_ready(nd->peer.opaque);
+}
+
+static void thr_rx_resume(void *opaque)
+{
+	struct kl_netdev *nd = opaque;
+	/* rx_flush delivers what is queued, then resumes the back-end */
+	if (!g_queue_is_empty(&nd->rxq) || nd->rx_blocked)
+		schedule_bh(nd);
+}
+
+bool kl_netdev_rx_throttled(const struct kl_netdev *nd)
+{
+	return nd->thr.enabled && nd->rxq.length > 0 &&
+	       kl_throttle_waiting(&nd->thr, KL_THR_READ);
+}
+
+int kl_netdev_set_throttle(struct kl_netdev *nd, const struct kl_throttle_config *cfg, char **err)
+{
+	if (kl_throttle_config_check(cfg, err) < 0)
+		return -1;
+	if (kl_throttle_config_enabled(cfg))
+		kl_throttle_set_timers(&nd->thr, thr_rx_resume, thr_tx_resume, nd);
+	kl_throttle_set_config(&nd->thr, cfg);
+	/* retry both directions under the new limits now */
+	kl_throttle_kick(&nd->thr, KL_THR_WRITE);
+	kl_throttle_kick(&nd->thr, KL_THR_READ);
+	return 0;
+}
+
+void kl_netdev_get_throttle(const struct kl_netdev *nd, struct kl_throttle_config *out)
+{
+	*out = nd->thr.cfg;
 }
 
 /* ---- -netdev parsing ---------------------------------------------------- */
@@ -461,6 +522,14 @@ struct kl_netdev *kl_netdev_add(const char *optstr, char **err)
 		*err = g_strdup_printf("-netdev %s: id= is required", optstr);
 		goto out;
 	}
+	struct kl_throttle_config thr;
+	kl_throttle_config_init(&thr);
+	char *terr = NULL;
+	if (kl_throttle_config_from_opts(&thr, kl_throttle_net_keys, false, o, "throttling", &terr) < 0) {
+		*err = g_strdup_printf("-netdev %s: %s", optstr, terr);
+		g_free(terr);
+		goto out;
+	}
 	if (fwds->len && strcmp(type, "user")) {
 		*err = g_strdup_printf("-netdev %s: hostfwd= is only valid for type user", optstr);
 		goto out;
@@ -474,6 +543,10 @@ struct kl_netdev *kl_netdev_add(const char *optstr, char **err)
 	else
 		*err = g_strdup_printf("-netdev %s: unknown type '%s' (user, tap, socket)", optstr, type);
 	if (nd && kl_opts_check_unused(o, "-netdev", err) < 0) {
+		kl_netdev_free(nd);
+		nd = NULL;
+	}
+	if (nd && kl_throttle_config_enabled(&thr) && kl_netdev_set_throttle(nd, &thr, err) < 0) {
 		kl_netdev_free(nd);
 		nd = NULL;
 	}

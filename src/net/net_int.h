@@ -6,6 +6,7 @@
 #include <glib.h>
 
 #include "kvmlite/net.h"
+#include "kvmlite/throttle.h"
 
 #define KL_NET_QUEUE_MAX 1024    /* frames queued per direction */
 
@@ -46,6 +47,8 @@ struct kl_netdev {
 	bool rx_blocked;            /* back-end paused reading; resume on rx_ready */
 	bool tx_blocked;            /* told the NIC to stop; call peer.tx_ready */
 	struct kl_netdev_stats stats;
+	/* throttling.*: write = TX (NIC -> host), read = RX (host -> NIC) */
+	struct kl_throttle thr;
 };
 
 /* Create and register a netdev (the id must be unique: NULL + *err). */
@@ -56,6 +59,10 @@ struct kl_netdev *kl_netdev_new(const char *id, const struct kl_netdev_ops *ops,
  * was queued or dropped and rx_blocked is set: stop reading until
  * ops->rx_resume). */
 bool kl_netdev_deliver(struct kl_netdev *nd, const void *buf, size_t len);
+/* Held by the RX limiter: frames are waiting in rxq for the throttle timer
+ * (back-ends that cannot stop reading on their own, like slirp, stop
+ * polling while this is true). */
+bool kl_netdev_rx_throttled(const struct kl_netdev *nd);
 /* Whether the back-end should read more frames for the peer now; when not,
  * rx_blocked is set and ops->rx_resume will be called later. */
 bool kl_netdev_can_deliver(struct kl_netdev *nd);

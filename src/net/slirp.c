@@ -179,6 +179,12 @@ static gboolean src_prepare(GSource *base, gint *timeout)
 	struct user_be *u = s->u;
 	uint32_t t = UINT32_MAX;
 	drop_pfds(s);
+	if (kl_netdev_rx_throttled(u->nd)) {
+		/* RX limiter holding frames: stop reading slirp's sockets until
+		 * the throttle timer delivers them (user_rx_resume wakes us) */
+		*timeout = -1;
+		return FALSE;
+	}
 	slirp_pollfds_fill(u->slirp, &t, add_poll_cb, u);
 	/* the array is final now: hand stable pointers to GLib */
 	for (guint i = 0; i < u->pfds->len; i++)
@@ -248,9 +254,16 @@ static void user_cleanup(struct kl_netdev *nd)
 	g_free(u);
 }
 
+static void user_rx_resume(struct kl_netdev *nd)
+{
+	(void)nd;
+	g_main_context_wakeup(kl_loop_context());   /* re-runs src_prepare */
+}
+
 static const struct kl_netdev_ops user_ops = {
 	.type = "user",
 	.transmit = user_transmit,
+	.rx_resume = user_rx_resume,
 	.cleanup = user_cleanup,
 };
 

@@ -73,6 +73,10 @@ uint64_t net_us_since(uint64_t tsc0);
 /* Sink probes: stop waiting 3 s after the last frame once one arrived, or
  * after 60 s with none (last = TSC of the last frame or of the start). */
 bool net_sink_idle(unsigned long got, uint64_t last);
+/* Record the time at which got first reaches cmdline mark=K (rate
+ * tests: net_sink_finish then prints "SINK mark=K' mark_us=T", the
+ * frames after the mark and the microseconds they took). */
+void net_sink_progress(unsigned long got);
 /* Print "SINK got=N us=T" (t0 = TSC of the first frame) and give the verdict. */
 int net_sink_finish(unsigned long got, unsigned long n, uint64_t t0);
 

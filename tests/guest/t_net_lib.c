@@ -450,8 +450,29 @@ bool net_sink_idle(unsigned long got, uint64_t last)
 	return net_us_since(last) > (got ? 3000000u : 60000000u);
 }
 
+static unsigned long mark_at, mark_got;
+static uint64_t mark_tsc;
+static bool mark_read;
+
+void net_sink_progress(unsigned long got)
+{
+	if (!mark_read) {
+		char v[32];
+		mark_read = true;
+		if (probe_cmdline_get("mark", v, sizeof(v)))
+			for (const char *p = v; *p >= '0' && *p <= '9'; p++)
+				mark_at = mark_at * 10 + (unsigned long)(*p - '0');
+	}
+	if (mark_at && !mark_tsc && got >= mark_at) {
+		mark_tsc = rdtsc();
+		mark_got = got;
+	}
+}
+
 int net_sink_finish(unsigned long got, unsigned long n, uint64_t t0)
 {
+	if (mark_tsc)
+		printf("SINK mark=%lu mark_us=%lu\n", mark_got, (unsigned long)net_us_since(mark_tsc));
 	printf("SINK got=%lu us=%lu\n", got, (unsigned long)(got ? net_us_since(t0) : 0));
 	udelay(300000);
 	if (got < n)

@@ -386,6 +386,7 @@ static int test_net_sink_virtio(void)
 			if (!got)
 				t0 = rdtsc();
 			got += k;
+			net_sink_progress(got);
 			q->last_used = used;
 			/* slot i always names descriptor i: give them straight back */
 			q->avail_idx = (uint16_t)(q->avail_idx + k);
