@@ -157,9 +157,7 @@ struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err)
 		return NULL;
 	}
 	if (o->format && !kl_bdrv_find(o->format)) {
-		*err = !strcmp(o->format, "qcow2")
-			? g_strdup_printf("'%s': format 'qcow2' is not supported yet (only raw)", o->file)
-			: g_strdup_printf("'%s': Unknown driver '%s'", o->file, o->format);
+		*err = g_strdup_printf("'%s': Unknown driver '%s'", o->file, o->format);
 		return NULL;
 	}
 	struct kl_bnode_inherit in = kl_block_inherit(o->cache, o->engine, o->readonly);

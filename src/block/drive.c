@@ -30,19 +30,6 @@ static int parse_aio(const char *v, enum kl_blk_engine *out)
 	return -1;
 }
 
-/* Like QEMU's format probing: without format=, a qcow2 image must not be
- * silently exposed (and overwritten) as raw. */
-static bool looks_like_qcow2(const char *file)
-{
-	unsigned char m[4];
-	int fd = open(file, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	bool q = pread(fd, m, 4, 0) == 4 && memcmp(m, "QFI\xfb", 4) == 0;
-	close(fd);
-	return q;
-}
-
 struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err)
 {
 	struct kl_block_opts o = { .engine = KL_AIO_THREADS, .cache = KL_CACHE_WRITEBACK };
@@ -123,12 +110,6 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 			g_free(auto_id);
 		}
 		o.id = auto_id;
-	}
-	if (!o.format && !kl_bdrv_find("qcow2") && looks_like_qcow2(o.file)) {
-		*err = g_strdup_printf("'%s': format 'qcow2' is not supported yet (only raw); "
-				       "use format=raw to access the file as raw", o.file);
-		g_free(auto_id);
-		return NULL;
 	}
 	struct kl_blockdev *bd = kl_blockdev_open(&o, err);
 	g_free(auto_id);

@@ -15,16 +15,12 @@
 #include "kvmlite/loop.h"
 
 extern const struct kl_bdrv kl_bdrv_raw;
-#ifdef KL_HAVE_QCOW2
 extern const struct kl_bdrv kl_bdrv_qcow2;
-#endif
 
 static const struct kl_bdrv *const drivers[] = {
 	&kl_bdrv_file,
 	&kl_bdrv_raw,
-#ifdef KL_HAVE_QCOW2
 	&kl_bdrv_qcow2,
-#endif
 };
 
 #define MAX_BACKING_DEPTH 64

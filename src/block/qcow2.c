@@ -512,6 +512,7 @@ static int qcow2_create(const char *filename, uint64_t size, const char *backing
 const struct kl_bdrv kl_bdrv_qcow2 = {
 	.name = "qcow2",
 	.has_backing = true,
+	.meta_cache = true,
 	.probe = qcow2_probe,
 	.open = qcow2_open,
 	.close = qcow2_close,
