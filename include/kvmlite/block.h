@@ -108,6 +108,12 @@ const char *kl_blockdev_attached(const struct kl_blockdev *bd);
 /* aio=threads: worker threads per drive opened afterwards (default 16). */
 void kl_blk_set_pool_size(unsigned nthreads);
 unsigned kl_blk_pool_size(void);
+/* At most this many requests made by completion callbacks are held back
+ * and passed to the kernel in one io_submit/io_uring_enter (or one hand-off
+ * to the workers); 0 = the default (4).  A file node's aio-max-batch=N
+ * overrides it for that file.  Small batches keep the device busy: a batch
+ * the size of the queue depth leaves it idle until the whole batch is in. */
+void kl_blk_set_max_batch(unsigned n);
 /* Busy-poll for further completions for up to ns after handling some, while
  * requests are in flight (0 = off, the default; like QEMU's poll-max-ns). */
 void kl_blk_set_poll_ns(uint64_t ns);

@@ -88,6 +88,7 @@ struct kl_bfile {
 	void *engine_state;
 	struct kl_tpool *pool;          /* threads engine, native fallbacks */
 	bool in_poll;                   /* inside the completion handler: batch submits */
+	unsigned max_batch;             /* ... up to this many at a time */
 
 	unsigned in_flight;
 	struct kl_blk_req *writes;      /* tracked writes in flight */
@@ -103,6 +104,7 @@ struct kl_bfile_opts {
 	bool dsync;                     /* O_DSYNC (-drive cache=writethrough/directsync) */
 	bool no_flush;                  /* cache.no-flush=on: FLUSH completes at once */
 	enum kl_blk_engine engine;
+	unsigned max_batch;             /* aio-max-batch (0: kl_blk_set_max_batch's) */
 };
 
 /* The file object (file.c).  Requests as kl_blk_submit() documents. */

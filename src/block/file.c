@@ -28,7 +28,10 @@
 #define ZERO_BUF_SIZE (1u << 20)
 #define ZERO_CHUNK (4ull << 20)
 
+#define DEFAULT_MAX_BATCH 4
+
 static unsigned pool_size = 16;
+static unsigned max_batch = DEFAULT_MAX_BATCH;
 static uint64_t poll_ns;
 static void *zero_buf;
 
@@ -40,6 +43,11 @@ void kl_blk_set_pool_size(unsigned nthreads)
 unsigned kl_blk_pool_size(void)
 {
 	return pool_size;
+}
+
+void kl_blk_set_max_batch(unsigned n)
+{
+	max_batch = n ? n : DEFAULT_MAX_BATCH;
 }
 
 void kl_blk_set_poll_ns(uint64_t ns)
@@ -187,6 +195,7 @@ struct kl_bfile *kl_bfile_open(const struct kl_bfile_opts *o, char **err)
 	bf->readonly = o->readonly;
 	bf->engine = o->engine;
 	bf->deferred_tail = &bf->deferred;
+	bf->max_batch = o->max_batch ? o->max_batch : max_batch;
 	if (direct) {
 		probe_alignment(bf);
 	} else {
@@ -208,6 +217,13 @@ struct kl_bfile *kl_bfile_open(const struct kl_bfile_opts *o, char **err)
 		goto fail;
 	}
 	bf->efd_watch = kl_fd_add(bf->efd, G_IO_IN, efd_handler, bf);
+	/* GLib blocks a non-recursive source while it dispatches: it takes the
+	 * fd out of the poll set and puts it back, and each change signals the
+	 * context's wakeup eventfd -- two write()s, a read() and one more poll()
+	 * per completion wakeup.  Nothing iterates the main context from a
+	 * completion callback, and efd_handler() does not nest anyway. */
+	g_source_set_can_recurse(g_main_context_find_source_by_id(kl_loop_context(),
+								  bf->efd_watch), TRUE);
 	open_files = g_list_prepend(open_files, bf);
 	return bf;
 fail:
@@ -775,9 +791,11 @@ static void process(struct kl_bfile *bf)
 
 static bool efd_handler(int fd, GIOCondition cond, void *opaque)
 {
+	struct kl_bfile *bf = opaque;
 	(void)fd;
 	(void)cond;
-	process(opaque);
+	if (!bf->in_poll)
+		process(bf);
 	return true;
 }
 

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,7 +48,10 @@ static int file_open(struct kl_bnode *bs, struct kl_opts *o, const struct kl_bno
 		*err = g_strdup_printf("Parameter 'locking' does not accept value '%s'", v);
 		return -1;
 	}
-	kl_opts_get(o, "aio-max-batch");
+	uint64_t mb;
+	if (kl_opts_get_u64(o, "aio-max-batch", 0, &mb, err) < 0)
+		return -1;
+	fo.max_batch = mb > UINT_MAX ? UINT_MAX : (unsigned)mb; /* 0: the default */
 	bs->bfile = kl_bfile_open(&fo, err);
 	if (!bs->bfile)
 		return -1;

@@ -103,7 +103,7 @@ static void uring_submit(struct kl_bfile *bf, struct kl_blk_req *r)
 		*u->pend_tail = r;
 		u->pend_tail = &r->next;
 	}
-	if (!bf->in_poll)
+	if (!bf->in_poll || u->queued >= bf->max_batch)
 		uring_flush_batch(bf);
 }
 

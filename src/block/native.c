@@ -19,6 +19,7 @@ struct native {
 	unsigned inflight;               /* iocbs owned by the kernel */
 	struct kl_blk_req *pend, **pend_tail;
 	bool no_fdsync;
+	unsigned npend;                  /* length of pend */
 	struct iocb *iocbs[NATIVE_DEPTH];
 	struct io_event ev[NATIVE_DEPTH];
 };
@@ -61,6 +62,7 @@ static void native_flush_batch(struct kl_bfile *bf)
 			if (got == -EAGAIN && n->inflight)
 				return; /* retried when something completes */
 			n->pend = r->next;
+			n->npend--;
 			if (!n->pend)
 				n->pend_tail = &n->pend;
 			if (r->eop == KL_EOP_FLUSH && got == -EINVAL && !n->no_fdsync) {
@@ -80,6 +82,7 @@ static void native_flush_batch(struct kl_bfile *bf)
 		}
 		for (int i = 0; i < got; i++) {
 			n->pend = n->pend->next;
+			n->npend--;
 			n->inflight++;
 		}
 		if (!n->pend)
@@ -117,7 +120,7 @@ static void native_submit(struct kl_bfile *bf, struct kl_blk_req *r)
 	r->next = NULL;
 	*n->pend_tail = r;
 	n->pend_tail = &r->next;
-	if (!bf->in_poll)
+	if (++n->npend >= bf->max_batch || !bf->in_poll)
 		native_flush_batch(bf);
 }
 

@@ -125,8 +125,7 @@ void kl_tpool_submit(struct kl_tpool *p, struct kl_blk_req *r)
 	r->next = NULL;
 	*p->batch_tail = r;
 	p->batch_tail = &r->next;
-	p->nbatch++;
-	if (!p->bf->in_poll)
+	if (++p->nbatch >= p->bf->max_batch || !p->bf->in_poll)
 		tpool_flush(p);
 }
 
