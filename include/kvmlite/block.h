@@ -132,6 +132,10 @@ typedef void (*kl_blk_cb)(void *opaque, long ret);
  * -EROFS/-EINVAL for the request itself come through cb.  READ/WRITE complete
  * with the byte count, FLUSH/DISCARD/WRITE_ZEROES with 0.  Call with the BQL
  * held; do not close a device from one of its completion callbacks. */
+/* The checks of kl_blk_submit's arguments: -EINVAL for a bad op, a NULL cb
+ * or a bad iovec; READ/WRITE set *len to the iovec's total. */
+int kl_blk_req_len(enum kl_blk_op op, kl_blk_cb cb, const struct iovec *iov, int iovcnt,
+		   uint64_t *len);
 int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		  const struct iovec *iov, int iovcnt, uint64_t len,
 		  kl_blk_cb cb, void *opaque);

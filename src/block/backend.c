@@ -359,6 +359,25 @@ static int dispatch(struct breq *r, const struct iovec *iov, int iovcnt)
 	return -EINVAL;
 }
 
+int kl_blk_req_len(enum kl_blk_op op, kl_blk_cb cb, const struct iovec *iov, int iovcnt,
+		   uint64_t *len)
+{
+	if (!cb || (unsigned)op > KL_BLK_WRITE_ZEROES)
+		return -EINVAL;
+	if (op != KL_BLK_READ && op != KL_BLK_WRITE)
+		return 0;
+	if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
+		return -EINVAL;
+	uint64_t n = 0;
+	for (int i = 0; i < iovcnt; i++) {
+		if (iov[i].iov_len > (uint64_t)LONG_MAX - n)
+			return -EINVAL;
+		n += iov[i].iov_len;
+	}
+	*len = n;
+	return 0;
+}
+
 /* Which limiter direction an op is accounted in (-1: not limited, as
  * QEMU: flush and discard pass). */
 static int thr_dir(enum kl_blk_op op)
@@ -428,19 +447,9 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		  const struct iovec *iov, int iovcnt, uint64_t len,
 		  kl_blk_cb cb, void *opaque)
 {
-	if (!bd || !cb || (unsigned)op > KL_BLK_WRITE_ZEROES)
+	if (!bd || kl_blk_req_len(op, cb, iov, iovcnt, &len) < 0)
 		return -EINVAL;
 	bool rw = op == KL_BLK_READ || op == KL_BLK_WRITE;
-	if (rw) {
-		if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
-			return -EINVAL;
-		len = 0;
-		for (int i = 0; i < iovcnt; i++) {
-			if (iov[i].iov_len > (uint64_t)LONG_MAX - len)
-				return -EINVAL;
-			len += iov[i].iov_len;
-		}
-	}
 	struct breq *r = breq_get();
 	r->bd = bd;
 	r->op = op;

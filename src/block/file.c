@@ -648,19 +648,9 @@ int kl_bfile_submit(struct kl_bfile *bf, enum kl_blk_op op, uint64_t offset,
 		  const struct iovec *iov, int iovcnt, uint64_t len,
 		  kl_blk_cb cb, void *opaque)
 {
-	if (!bf || !cb || (unsigned)op > KL_BLK_WRITE_ZEROES)
+	if (!bf || kl_blk_req_len(op, cb, iov, iovcnt, &len) < 0)
 		return -EINVAL;
 	bool rw = op == KL_BLK_READ || op == KL_BLK_WRITE;
-	if (rw) {
-		if (iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
-			return -EINVAL;
-		len = 0;
-		for (int i = 0; i < iovcnt; i++) {
-			if (iov[i].iov_len > (uint64_t)LONG_MAX - len)
-				return -EINVAL;
-			len += iov[i].iov_len;
-		}
-	}
 	struct kl_blk_req *r = g_malloc0(sizeof(*r) + (rw ? (size_t)iovcnt : 0) * sizeof(struct iovec));
 	r->bf = bf;
 	r->op = op;

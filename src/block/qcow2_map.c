@@ -598,6 +598,7 @@ static int start_alloc(struct qc_req *r, uint64_t ci, uint64_t o, uint64_t n, ui
 	if (reuse) {
 		a->host = old;
 	} else {
+		uint64_t flen = kl_bnode_file_length(s->bs->file);
 		int64_t h = qc_alloc(s, 1);
 		if (h < 0) {
 			g_free(a);
@@ -605,6 +606,14 @@ static int start_alloc(struct qc_req *r, uint64_t ci, uint64_t o, uint64_t n, ui
 		}
 		a->host = (uint64_t)h;
 		a->fresh = true;
+		/* A new cluster past the end of the file reads as zeroes already:
+		 * when the old content is zeroes too (unallocated or zero, no
+		 * backing file), only the guest's bytes need writing, not a
+		 * cluster of copied zeroes (QEMU avoids the same COW). */
+		if (!s->ext_l2 && !a->realloc && !s->bs->backing && (uint64_t)h >= flen) {
+			a->rs = o;
+			a->re = o + n;
+		}
 	}
 	struct qc_inflight *f = g_new0(struct qc_inflight, 1);
 	f->ci = ci;

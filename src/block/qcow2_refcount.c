@@ -68,6 +68,39 @@ int qc_rc_get(struct qcow2 *s, uint64_t ci, uint64_t *out)
 	return 0;
 }
 
+/* Write the refcount table nrt (nent entries, tc clusters) at off, then
+ * point the header at it (each step flushed: the header never names a
+ * table that is not on disk) and make it the table in use (nrt is taken
+ * over; freed on error). */
+static int rt_install(struct qcow2 *s, uint64_t *nrt, uint64_t nent, uint64_t off, uint64_t tc)
+{
+	uint64_t cs = s->cluster_size;
+	uint8_t *buf = g_malloc0(tc * cs);
+	for (uint64_t i = 0; i < nent; i++)
+		kl_put_be64(buf + 8 * i, nrt[i]);
+	int r = kl_bnode_pwrite_sync(s->bs->file, off, buf, tc * cs);
+	g_free(buf);
+	if (r >= 0)
+		r = kl_bnode_flush_sync(s->bs->file);
+	uint8_t h[12];
+	kl_put_be64(h, off);
+	kl_put_be32(h + 8, (uint32_t)tc);
+	if (r >= 0)
+		r = qc_write_header_field(s, 48, h, 12);
+	if (r >= 0)
+		r = kl_bnode_flush_sync(s->bs->file);
+	if (r < 0) {
+		g_free(nrt);
+		return r;
+	}
+	g_free(s->rt);
+	s->rt = nrt;
+	s->rt_entries = nent;
+	s->rt_offset = off;
+	s->rt_clusters = (uint32_t)tc;
+	return 0;
+}
+
 /* Bigger refcount table: new refblocks for its own clusters at a fresh
  * refblock-aligned range beyond everything, then the header. */
 static int grow_rt(struct qcow2 *s, uint64_t need_rti)
@@ -110,30 +143,9 @@ static int grow_rt(struct qcow2 *s, uint64_t need_rti)
 	memcpy(nrt, s->rt, s->rt_entries * 8);
 	for (uint64_t j = 0; j < k; j++)
 		nrt[T / E + j] = (T + j) * cs;
-	uint8_t *buf = g_malloc0(tc * cs);
-	for (uint64_t i = 0; i < nent; i++)
-		kl_put_be64(buf + 8 * i, nrt[i]);
-	r = kl_bnode_pwrite_sync(s->bs->file, (T + k) * cs, buf, tc * cs);
-	g_free(buf);
-	if (r >= 0)
-		r = kl_bnode_flush_sync(s->bs->file);
-	uint8_t h[12];
-	kl_put_be64(h, (T + k) * cs);
-	kl_put_be32(h + 8, (uint32_t)tc);
-	if (r >= 0)
-		r = qc_write_header_field(s, 48, h, 12);
-	if (r >= 0)
-		r = kl_bnode_flush_sync(s->bs->file);
-	if (r < 0) {
-		g_free(nrt);
-		return r;
-	}
 	uint64_t old_off = s->rt_offset, old_len = (uint64_t)s->rt_clusters * cs;
-	g_free(s->rt);
-	s->rt = nrt;
-	s->rt_entries = nent;
-	s->rt_offset = (T + k) * cs;
-	s->rt_clusters = (uint32_t)tc;
+	if ((r = rt_install(s, nrt, nent, (T + k) * cs, tc)) < 0)
+		return r;
 	return qc_free_now(s, old_off, old_len);
 }
 
@@ -463,31 +475,14 @@ int qc_rebuild_refcounts(struct qcow2 *s, char **err)
 	}
 	g_free(blk);
 	g_free(rc.c);
-	uint8_t *buf = g_malloc0(tc * cs);
-	for (uint64_t i = 0; i < nent; i++)
-		kl_put_be64(buf + 8 * i, nrt[i]);
 	if (r >= 0)
-		r = kl_bnode_pwrite_sync(s->bs->file, (end + nrb) * cs, buf, tc * cs);
-	g_free(buf);
-	if (r >= 0)
-		r = kl_bnode_flush_sync(s->bs->file);
-	uint8_t h[12];
-	kl_put_be64(h, (end + nrb) * cs);
-	kl_put_be32(h + 8, (uint32_t)tc);
-	if (r >= 0)
-		r = qc_write_header_field(s, 48, h, 12);
-	if (r >= 0)
-		r = kl_bnode_flush_sync(s->bs->file);
-	if (r < 0) {
+		r = rt_install(s, nrt, nent, (end + nrb) * cs, tc);
+	else
 		g_free(nrt);
+	if (r < 0) {
 		*err = g_strdup_printf("qcow2: cannot repair refcounts: %s", g_strerror(-r));
 		return r;
 	}
-	g_free(s->rt);
-	s->rt = nrt;
-	s->rt_entries = nent;
-	s->rt_offset = (end + nrb) * cs;
-	s->rt_clusters = (uint32_t)tc;
 	qc_cache_drop(&s->rbc, 0, UINT64_MAX);
 	s->free_hint = 0;
 	return 0;
