@@ -46,6 +46,7 @@ struct qc_aop {
 	uint64_t host, rs, re;
 	uint8_t *buf;
 	bool realloc, fresh;
+	bool extend;        /* past the end of the file: fallocate the cluster first */
 	int pending, ret;
 };
 
@@ -547,6 +548,8 @@ static void aop_written(void *opaque, long ret)
 	aop_end(a, r);
 }
 
+static void aop_extended(void *opaque, long ret);
+
 static void aop_put(struct qc_aop *a, int ret)
 {
 	if (ret < 0 && a->ret >= 0)
@@ -557,10 +560,28 @@ static void aop_put(struct qc_aop *a, int ret)
 		aop_end(a, a->ret);
 		return;
 	}
+	if (a->extend) {
+		/* Extend the file by the whole cluster (a metadata operation),
+		 * so that the data write below does not change the file's size:
+		 * size-changing O_DIRECT writes are serialised by the kernel. */
+		a->extend = false;
+		int r = kl_bnode_write_zeroes(a->r->s->bs->file, a->host, a->r->s->cluster_size, 0,
+					      aop_extended, a);
+		if (r < 0)
+			aop_end(a, r);
+		return;
+	}
 	struct iovec v = { a->buf, a->re - a->rs };
 	int r = kl_bnode_pwritev(a->r->s->bs->file, a->host + a->rs, &v, 1, aop_written, a);
 	if (r < 0)
 		aop_end(a, r);
+}
+
+static void aop_extended(void *opaque, long ret)
+{
+	struct qc_aop *a = opaque;
+	a->pending++;
+	aop_put(a, ret < 0 ? (int)ret : 0);
 }
 
 static void aop_cow_done(void *opaque, long ret)
@@ -613,6 +634,7 @@ static int start_alloc(struct qc_req *r, uint64_t ci, uint64_t o, uint64_t n, ui
 		if (!s->ext_l2 && !a->realloc && !s->bs->backing && (uint64_t)h >= flen) {
 			a->rs = o;
 			a->re = o + n;
+			a->extend = a->re - a->rs < cs;
 		}
 	}
 	struct qc_inflight *f = g_new0(struct qc_inflight, 1);

@@ -230,7 +230,7 @@ int64_t qc_alloc(struct qcow2 *s, uint64_t n)
 		return r;
 	uint64_t maxc = QC_MAX_HOST_OFFSET / s->cluster_size;
 restart:;
-	uint64_t start = s->free_hint ? s->free_hint : 1, run = 0, i;
+	uint64_t start = s->free_hint ? s->free_hint : 1, run = 0, i, first_free = 0;
 	/* clusters in use far past the end of the file: the refcounts lie
 	 * (bounds the scan on a hostile image) */
 	uint64_t limit = (qc_file_len(s) + (1ull << 30)) / s->cluster_size + n;
@@ -239,10 +239,13 @@ restart:;
 		r = qc_rc_get(s, i, &rc);
 		if (r < 0)
 			return r;
-		if (rc)
+		if (rc) {
 			run = 0;
-		else
+		} else {
 			run++;
+			if (!first_free)
+				first_free = i;
+		}
 		if (rc && i > limit)
 			return qc_mark_corrupt(s, "clusters in use far past the end of the file");
 	}
@@ -262,8 +265,11 @@ restart:;
 		if (r < 0)
 			return r;
 	}
-	if (first == start)
-		s->free_hint = i;
+	/* Every cluster in [start, first_free) is in use: later scans start at
+	 * the first free one seen (past this run when the run began there);
+	 * without this every allocation rescanned all clusters from the first
+	 * free one at open (quadratic). */
+	s->free_hint = first_free == first ? i : first_free;
 	return (int64_t)(first * s->cluster_size);
 }
 
