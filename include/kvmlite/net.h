@@ -37,6 +37,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include "kvmlite/iov.h"
 #include "kvmlite/opts.h"
 
 #define KL_VNET_HDR_LEN 12     /* struct virtio_net_hdr_v1 / _mrg_rxbuf */
@@ -183,9 +184,6 @@ int kl_net_tso_segment(const uint8_t *frame, size_t len, size_t hdr_len, size_t 
 int kl_net_vnet_hdr_apply(const uint8_t hdr[KL_VNET_HDR_LEN], uint8_t *frame, size_t len,
 			  kl_net_emit_fn emit, void *opaque);
 
-/* Gather an iovec into buf (at most cap bytes); returns bytes copied. */
-size_t kl_net_iov_to_buf(const struct iovec *iov, int iovcnt, void *buf, size_t cap);
-size_t kl_net_iov_size(const struct iovec *iov, int iovcnt);
 
 
 #endif

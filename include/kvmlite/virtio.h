@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "kvmlite/iov.h"
 #include "kvmlite/mem.h"
 
 struct kl_vm;
@@ -188,15 +189,6 @@ bool kl_virtq_should_notify(struct kl_virtq *vq);
 bool kl_virtq_set_notification(struct kl_virtq *vq, bool enable);
 bool kl_virtq_has_avail(struct kl_virtq *vq);
 
-/* iov helpers (bounded by the iov; return bytes copied) */
-size_t kl_iov_to_buf(const struct iovec *iov, unsigned cnt, size_t off, void *buf, size_t len);
-size_t kl_iov_from_buf(const struct iovec *iov, unsigned cnt, size_t off, const void *buf,
-		       size_t len);
-uint64_t kl_iov_size(const struct iovec *iov, unsigned cnt);
-/* Copy the sub-range [off, off+len) of iov into out (max out entries);
- * returns the entry count, or -1 if it does not fit. */
-int kl_iov_slice(const struct iovec *iov, unsigned cnt, size_t off, size_t len,
-		 struct iovec *out, unsigned max);
 
 /* ---------------- device model ---------------- */
 struct kl_virtio_ops {

@@ -5,6 +5,7 @@
  * The node driver "file" over it is at the end (kl_bdrv_file). */
 #include "block_int.h"
 #include "kvmlite/clock.h"
+#include "kvmlite/iov.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -282,28 +283,6 @@ static bool iov_aligned(const struct kl_bfile *bf, const struct iovec *iov, int 
 	return true;
 }
 
-static void copy_from_iov(void *dst, const struct iovec *iov, int n, uint64_t len)
-{
-	char *d = dst;
-	for (int i = 0; i < n && len; i++) {
-		size_t c = iov[i].iov_len < len ? iov[i].iov_len : len;
-		memcpy(d, iov[i].iov_base, c);
-		d += c;
-		len -= c;
-	}
-}
-
-static void copy_to_iov(const struct iovec *iov, int n, const void *src, uint64_t len)
-{
-	const char *s = src;
-	for (int i = 0; i < n && len; i++) {
-		size_t c = iov[i].iov_len < len ? iov[i].iov_len : len;
-		memcpy(iov[i].iov_base, s, c);
-		s += c;
-		len -= c;
-	}
-}
-
 static void start_bounce_phase(struct kl_blk_req *r, enum kl_blk_eop eop)
 {
 	r->biov.iov_base = r->bounce;
@@ -349,7 +328,7 @@ static void start_rw(struct kl_blk_req *r)
 		r->rmw = true; /* read the partial head/tail blocks first */
 		start_bounce_phase(r, KL_EOP_READ);
 	} else {
-		copy_from_iov(r->bounce, r->giov, r->giovcnt, r->len);
+		kl_iov_to_buf(r->giov, (unsigned)r->giovcnt, 0, r->bounce, r->len);
 		start_bounce_phase(r, KL_EOP_WRITE);
 	}
 }
@@ -525,15 +504,15 @@ static void phase_done(struct kl_blk_req *r)
 	switch (r->op) {
 	case KL_BLK_READ:
 		if (r->bounce)
-			copy_to_iov(r->giov, r->giovcnt, (char *)r->bounce + (r->offset - r->boff),
-				    r->len);
+			kl_iov_from_buf(r->giov, (unsigned)r->giovcnt, 0,
+					(char *)r->bounce + (r->offset - r->boff), r->len);
 		finish(r, (long)r->len);
 		return;
 	case KL_BLK_WRITE:
 		if (r->rmw) {
 			r->rmw = false;
-			copy_from_iov((char *)r->bounce + (r->offset - r->boff), r->giov,
-				      r->giovcnt, r->len);
+			kl_iov_to_buf(r->giov, (unsigned)r->giovcnt, 0,
+				      (char *)r->bounce + (r->offset - r->boff), r->len);
 			start_bounce_phase(r, KL_EOP_WRITE);
 			return;
 		}

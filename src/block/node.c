@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kvmlite/iov.h"
 #include "kvmlite/loop.h"
 
 extern const struct kl_bdrv kl_bdrv_raw;
@@ -422,20 +423,12 @@ static int check_range(struct kl_bnode *bs, uint64_t off, uint64_t len, bool wri
 	return 0;
 }
 
-static uint64_t iov_len(const struct iovec *iov, int iovcnt)
-{
-	uint64_t n = 0;
-	for (int i = 0; i < iovcnt; i++)
-		n += iov[i].iov_len;
-	return n;
-}
-
 int kl_bnode_preadv(struct kl_bnode *bs, uint64_t off, const struct iovec *iov, int iovcnt,
 		    kl_blk_cb cb, void *opaque)
 {
 	if (!cb || iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
 		return -EINVAL;
-	uint64_t len = iov_len(iov, iovcnt);
+	uint64_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	if (check_range(bs, off, len, false, cb, opaque))
 		return 0;
 	return bs->drv->preadv(bs, off, iov, iovcnt, len, cb, opaque);
@@ -446,7 +439,7 @@ int kl_bnode_pwritev(struct kl_bnode *bs, uint64_t off, const struct iovec *iov,
 {
 	if (!cb || iovcnt < 0 || iovcnt > IOV_MAX || (iovcnt && !iov))
 		return -EINVAL;
-	uint64_t len = iov_len(iov, iovcnt);
+	uint64_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	if (check_range(bs, off, len, true, cb, opaque))
 		return 0;
 	return bs->drv->pwritev(bs, off, iov, iovcnt, len, cb, opaque);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "qcow2.h"
+#include "kvmlite/iov.h"
 
 enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD };
 
@@ -49,57 +50,6 @@ struct qc_aop {
 	bool extend;        /* past the end of the file: fallocate the cluster first */
 	int pending, ret;
 };
-
-/* ---- iovec helpers ---- */
-
-static struct iovec *iov_slice(const struct iovec *iov, int cnt, uint64_t off, uint64_t len,
-			       int *outcnt)
-{
-	struct iovec *v = g_new(struct iovec, cnt ? cnt : 1);
-	int n = 0;
-	for (int i = 0; i < cnt && len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		uint64_t l = iov[i].iov_len - off;
-		if (l > len)
-			l = len;
-		v[n].iov_base = (uint8_t *)iov[i].iov_base + off;
-		v[n].iov_len = l;
-		n++;
-		len -= l;
-		off = 0;
-	}
-	*outcnt = n;
-	return v;
-}
-
-/* dir 0: iov -> buf; 1: buf -> iov; 2: zero iov */
-static void iov_xfer(const struct iovec *iov, int cnt, uint64_t off, uint8_t *buf, uint64_t len,
-		     int dir)
-{
-	for (int i = 0; i < cnt && len; i++) {
-		if (off >= iov[i].iov_len) {
-			off -= iov[i].iov_len;
-			continue;
-		}
-		uint64_t l = iov[i].iov_len - off;
-		if (l > len)
-			l = len;
-		uint8_t *p = (uint8_t *)iov[i].iov_base + off;
-		if (dir == 0)
-			memcpy(buf, p, l);
-		else if (dir == 1)
-			memcpy(p, buf, l);
-		else
-			memset(p, 0, l);
-		if (buf)
-			buf += l;
-		len -= l;
-		off = 0;
-	}
-}
 
 /* ---- L2 access ---- */
 
@@ -295,7 +245,7 @@ static void child_done(void *opaque, long ret)
 				  r->s->cluster_size) < 0)
 			ret = -EIO;
 		else
-			iov_xfer(r->iov, r->iovcnt, c->rpos, d + c->o, c->n, 1);
+			kl_iov_from_buf(r->iov, (unsigned)r->iovcnt, c->rpos, d + c->o, c->n);
 		g_free(d);
 	}
 	g_free(c->cbuf);
@@ -316,8 +266,17 @@ static void issue_child(struct qc_req *r, struct kl_bnode *target, uint64_t addr
 {
 	struct qc_child *c = g_new0(struct qc_child, 1);
 	c->r = r;
-	c->iov = iov_slice(r->iov, r->iovcnt, pos, len, &c->iovcnt);
+	/* a range of the request: it fits in as many entries as the request */
+	c->iov = g_new(struct iovec, r->iovcnt ? r->iovcnt : 1);
+	c->iovcnt = kl_iov_slice(r->iov, (unsigned)r->iovcnt, pos, len, c->iov,
+				 (unsigned)r->iovcnt);
 	r->pending++;
+	if (c->iovcnt < 0) {
+		g_free(c->iov);
+		g_free(c);
+		req_put(r, -EIO);
+		return;
+	}
 	int ret = write ? kl_bnode_pwritev(target, addr, c->iov, c->iovcnt, child_done, c)
 			: kl_bnode_preadv(target, addr, c->iov, c->iovcnt, child_done, c);
 	if (ret < 0) {
@@ -334,7 +293,7 @@ static void seg_issue(struct qc_req *r, struct seg *sg)
 	if (sg->kind == SEG_HOST) {
 		issue_child(r, bs->file, sg->addr, sg->pos, sg->len, r->op == OP_WRITE);
 	} else if (sg->kind == SEG_ZERO) {
-		iov_xfer(r->iov, r->iovcnt, sg->pos, NULL, sg->len, 2);
+		kl_iov_memset(r->iov, (unsigned)r->iovcnt, sg->pos, 0, sg->len);
 	} else if (sg->kind == SEG_BACKING) {
 		uint64_t in = 0;
 		if (bs->backing && sg->addr < bs->backing->size) {
@@ -344,7 +303,7 @@ static void seg_issue(struct qc_req *r, struct seg *sg)
 			issue_child(r, bs->backing, sg->addr, sg->pos, in, false);
 		}
 		if (in < sg->len)
-			iov_xfer(r->iov, r->iovcnt, sg->pos + in, NULL, sg->len - in, 2);
+			kl_iov_memset(r->iov, (unsigned)r->iovcnt, sg->pos + in, 0, sg->len - in);
 	}
 	sg->kind = SEG_NONE;
 }
@@ -642,7 +601,7 @@ static int start_alloc(struct qc_req *r, uint64_t ci, uint64_t o, uint64_t n, ui
 	f->next = s->inflight;
 	s->inflight = f;
 	a->buf = g_malloc(a->re - a->rs);
-	iov_xfer(r->iov, r->iovcnt, pos, a->buf + (o - a->rs), n, 0);
+	kl_iov_to_buf(r->iov, (unsigned)r->iovcnt, pos, a->buf + (o - a->rs), n);
 	r->pending++;
 	a->pending = 1;
 	if (o > a->rs) {

@@ -646,7 +646,7 @@ static void rx_checksum(struct e1000_core *c, const uint8_t *f, size_t len, stru
 ssize_t e1000_receive(struct e1000_core *c, const struct iovec *iov, int iovcnt)
 {
 	uint32_t rctl = E1000_REG(c, E1000_RCTL);
-	size_t len = kl_net_iov_size(iov, iovcnt);
+	size_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	uint8_t hdr[14];
 	if (!(rctl & E1000_RCTL_EN) || !c->link_up)
 		return -1;
@@ -657,7 +657,7 @@ ssize_t e1000_receive(struct e1000_core *c, const struct iovec *iov, int iovcnt)
 		e1000_stat_inc(c, E1000_ROC, 1);
 		return (ssize_t)len;
 	}
-	kl_net_iov_to_buf(iov, iovcnt, hdr, sizeof(hdr));
+	kl_iov_to_buf(iov, (unsigned)iovcnt, 0, hdr, sizeof(hdr));
 	if (!e1000_rx_filter(c, hdr))
 		return (ssize_t)len;                 /* not for us */
 	if (c->cb->dma_ok && !c->cb->dma_ok(c->opaque))
@@ -669,7 +669,7 @@ ssize_t e1000_receive(struct e1000_core *c, const struct iovec *iov, int iovcnt)
 	bool fcs = !(rctl & E1000_RCTL_SECRC);
 	size_t total = flen + (fcs ? 4 : 0);
 	uint8_t *f = c->rx_frame;
-	kl_net_iov_to_buf(iov, iovcnt, f, len);
+	kl_iov_to_buf(iov, (unsigned)iovcnt, 0, f, len);
 	memset(f + len, 0, flen - len);
 	if (fcs) {
 		uint32_t crc = e1000_crc32(f, flen);

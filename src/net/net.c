@@ -13,27 +13,6 @@
 static GPtrArray *netdevs;   /* of struct kl_netdev *, creation order */
 static unsigned default_user_count;
 
-size_t kl_net_iov_size(const struct iovec *iov, int iovcnt)
-{
-	size_t n = 0;
-	for (int i = 0; i < iovcnt; i++)
-		n += iov[i].iov_len;
-	return n;
-}
-
-size_t kl_net_iov_to_buf(const struct iovec *iov, int iovcnt, void *buf, size_t cap)
-{
-	size_t done = 0;
-	for (int i = 0; i < iovcnt && done < cap; i++) {
-		size_t n = iov[i].iov_len;
-		if (n > cap - done)
-			n = cap - done;
-		memcpy((uint8_t *)buf + done, iov[i].iov_base, n);
-		done += n;
-	}
-	return done;
-}
-
 struct kl_netdev *kl_netdev_find(const char *id)
 {
 	if (!netdevs || !id)
@@ -192,7 +171,7 @@ static void schedule_bh(struct kl_netdev *nd)
 static struct kl_net_pkt *pkt_from_iov(const struct iovec *iov, int iovcnt, size_t len)
 {
 	struct kl_net_pkt *p = g_malloc(sizeof(*p) + len);
-	p->len = kl_net_iov_to_buf(iov, iovcnt, p->data, len);
+	p->len = kl_iov_to_buf(iov, (unsigned)iovcnt, 0, p->data, len);
 	return p;
 }
 
@@ -300,7 +279,7 @@ static void netdev_bh(void *opaque)
 
 ssize_t kl_netdev_send(struct kl_netdev *nd, const struct iovec *iov, int iovcnt)
 {
-	size_t len = kl_net_iov_size(iov, iovcnt);
+	size_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	if (len == 0 || len > KL_NET_MAX_FRAME || !nd->be) {
 		nd->stats.tx_dropped++;
 		return -1;

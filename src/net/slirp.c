@@ -223,13 +223,13 @@ static GSourceFuncs user_source_funcs = {
 static int user_transmit(struct kl_netdev *nd, const struct iovec *iov, int iovcnt)
 {
 	struct user_be *u = nd->be;
-	size_t len = kl_net_iov_size(iov, iovcnt);
+	size_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	if (iovcnt == 1) {
 		slirp_input(u->slirp, iov[0].iov_base, (int)len);
 		return 0;
 	}
 	uint8_t *buf = g_malloc(len);
-	kl_net_iov_to_buf(iov, iovcnt, buf, len);
+	kl_iov_to_buf(iov, (unsigned)iovcnt, 0, buf, len);
 	slirp_input(u->slirp, buf, (int)len);
 	g_free(buf);
 	return 0;

@@ -236,7 +236,7 @@ static int sock_transmit(struct kl_netdev *nd, const struct iovec *iov, int iovc
 	}
 	if (s->out->len - s->out_off >= SOCK_OUT_MAX)
 		return 1;   /* wait until the socket drains */
-	size_t len = kl_net_iov_size(iov, iovcnt);
+	size_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	uint8_t hdr[4] = { (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len };
 	g_byte_array_append(s->out, hdr, 4);
 	for (int i = 0; i < iovcnt; i++)

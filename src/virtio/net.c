@@ -177,14 +177,14 @@ static ssize_t vnet_receive(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	struct vnet *n = opaque;
 	struct kl_virtio_dev *vd = n->vd;
-	size_t total = kl_net_iov_size(iov, iovcnt);
+	size_t total = kl_iov_size(iov, (unsigned)iovcnt);
 	if (!rx_queue_ok(n))
 		return -1;
 	const uint8_t *src = iov[0].iov_base;
 	if (iovcnt != 1) {
 		if (total > KL_NET_MAX_FRAME)
 			return -1;
-		kl_net_iov_to_buf(iov, iovcnt, n->rxbuf, total);
+		kl_iov_to_buf(iov, (unsigned)iovcnt, 0, n->rxbuf, total);
 		src = n->rxbuf;
 	}
 	uint8_t hdr[KL_VNET_HDR_LEN] = { 0 };

@@ -39,10 +39,10 @@ static ssize_t fake_receive(void *opaque, const struct iovec *iov, int iovcnt)
 		n->refuse--;
 		return 0;
 	}
-	size_t len = kl_net_iov_size(iov, iovcnt);
+	size_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	GByteArray *b = g_byte_array_sized_new((guint)len);
 	g_byte_array_set_size(b, (guint)len);
-	kl_net_iov_to_buf(iov, iovcnt, b->data, len);
+	kl_iov_to_buf(iov, (unsigned)iovcnt, 0, b->data, len);
 	g_ptr_array_add(n->frames, b);
 	return (ssize_t)len;
 }

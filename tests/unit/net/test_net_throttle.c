@@ -22,7 +22,7 @@ static ssize_t peer_receive(void *opaque, const struct iovec *iov, int iovcnt)
 {
 	(void)opaque;
 	rx_frames++;
-	return (ssize_t)kl_net_iov_size(iov, iovcnt);
+	return (ssize_t)kl_iov_size(iov, (unsigned)iovcnt);
 }
 
 static void peer_tx_ready(void *opaque)
