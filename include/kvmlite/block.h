@@ -100,6 +100,8 @@ enum kl_blk_engine kl_blockdev_engine(const struct kl_blockdev *bd);
 enum kl_blk_cache kl_blockdev_cache(const struct kl_blockdev *bd);
 const char *kl_blk_engine_name(enum kl_blk_engine e);          /* "threads" ... */
 const char *kl_blk_cache_name(enum kl_blk_cache c);            /* "none" ... */
+/* aio= value -> engine; -1 for an unknown name. */
+int kl_blk_engine_parse(const char *name, enum kl_blk_engine *out);
 void kl_blockdev_get_stats(const struct kl_blockdev *bd, struct kl_blk_stats *out);
 /* Name of the device model attached (for query-block), set by the device. */
 void kl_blockdev_set_attached(struct kl_blockdev *bd, const char *qdev);

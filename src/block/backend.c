@@ -386,6 +386,15 @@ static int thr_dir(enum kl_blk_op op)
 		: op == KL_BLK_WRITE || op == KL_BLK_WRITE_ZEROES ? KL_THR_WRITE : -1;
 }
 
+/* A request of dir (not quiesced) waits behind the limits: requests of
+ * dir are queued, or the limiter refuses one now (and arms its timer). */
+static bool thr_must_wait(struct kl_blockdev *bd, int dir)
+{
+	return dir >= 0 && bd->thr_init &&
+	       (!g_queue_is_empty(&bd->thr_q[dir]) ||
+		(bd->thr.enabled && !kl_throttle_allow(&bd->thr, dir)));
+}
+
 /* Dispatch a queued request (its iovec copy is freed here). */
 static void dispatch_queued(struct breq *r)
 {
@@ -460,10 +469,7 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 	r->start_ns = kl_clock_ns();
 	bd->in_flight++;
 	int dir = thr_dir(op);
-	bool throttled = dir >= 0 && bd->thr_init &&
-			 (!g_queue_is_empty(&bd->thr_q[dir]) ||
-			  (bd->thr.enabled && !bd->quiesce && !kl_throttle_allow(&bd->thr, dir)));
-	if (bd->quiesce || throttled) {
+	if (bd->quiesce || thr_must_wait(bd, dir)) {
 		if (rw && iovcnt) {
 			r->iov = g_memdup2(iov, (gsize)iovcnt * sizeof(*iov));
 			r->iovcnt = iovcnt;
@@ -507,9 +513,7 @@ void kl_blockdev_quiesce_end(struct kl_blockdev *bd)
 	while (!g_queue_is_empty(&bd->held)) {
 		struct breq *r = g_queue_pop_head(&bd->held);
 		int dir = thr_dir(r->op);
-		if (dir >= 0 && bd->thr_init &&
-		    (!g_queue_is_empty(&bd->thr_q[dir]) ||
-		     (bd->thr.enabled && !kl_throttle_allow(&bd->thr, dir)))) {
+		if (thr_must_wait(bd, dir)) {
 			g_queue_push_tail(&bd->thr_q[dir], r);
 			continue;
 		}

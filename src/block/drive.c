@@ -20,16 +20,6 @@ static int parse_cache(const char *v, enum kl_blk_cache *out)
 	return -1;
 }
 
-static int parse_aio(const char *v, enum kl_blk_engine *out)
-{
-	for (int e = KL_AIO_THREADS; e <= KL_AIO_IO_URING; e++)
-		if (strcmp(v, kl_blk_engine_name(e)) == 0) {
-			*out = e;
-			return 0;
-		}
-	return -1;
-}
-
 struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err)
 {
 	struct kl_block_opts o = { .engine = KL_AIO_THREADS, .cache = KL_CACHE_WRITEBACK };
@@ -54,7 +44,7 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 				       "writeback, directsync, unsafe)", v);
 		return NULL;
 	}
-	if ((v = kl_opts_get(opts, "aio")) && parse_aio(v, &o.engine) < 0) {
+	if ((v = kl_opts_get(opts, "aio")) && kl_blk_engine_parse(v, &o.engine) < 0) {
 		*err = g_strdup_printf("drive: invalid aio option '%s' (threads, native, io_uring)", v);
 		return NULL;
 	}
@@ -66,13 +56,9 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 	}
 	if (kl_opts_get_u64(opts, "index", 0, &index, err) < 0)
 		return NULL;
-	if ((v = kl_opts_get(opts, "discard"))) {
-		if (!strcmp(v, "unmap") || !strcmp(v, "on"))
-			o.discard_unmap = true;
-		else if (strcmp(v, "ignore") && strcmp(v, "off")) {
-			*err = g_strdup_printf("drive: invalid discard option '%s' (ignore, unmap)", v);
-			return NULL;
-		}
+	if ((v = kl_opts_get(opts, "discard")) && kl_blk_discard_parse(v, &o.discard_unmap) < 0) {
+		*err = g_strdup_printf("drive: invalid discard option '%s' (ignore, unmap)", v);
+		return NULL;
 	}
 	struct kl_throttle_config thr;
 	kl_throttle_config_init(&thr);

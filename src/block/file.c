@@ -71,6 +71,16 @@ const char *kl_blk_engine_name(enum kl_blk_engine e)
 	return (unsigned)e < G_N_ELEMENTS(engine_names) ? engine_names[e] : "?";
 }
 
+int kl_blk_engine_parse(const char *name, enum kl_blk_engine *out)
+{
+	for (int e = KL_AIO_THREADS; e <= KL_AIO_IO_URING; e++)
+		if (strcmp(name, kl_blk_engine_name(e)) == 0) {
+			*out = e;
+			return 0;
+		}
+	return -1;
+}
+
 const char *kl_blk_cache_name(enum kl_blk_cache c)
 {
 	return (unsigned)c < G_N_ELEMENTS(cache_names) ? cache_names[c] : "?";

@@ -136,6 +136,17 @@ char *kl_bnode_backing_path(const char *overlay_filename, const char *backing)
 	return p;
 }
 
+int kl_blk_discard_parse(const char *v, bool *unmap)
+{
+	if (!strcmp(v, "unmap") || !strcmp(v, "on"))
+		*unmap = true;
+	else if (!strcmp(v, "ignore") || !strcmp(v, "off"))
+		*unmap = false;
+	else
+		return -1;
+	return 0;
+}
+
 static int parse_generic(struct kl_opts *o, struct kl_bnode_inherit *in, char **err)
 {
 	const char *v;
@@ -150,15 +161,9 @@ static int parse_generic(struct kl_opts *o, struct kl_bnode_inherit *in, char **
 	if (kl_opts_get_bool(o, "cache.direct", in->direct, &in->direct, err) < 0 ||
 	    kl_opts_get_bool(o, "cache.no-flush", in->no_flush, &in->no_flush, err) < 0)
 		return -1;
-	if ((v = kl_opts_get(o, "discard"))) {
-		if (!strcmp(v, "unmap") || !strcmp(v, "on")) {
-			in->discard_unmap = true;
-		} else if (!strcmp(v, "ignore") || !strcmp(v, "off")) {
-			in->discard_unmap = false;
-		} else {
-			*err = g_strdup_printf("Invalid discard option '%s' (ignore, unmap)", v);
-			return -1;
-		}
+	if ((v = kl_opts_get(o, "discard")) && kl_blk_discard_parse(v, &in->discard_unmap) < 0) {
+		*err = g_strdup_printf("Invalid discard option '%s' (ignore, unmap)", v);
+		return -1;
 	}
 	if ((v = kl_opts_get(o, "detect-zeroes")) && strcmp(v, "off")) {
 		*err = g_strdup_printf("detect-zeroes=%s is not supported (only off)", v);

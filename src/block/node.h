@@ -140,6 +140,8 @@ struct kl_bnode {
 	struct kl_bfile *bfile;
 };
 
+/* discard= value (unmap/on, ignore/off) -> *unmap; -1 for others. */
+int kl_blk_discard_parse(const char *v, bool *unmap);
 /* What -drive cache=C aio=E readonly=R mean for the nodes. */
 struct kl_bnode_inherit kl_block_inherit(enum kl_blk_cache c, enum kl_blk_engine e, bool ro);
 
