@@ -32,16 +32,9 @@ static int file_open(struct kl_bnode *bs, struct kl_opts *o, const struct kl_bno
 		*err = g_strdup("Parameter 'filename' is required for driver 'file'");
 		return -1;
 	}
-	if ((v = kl_opts_get(o, "aio"))) {
-		int e;
-		for (e = KL_AIO_THREADS; e <= KL_AIO_IO_URING; e++)
-			if (strcmp(v, kl_blk_engine_name(e)) == 0)
-				break;
-		if (e > KL_AIO_IO_URING) {
-			*err = g_strdup_printf("Parameter 'aio' does not accept value '%s'", v);
-			return -1;
-		}
-		fo.engine = e;
+	if ((v = kl_opts_get(o, "aio")) && kl_blk_engine_parse(v, &fo.engine) < 0) {
+		*err = g_strdup_printf("Parameter 'aio' does not accept value '%s'", v);
+		return -1;
 	}
 	if ((v = kl_opts_get(o, "locking")) && strcmp(v, "auto") && strcmp(v, "on") &&
 	    strcmp(v, "off")) {
@@ -178,13 +171,12 @@ static int file_truncate_sync(struct kl_bnode *bs, uint64_t size)
 	return 0;
 }
 
+/* The size at open, grown by every write, truncate and fallocate this
+ * process submits (file.c, above): no fstat() per call (qcow2 asks on each
+ * cluster allocation). */
 static uint64_t file_length(struct kl_bnode *bs)
 {
-	struct kl_bfile *bf = node_file(bs);
-	struct stat st;
-	if (!bf->is_bdev && fstat(bf->fd, &st) == 0 && (uint64_t)st.st_size > bf->size)
-		bf->size = (uint64_t)st.st_size;
-	return bf->size;
+	return node_file(bs)->size;
 }
 
 const struct kl_bdrv kl_bdrv_file = {
