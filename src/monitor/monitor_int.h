@@ -7,42 +7,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "kvmlite/json.h"
 #include "kvmlite/vm.h"
 
 #define KL_QMP_MAX_MSG (1u << 20)   /* bytes per JSON value */
-#define KL_QMP_MAX_DEPTH 1024       /* nesting of arrays/objects (as QEMU) */
+#define KL_QMP_MAX_DEPTH KL_JSON_MAX_DEPTH
 #define KL_QMP_MAX_OUT (16u << 20)  /* unread output before a client is dropped */
-
-/* ---- json.c: top-level value splitter and QEMU-style serializer ---- */
-
-/* Called once per top-level value (error == NULL: msg/len is the text) or
- * per rejected value (error != NULL: the QMP error description). */
-typedef void (*kl_split_fn)(void *opaque, const char *msg, size_t len, const char *error);
-
-struct kl_json_splitter {
-	GString *buf;
-	size_t max_len;
-	unsigned max_depth;
-	unsigned depth;
-	bool in_str, esc;
-	char quote;         /* '"' or '\'' (QEMU and json-glib accept both) */
-	bool bare;          /* inside a top-level scalar (number, keyword) */
-	bool skipping;      /* dropping an oversized / too deep value */
-	const char *skip_err;
-	kl_split_fn fn;
-	void *opaque;
-};
-
-void kl_json_splitter_init(struct kl_json_splitter *sp, size_t max_len, unsigned max_depth,
-			   kl_split_fn fn, void *opaque);
-void kl_json_splitter_feed(struct kl_json_splitter *sp, const char *data, size_t len);
-void kl_json_splitter_destroy(struct kl_json_splitter *sp);
-
-/* Parse one value with json-glib.  NULL with *err ("JSON parse error, ...")
- * on failure. */
-JsonNode *kl_json_parse(const char *msg, size_t len, char **err);
-/* QEMU's output format: {"a": 1, "b": [true, null]}, non-ASCII as \uXXXX. */
-char *kl_json_to_string(JsonNode *n);
 
 /* ---- qmp.c: one QMP session (protocol state, no I/O) ---- */
 

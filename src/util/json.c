@@ -1,10 +1,11 @@
-/* QMP wire format helpers: split a byte stream into top-level JSON values
- * (brace/string aware, with size and nesting limits), parse one value with
- * json-glib, and serialize replies the way QEMU does. */
+/* JSON as QEMU reads and writes it (QMP, -blockdev): split a byte stream
+ * into top-level JSON values (brace/string aware, with size and nesting
+ * limits), parse one value with json-glib, and serialize the way QEMU
+ * does.  See include/kvmlite/json.h. */
+#include "kvmlite/json.h"
+
 #include <math.h>
 #include <string.h>
-
-#include "monitor_int.h"
 
 void kl_json_splitter_init(struct kl_json_splitter *sp, size_t max_len, unsigned max_depth,
 			   kl_split_fn fn, void *opaque)
@@ -134,7 +135,7 @@ void kl_json_splitter_feed(struct kl_json_splitter *sp, const char *data, size_t
  * itself; a lone surrogate escape must not reach our output unnoticed). */
 static bool node_valid(JsonNode *n, unsigned depth)
 {
-	if (depth > KL_QMP_MAX_DEPTH + 1)
+	if (depth > KL_JSON_MAX_DEPTH + 1)
 		return false;
 	switch (json_node_get_node_type(n)) {
 	case JSON_NODE_OBJECT: {
@@ -318,6 +319,54 @@ JsonNode *kl_json_parse(const char *msg, size_t len, char **err)
 		*err = g_strdup("JSON parse error, invalid Unicode escape");
 		return NULL;
 	}
+	return root;
+}
+
+struct one_value {
+	GString *text; /* the first value */
+	unsigned n;    /* values seen */
+	char *err;     /* the first rejected one's message */
+};
+
+static void one_value_cb(void *opaque, const char *msg, size_t len, const char *error)
+{
+	struct one_value *v = opaque;
+	if (v->n++ == 0) {
+		if (error)
+			v->err = g_strdup(error);
+		else
+			v->text = g_string_new_len(msg, (gssize)len);
+	}
+}
+
+JsonNode *kl_json_parse_text(const char *text, size_t len, char **err)
+{
+	struct one_value v = { 0 };
+	struct kl_json_splitter sp;
+	kl_json_splitter_init(&sp, KL_JSON_MAX_LEN, KL_JSON_MAX_DEPTH, one_value_cb, &v);
+	kl_json_splitter_feed(&sp, text, len);
+	/* a top-level scalar ends at whitespace; an unfinished object or
+	 * string goes to json-glib, which names what is missing */
+	if (sp.skipping)
+		one_value_cb(&v, NULL, 0, sp.skip_err);
+	else if (sp.bare)
+		kl_json_splitter_feed(&sp, " ", 1);
+	else if (sp.buf->len)
+		one_value_cb(&v, sp.buf->str, sp.buf->len, NULL);
+	kl_json_splitter_destroy(&sp);
+	JsonNode *root = NULL;
+	if (v.n > 1) {
+		*err = g_strdup("Expecting at most one JSON value");
+	} else if (v.err) {
+		*err = g_strdup(v.err);
+	} else if (!v.text) {
+		*err = g_strdup("Expecting a JSON value");
+	} else {
+		root = kl_json_parse(v.text->str, v.text->len, err);
+	}
+	g_free(v.err);
+	if (v.text)
+		g_string_free(v.text, TRUE);
 	return root;
 }
 
