@@ -24,9 +24,17 @@ struct kl_opts {
 };
 
 /* implied_key names the key of a leading element without '=' (NULL: none
- * allowed). Returns NULL with *err set on syntax errors (duplicate keys,
- * empty key). */
+ * allowed).  Elements without '=' are flags: "server" is server=on,
+ * "nowait" wait=off.  Returns NULL with *err set on syntax errors (a key
+ * given twice in any spelling, empty key). */
 struct kl_opts *kl_opts_parse(const char *s, const char *implied_key, char **err);
+/* QEMU's keyval syntax (-blockdev a=b,c.d=e): every element is KEY=VALUE
+ * (only a leading element without '=' is the implied key's value); key
+ * fragments between '.' are QAPI names (or digits after the first); the last
+ * of repeated keys counts; "a=1,a.b=2" is an error.  Errors are QEMU 7.2's
+ * texts ("Expected '=' after parameter 'x'", "Invalid parameter 'x y'",
+ * "Parameters 'a.*' used inconsistently"). */
+struct kl_opts *kl_keyval_parse(const char *s, const char *implied_key, char **err);
 void kl_opts_free(struct kl_opts *o);
 
 const char *kl_opts_get(struct kl_opts *o, const char *key); /* NULL: absent */

@@ -4,6 +4,8 @@
  * with QEMU 7.2's error texts.  See node.h. */
 #include "node.h"
 
+#include "kvmlite/json.h"
+
 #include <errno.h>
 #include <glib.h>
 #include <inttypes.h>
@@ -128,7 +130,7 @@ static bool known_key(const char *drv, const char *key)
 	return false;
 }
 
-struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err)
+int kl_blockdev_check(const struct kl_opts *o, char **err)
 {
 	const char *drv = NULL, *name = NULL;
 	/* peek without marking used: node.c consumes them */
@@ -140,21 +142,28 @@ struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err)
 	}
 	if (!drv) {
 		*err = g_strdup("Parameter 'driver' is missing");
-		return NULL;
+		return -1;
 	}
 	if (!kl_bdrv_find(drv)) {
 		*err = g_strdup_printf("Parameter 'driver' does not accept value '%s'", drv);
-		return NULL;
+		return -1;
 	}
 	for (unsigned i = 0; i < o->n; i++)
 		if (!known_key(drv, o->v[i].key)) {
 			*err = g_strdup_printf("Parameter '%s' is unexpected", o->v[i].key);
-			return NULL;
+			return -1;
 		}
 	if (!name || !*name) {
 		*err = g_strdup("'node-name' must be specified for the root node");
-		return NULL;
+		return -1;
 	}
+	return 0;
+}
+
+struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err)
+{
+	if (kl_blockdev_check(o, err) < 0)
+		return NULL;
 	/* -blockdev defaults: writeback, cache.direct=off, aio=threads, rw */
 	struct kl_bnode_inherit in = kl_block_inherit(KL_CACHE_WRITEBACK, KL_AIO_THREADS, false);
 	struct kl_bnode *bs = kl_bnode_open(o, &in, err);
@@ -164,32 +173,26 @@ struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err)
 	return bs;
 }
 
+struct kl_opts *kl_blockdev_parse_spec(const char *spec, char **err)
+{
+	/* QEMU: JSON when the very first character is '{' (" {" is keyval) */
+	if (spec[0] != '{')
+		return kl_keyval_parse(spec, "driver", err);
+	JsonNode *root = kl_json_parse_text(spec, strlen(spec), err);
+	if (!root)
+		return NULL;
+	struct kl_opts *o = NULL;
+	if (!JSON_NODE_HOLDS_OBJECT(root))
+		*err = g_strdup("Parameter 'driver' is missing");
+	else
+		o = kl_opts_from_json(json_node_get_object(root), spec, err);
+	json_node_unref(root);
+	return o;
+}
+
 struct kl_bnode *kl_blockdev_add_spec(const char *spec, char **err)
 {
-	struct kl_opts *o;
-	const char *p = spec;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (*p == '{') {
-		JsonParser *jp = json_parser_new();
-		GError *ge = NULL;
-		if (!json_parser_load_from_data(jp, spec, -1, &ge)) {
-			*err = g_strdup_printf("JSON parse error, %s", ge->message);
-			g_error_free(ge);
-			g_object_unref(jp);
-			return NULL;
-		}
-		JsonNode *root = json_parser_get_root(jp);
-		if (!root || !JSON_NODE_HOLDS_OBJECT(root)) {
-			*err = g_strdup("Parameter 'driver' is missing");
-			g_object_unref(jp);
-			return NULL;
-		}
-		o = kl_opts_from_json(json_node_get_object(root), spec, err);
-		g_object_unref(jp);
-	} else {
-		o = kl_opts_parse(spec, NULL, err);
-	}
+	struct kl_opts *o = kl_blockdev_parse_spec(spec, err);
 	if (!o)
 		return NULL;
 	struct kl_bnode *bs = kl_blockdev_add(o, err);

@@ -207,7 +207,14 @@ unsigned kl_bnode_backends(struct kl_bnode *bs, struct kl_blockdev **out, unsign
 /* JSON object -> flat dotted options: nested objects "a.b", booleans
  * on/off, numbers in decimal, null "" (arrays: an error naming the key). */
 struct kl_opts *kl_opts_from_json(JsonObject *obj, const char *src, char **err);
-/* Open a user-added node (it keeps the reference of its own). */
+/* A -blockdev argument as QEMU 7.2 reads it: a JSON object when it starts
+ * with '{' (one value only), else keyval dotted keys with the implied key
+ * "driver" (kl_keyval_parse); flat options for kl_blockdev_add. */
+struct kl_opts *kl_blockdev_parse_spec(const char *spec, char **err);
+/* What is checked before a node opens: the driver exists, every top-level
+ * key is one BlockdevOptions knows for it, node-name is given. */
+int kl_blockdev_check(const struct kl_opts *o, char **err);
+/* Check, then open a user-added node (it keeps the reference of its own). */
 struct kl_bnode *kl_blockdev_add(struct kl_opts *o, char **err);
 /* Drop the user's reference of every user-added node (at exit). */
 void kl_blockdev_release_user_nodes(void);

@@ -35,6 +35,27 @@ static char *next_elem(const char **p)
 	return g_string_free(s, FALSE);
 }
 
+static int find(const struct kl_opts *o, const char *key)
+{
+	for (unsigned i = 0; i < o->n; i++)
+		if (!strcmp(o->v[i].key, key))
+			return (int)i;
+	return -1;
+}
+
+/* A key given twice is an error however it is spelled: "x=1,x=2",
+ * "x=1,x", "server,server", "wait=on,nowait". */
+static int add_unique(struct kl_opts *o, const char *key, const char *val, const char *s,
+		      char **err)
+{
+	if (find(o, key) >= 0) {
+		*err = g_strdup_printf("parameter '%s' given twice in '%s'", key, s);
+		return -1;
+	}
+	add(o, g_strdup(key), g_strdup(val));
+	return 0;
+}
+
 struct kl_opts *kl_opts_parse(const char *s, const char *implied_key, char **err)
 {
 	struct kl_opts *o = g_new0(struct kl_opts, 1);
@@ -55,49 +76,159 @@ struct kl_opts *kl_opts_parse(const char *s, const char *implied_key, char **err
 		if (!*p && !(p > s && p[-1] == ','))
 			last = true;
 		char *eq = strchr(e, '=');
+		int r = 0;
 		if (!eq) {
 			if (first && implied_key) {
-				add(o, g_strdup(implied_key), e);
+				add(o, g_strdup(implied_key), g_strdup(e));
 			} else if (*e) {
 				/* "server" / "nowait" style: boolean flag */
-				if (g_str_has_prefix(e, "no") && strlen(e) > 2) {
-					add(o, g_strdup(e + 2), g_strdup("off"));
-				} else {
-					add(o, g_strdup(e), g_strdup("on"));
-				}
-				g_free(e);
-			} else {
-				g_free(e);
-				if (!last) {
-					*err = g_strdup_printf("empty parameter in '%s'", s);
-					kl_opts_free(o);
-					return NULL;
-				}
+				if (g_str_has_prefix(e, "no") && strlen(e) > 2)
+					r = add_unique(o, e + 2, "off", s, err);
+				else
+					r = add_unique(o, e, "on", s, err);
+			} else if (!last) {
+				*err = g_strdup_printf("empty parameter in '%s'", s);
+				r = -1;
 			}
 		} else {
 			*eq = '\0';
 			if (!*e) {
 				*err = g_strdup_printf("missing parameter name in '%s'", s);
-				g_free(e);
-				kl_opts_free(o);
-				return NULL;
+				r = -1;
+			} else {
+				r = add_unique(o, e, eq + 1, s, err);
 			}
-			for (unsigned i = 0; i < o->n; i++) {
-				if (!strcmp(o->v[i].key, e)) {
-					*err = g_strdup_printf("parameter '%s' given twice in '%s'", e, s);
-					g_free(e);
-					kl_opts_free(o);
-					return NULL;
-				}
-			}
-			add(o, g_strdup(e), g_strdup(eq + 1));
-			g_free(e);
+		}
+		g_free(e);
+		if (r < 0) {
+			kl_opts_free(o);
+			return NULL;
 		}
 		first = false;
 		if (last || !*p)
 			break;
 	}
 	return o;
+}
+
+/* QEMU's parse_qapi_name(s, false): the length of the name at s (a letter,
+ * then letters, digits, '-', '_'; optionally after a "__RFQDN_" downstream
+ * prefix), 0 if there is none. */
+static size_t qapi_name_len(const char *s)
+{
+	const char *p = s;
+	if (*p == '_') {
+		p++;
+		if (*p != '_')
+			return 0;
+		while (*++p)
+			if (!g_ascii_isalnum(*p) && *p != '-' && *p != '.')
+				break;
+		if (*p != '_')
+			return 0;
+		p++;
+	}
+	if (!g_ascii_isalpha(*p))
+		return 0;
+	while (*++p)
+		if (!g_ascii_isalnum(*p) && *p != '-' && *p != '_')
+			break;
+	return (size_t)(p - s);
+}
+
+/* A key "a.b.c" is a path through nested objects: no key may be both a
+ * value and an object ("a=1,a.b=2").  keylen: the length of the new key. */
+static int keyval_consistent(const struct kl_opts *o, const char *key, size_t keylen, char **err)
+{
+	for (unsigned i = 0; i < o->n; i++) {
+		const char *k = o->v[i].key;
+		size_t n = strlen(k);
+		size_t shorter = n < keylen ? n : keylen;
+		if (n == keylen || strncmp(k, key, shorter))
+			continue;
+		/* one is a proper prefix of the other: inconsistent at a '.' */
+		if ((n < keylen && key[n] == '.') || (keylen < n && k[keylen] == '.')) {
+			*err = g_strdup_printf("Parameters '%.*s.*' used inconsistently", (int)shorter,
+					       key);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+struct kl_opts *kl_keyval_parse(const char *s, const char *implied_key, char **err)
+{
+	struct kl_opts *o = kl_opts_new(s);
+	const char *p = s;
+	while (*p) {
+		size_t len = strcspn(p, "=,");
+		const char *key = p, *q;
+		char *k;
+		if (implied_key && len && p[len] != '=') {
+			k = g_strdup(implied_key);
+			q = p;
+		} else {
+			/* fragments: QAPI names, or digits after the first (list
+			 * indexes), 1..127 characters each */
+			const char *f = p, *end = p + len;
+			for (;;) {
+				size_t fl;
+				if (f != p && g_ascii_isdigit(*f)) {
+					fl = 0;
+					while (f + fl < end && g_ascii_isdigit(f[fl]))
+						fl++;
+				} else {
+					fl = qapi_name_len(f);
+				}
+				if (!fl || (f + fl < end && f[fl] != '.')) {
+					*err = g_strdup_printf("Invalid parameter '%.*s'", (int)len, key);
+					goto fail;
+				}
+				if (fl >= 128) {
+					*err = g_strdup_printf("Parameter%s '%.*s' is too long",
+							       f != p || f + fl != end ? " fragment" : "",
+							       (int)fl, f);
+					goto fail;
+				}
+				f += fl;
+				if (f == end)
+					break;
+				f++; /* '.' */
+			}
+			if (p[len] != '=') {
+				*err = g_strdup_printf("Expected '=' after parameter '%.*s'", (int)len, key);
+				goto fail;
+			}
+			if (keyval_consistent(o, key, len, err) < 0)
+				goto fail;
+			k = g_strndup(key, len);
+			q = p + len + 1;
+		}
+		GString *val = g_string_new(NULL);
+		while (*q) {
+			if (*q == ',') {
+				q++;
+				if (*q != ',')
+					break;
+			}
+			g_string_append_c(val, *q++);
+		}
+		/* the last of several values for a key counts (QEMU) */
+		int i = find(o, k);
+		if (i >= 0) {
+			g_free(o->v[i].val);
+			o->v[i].val = g_string_free(val, FALSE);
+			g_free(k);
+		} else {
+			add(o, k, g_string_free(val, FALSE));
+		}
+		p = q;
+		implied_key = NULL;
+	}
+	return o;
+fail:
+	kl_opts_free(o);
+	return NULL;
 }
 
 void kl_opts_free(struct kl_opts *o)
@@ -115,13 +246,11 @@ void kl_opts_free(struct kl_opts *o)
 
 const char *kl_opts_get(struct kl_opts *o, const char *key)
 {
-	for (unsigned i = 0; i < o->n; i++) {
-		if (!strcmp(o->v[i].key, key)) {
-			o->v[i].used = true;
-			return o->v[i].val;
-		}
-	}
-	return NULL;
+	int i = find(o, key);
+	if (i < 0)
+		return NULL;
+	o->v[i].used = true;
+	return o->v[i].val;
 }
 
 int kl_opts_get_bool(struct kl_opts *o, const char *key, bool def, bool *out, char **err)
@@ -231,9 +360,8 @@ struct kl_opts *kl_opts_new(const char *src)
 
 int kl_opts_add(struct kl_opts *o, const char *key, const char *val)
 {
-	for (unsigned i = 0; i < o->n; i++)
-		if (!strcmp(o->v[i].key, key))
-			return -1;
+	if (find(o, key) >= 0)
+		return -1;
 	add(o, g_strdup(key), g_strdup(val));
 	return 0;
 }

@@ -111,9 +111,41 @@ def blockdev_errors(probe, d):
         ("driver=file,filename=%s,node-name=a" % os.path.join(d, "nope.raw"),
          "Could not open '%s': No such file or directory" % os.path.join(d, "nope.raw"),
          "-blockdev missing file"),
+        # one JSON value only (QEMU's text); json-glib never sees the rest
+        ('{"driver":"file","filename":"%s","node-name":"a"} x' % img,
+         '-blockdev {"driver":"file","filename":"%s","node-name":"a"} x: '
+         'Expecting at most one JSON value' % img, "-blockdev JSON trailing data"),
+        ('{"driver":"file","filename":"%s","node-name":"a"}{}' % img,
+         "Expecting at most one JSON value", "-blockdev JSON two values"),
+        # keyval (QEMU's -blockdev dotted syntax) has no flags
+        ("driver=file,filename=%s,node-name=a,read-only" % img,
+         "Expected '=' after parameter 'read-only'", "-blockdev flag form"),
+        ("driver=file,filename=%s,node-name=a,x y=1" % img,
+         "Invalid parameter 'x y'", "-blockdev bad key"),
+        ("driver=raw,node-name=a,file=f,file.driver=file",
+         "Parameters 'file.*' used inconsistently", "-blockdev key and object"),
+        # only a '{' in the very first place makes it JSON (QEMU)
+        (' {"driver":"file","node-name":"a"}', "Invalid parameter '\"node-name\":\"a\"}'",
+         "-blockdev leading space"),
     ]
     for spec, needle, name in cases:
         run(base + ["-blockdev", spec], env=nokvm, needle=needle, name=name)
+    # keyval: the last of repeated keys counts; the implied key is "driver"
+    nope = os.path.join(d, "nope.raw")
+    run(base + ["-blockdev", "driver=file,filename=%s,node-name=a,filename=%s" % (nope, img)],
+        env=nokvm, needle="cannot open", name="-blockdev last repeat counts")
+    run(base + ["-blockdev", "driver=file,filename=%s,node-name=a,filename=%s" % (img, nope)],
+        env=nokvm, needle="Could not open '%s'" % nope, name="-blockdev last repeat used")
+    run(base + ["-blockdev", "file,filename=%s,node-name=a" % img], env=nokvm,
+        needle="cannot open", name="-blockdev implied driver")
+    # QemuOpts front-ends (-object, -drive, -chardev, ...): a key given twice
+    # in any spelling is an error (-object is read before /dev/kvm opens)
+    for spec, key in (("memory-backend-ram,id=m0,size=1M,share,share", "share"),
+                      ("memory-backend-ram,id=m0,size=1M,share=on,noshare", "share"),
+                      ("memory-backend-ram,id=m0,size=1M,size=2M", "size")):
+        run(base + ["-object", spec], env=nokvm,
+            needle="-object %s: parameter '%s' given twice" % (spec, key),
+            name="-object duplicate key")
     ok = "driver=file,filename=%s,node-name=a" % img
     run(base + ["-blockdev", ok, "-blockdev", ok], env=nokvm,
         needle="-blockdev %s: Duplicate nodes with node-name='a'" % ok,
