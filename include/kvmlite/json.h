@@ -42,7 +42,8 @@ void kl_json_splitter_destroy(struct kl_json_splitter *sp);
 
 /* Parse one value (the text of exactly one value, as the splitter hands
  * it over) with json-glib.  NULL with *err ("JSON parse error, ...") on
- * failure. */
+ * failure, "JSON parse error, duplicate key" for an object member given
+ * twice (QEMU's). */
 JsonNode *kl_json_parse(const char *msg, size_t len, char **err);
 /* A whole text that must hold one value (whitespace around it is fine):
  * split first (size and nesting limits KL_JSON_MAX_*), so json-glib never

@@ -39,6 +39,13 @@ static int flatten(JsonObject *obj, const char *prefix, struct kl_opts *out, cha
 		char *key = prefix ? g_strdup_printf("%s.%s", prefix, k) : g_strdup(k);
 		char *val = NULL;
 		int r = 0;
+		/* JSON nests objects: a dotted (or empty) member name is no
+		 * BlockdevOptions member (QEMU: {"file.driver": ..} is unexpected) */
+		if (!*k || strchr(k, '.')) {
+			*err = g_strdup_printf("Parameter '%s' is unexpected", key);
+			g_free(key);
+			return -1;
+		}
 		switch (json_node_get_node_type(v)) {
 		case JSON_NODE_OBJECT:
 			if (bool_key(key)) {

@@ -271,6 +271,31 @@ static const char *bad_unicode_escape(const char *msg, size_t len)
 	return NULL;
 }
 
+/* json-glib keeps the last of repeated object members; QEMU rejects them.
+ * Count the members json-glib reports per object and compare with the
+ * object's size at its end. */
+struct member_count {
+	GHashTable *n; /* JsonObject * -> members reported */
+	bool dup;
+};
+
+static void on_member(JsonParser *p, JsonObject *o, const char *name, gpointer opaque)
+{
+	(void)p, (void)name;
+	struct member_count *mc = opaque;
+	guint n = GPOINTER_TO_UINT(g_hash_table_lookup(mc->n, o));
+	g_hash_table_insert(mc->n, o, GUINT_TO_POINTER(n + 1));
+}
+
+static void on_object_end(JsonParser *p, JsonObject *o, gpointer opaque)
+{
+	(void)p;
+	struct member_count *mc = opaque;
+	if (GPOINTER_TO_UINT(g_hash_table_lookup(mc->n, o)) != json_object_get_size(o))
+		mc->dup = true;
+	g_hash_table_remove(mc->n, o);
+}
+
 JsonNode *kl_json_parse(const char *msg, size_t len, char **err)
 {
 	if (memchr(msg, '\0', len)) {
@@ -292,11 +317,20 @@ JsonNode *kl_json_parse(const char *msg, size_t len, char **err)
 		len = wide->len;
 	}
 	JsonParser *p = json_parser_new_immutable();
+	struct member_count mc = { g_hash_table_new(NULL, NULL), false };
+	g_signal_connect(p, "object-member", G_CALLBACK(on_member), &mc);
+	g_signal_connect(p, "object-end", G_CALLBACK(on_object_end), &mc);
 	GError *gerr = NULL;
 	JsonNode *root = NULL;
 	gboolean ok = json_parser_load_from_data(p, msg, (gssize)len, &gerr);
 	if (wide)
 		g_string_free(wide, TRUE);
+	g_hash_table_destroy(mc.n);
+	if (ok && mc.dup) {
+		*err = g_strdup("JSON parse error, duplicate key");
+		g_object_unref(p);
+		return NULL;
+	}
 	if (!ok) {
 		/* json-glib: "<data>:1:7: Parse error: unexpected ..." */
 		const char *m = gerr ? gerr->message : "unknown error";

@@ -117,6 +117,11 @@ def blockdev_errors(probe, d):
          'Expecting at most one JSON value' % img, "-blockdev JSON trailing data"),
         ('{"driver":"file","filename":"%s","node-name":"a"}{}' % img,
          "Expecting at most one JSON value", "-blockdev JSON two values"),
+        ('{"driver":"file","filename":"%s","node-name":"a","node-name":"b"}' % img,
+         "JSON parse error, duplicate key", "-blockdev JSON duplicate key"),
+        ('{"driver":"raw","node-name":"a","file":{"driver":"file","filename":"%s"},'
+         '"file.driver":"file"}' % img, "Parameter 'file.driver' is unexpected",
+         "-blockdev JSON dotted member"),
         # keyval (QEMU's -blockdev dotted syntax) has no flags
         ("driver=file,filename=%s,node-name=a,read-only" % img,
          "Expected '=' after parameter 'read-only'", "-blockdev flag form"),

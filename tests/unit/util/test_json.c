@@ -64,6 +64,25 @@ START_TEST(trailing_data)
 }
 END_TEST
 
+/* QEMU rejects repeated members (json-glib would keep the last). */
+START_TEST(duplicate_key)
+{
+	static const char *const dup[] = { "{\"a\":1,\"a\":2}", "[{\"x\":{\"a\":1,\"a\":{}}}]",
+					   "{\"driver\":\"raw\",\"node-name\":\"a\",\"node-name\":\"b\"}" };
+	for (unsigned i = 0; i < G_N_ELEMENTS(dup); i++) {
+		char *err = parse_err(dup[i]);
+		ck_assert_str_eq(err, "JSON parse error, duplicate key");
+		g_free(err);
+	}
+	/* the same name in different objects is fine */
+	const char *ok = "{\"a\":{\"b\":1},\"c\":{\"b\":1},\"d\":[{\"b\":1},{\"b\":2}]}";
+	char *err = NULL;
+	JsonNode *n = kl_json_parse_text(ok, strlen(ok), &err);
+	ck_assert_msg(n != NULL, "%s", err);
+	json_node_unref(n);
+}
+END_TEST
+
 START_TEST(limits)
 {
 	GString *deep = g_string_new(NULL);
@@ -92,6 +111,7 @@ int main(void)
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, one_value);
 	tcase_add_test(tc, trailing_data);
+	tcase_add_test(tc, duplicate_key);
 	tcase_add_test(tc, limits);
 	suite_add_tcase(s, tc);
 	return kl_check_run(s);
