@@ -156,62 +156,69 @@ static int keyval_consistent(const struct kl_opts *o, const char *key, size_t ke
 	return 0;
 }
 
+/* The key of len bytes at key: fragments between '.' are QAPI names, or
+ * digits after the first (list indexes), 1..127 characters each. */
+static int keyval_key_check(const char *key, size_t len, char **err)
+{
+	const char *f = key, *end = key + len;
+	for (;;) {
+		size_t fl = 0;
+		if (f != key && g_ascii_isdigit(*f)) {
+			while (f + fl < end && g_ascii_isdigit(f[fl]))
+				fl++;
+		} else {
+			fl = qapi_name_len(f);
+		}
+		if (!fl || (f + fl < end && f[fl] != '.')) {
+			*err = g_strdup_printf("Invalid parameter '%.*s'", (int)len, key);
+			return -1;
+		}
+		if (fl >= 128) {
+			*err = g_strdup_printf("Parameter%s '%.*s' is too long",
+					       f != key || f + fl != end ? " fragment" : "", (int)fl, f);
+			return -1;
+		}
+		f += fl;
+		if (f == end)
+			return 0;
+		f++; /* '.' */
+	}
+}
+
 struct kl_opts *kl_keyval_parse(const char *s, const char *implied_key, char **err)
 {
 	struct kl_opts *o = kl_opts_new(s);
 	const char *p = s;
 	while (*p) {
 		size_t len = strcspn(p, "=,");
-		const char *key = p, *q;
-		char *k;
 		if (implied_key && len && p[len] != '=') {
-			k = g_strdup(implied_key);
-			q = p;
-		} else {
-			/* fragments: QAPI names, or digits after the first (list
-			 * indexes), 1..127 characters each */
-			const char *f = p, *end = p + len;
-			for (;;) {
-				size_t fl;
-				if (f != p && g_ascii_isdigit(*f)) {
-					fl = 0;
-					while (f + fl < end && g_ascii_isdigit(f[fl]))
-						fl++;
-				} else {
-					fl = qapi_name_len(f);
-				}
-				if (!fl || (f + fl < end && f[fl] != '.')) {
-					*err = g_strdup_printf("Invalid parameter '%.*s'", (int)len, key);
-					goto fail;
-				}
-				if (fl >= 128) {
-					*err = g_strdup_printf("Parameter%s '%.*s' is too long",
-							       f != p || f + fl != end ? " fragment" : "",
-							       (int)fl, f);
-					goto fail;
-				}
-				f += fl;
-				if (f == end)
-					break;
-				f++; /* '.' */
-			}
-			if (p[len] != '=') {
-				*err = g_strdup_printf("Expected '=' after parameter '%.*s'", (int)len, key);
-				goto fail;
-			}
-			if (keyval_consistent(o, key, len, err) < 0)
-				goto fail;
-			k = g_strndup(key, len);
-			q = p + len + 1;
+			/* "raw,..." is driver=raw: the value ends at the first ','
+			 * (no ",," escape here, as QEMU) */
+			add(o, g_strdup(implied_key), g_strndup(p, len));
+			p += len;
+			if (*p == ',')
+				p++;
+			implied_key = NULL;
+			continue;
 		}
+		implied_key = NULL;
+		if (keyval_key_check(p, len, err) < 0)
+			goto fail;
+		if (p[len] != '=') {
+			*err = g_strdup_printf("Expected '=' after parameter '%.*s'", (int)len, p);
+			goto fail;
+		}
+		if (keyval_consistent(o, p, len, err) < 0)
+			goto fail;
+		char *k = g_strndup(p, len);
 		GString *val = g_string_new(NULL);
-		while (*q) {
-			if (*q == ',') {
-				q++;
-				if (*q != ',')
+		for (p += len + 1; *p;) {
+			if (*p == ',') {
+				p++;
+				if (*p != ',')
 					break;
 			}
-			g_string_append_c(val, *q++);
+			g_string_append_c(val, *p++);
 		}
 		/* the last of several values for a key counts (QEMU) */
 		int i = find(o, k);
@@ -222,8 +229,6 @@ struct kl_opts *kl_keyval_parse(const char *s, const char *implied_key, char **e
 		} else {
 			add(o, k, g_string_free(val, FALSE));
 		}
-		p = q;
-		implied_key = NULL;
 	}
 	return o;
 fail:
