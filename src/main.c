@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmlite/block.h"
@@ -19,6 +21,7 @@
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
+#include "kvmlite/privs.h"
 #include "kvmlite/vm.h"
 
 #ifndef KVMLITE_VERSION
@@ -28,6 +31,13 @@
 static struct kl_vm the_vm;
 static struct kl_boot_config boot_cfg;
 static int daemon_pipe = -1;
+/* -pidfile: write_pidfile(); removed by remove_pidfile() on every exit */
+struct pidfile {
+	int fd, dir_fd;
+	char *base;
+};
+static struct pidfile pidfile = { .fd = -1, .dir_fd = -1 };
+static void remove_pidfile(struct pidfile *pf);
 
 static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
 {
@@ -38,6 +48,7 @@ static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	va_end(ap);
 	kl_serial_restore_tty();
+	remove_pidfile(&pidfile);
 	if (daemon_pipe >= 0) {
 		char st = 1;
 		if (write(daemon_pipe, &st, 1) < 0) { /* parent exits non-zero anyway */ }
@@ -226,16 +237,53 @@ static void daemonize_finish(void)
 	daemon_pipe = -1;
 }
 
-static void write_pidfile(const char *path)
+/* -pidfile, as QEMU's qemu_write_pidfile: the file is locked (a second
+ * kvmlite with the same pidfile fails) and stays open, locked, until exit;
+ * the directory is held open so that the file can be removed at exit after
+ * a chroot. */
+static void write_pidfile(struct pidfile *pf, const char *path)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		die("-pidfile %s: %s", path, g_strerror(errno));
+	for (;;) {
+		pf->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (pf->fd < 0)
+			die("-pidfile %s: cannot open pid file: %s", path, g_strerror(errno));
+		if (lockf(pf->fd, F_TLOCK, 0) < 0)
+			die("-pidfile %s: cannot lock pid file: %s", path, g_strerror(errno));
+		/* the file may have been unlinked by its previous owner between
+		 * our open and lock: then lock the new one */
+		struct stat a, b;
+		if (fstat(pf->fd, &a) < 0)
+			die("-pidfile %s: %s", path, g_strerror(errno));
+		if (stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			break;
+		close(pf->fd);
+	}
 	char buf[32];
 	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-	if (write(fd, buf, n) != n)
-		die("-pidfile %s: %s", path, g_strerror(errno));
-	close(fd);
+	if (ftruncate(pf->fd, 0) < 0 || pwrite(pf->fd, buf, n, 0) != n)
+		die("-pidfile %s: cannot write pid file: %s", path, g_strerror(errno));
+	char *dir = g_path_get_dirname(path);
+	pf->dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	g_free(dir);
+	pf->base = g_path_get_basename(path);
+}
+
+static void remove_pidfile(struct pidfile *pf)
+{
+	if (pf->fd < 0)
+		return;
+	/* still ours? (a second instance cannot have replaced it while we
+	 * hold the lock, but a user may have) */
+	struct stat a, b;
+	if (pf->dir_fd >= 0 && fstat(pf->fd, &a) == 0 &&
+	    fstatat(pf->dir_fd, pf->base, &b, 0) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		unlinkat(pf->dir_fd, pf->base, 0); /* fails quietly after -run-with user=, as QEMU */
+	if (pf->dir_fd >= 0)
+		close(pf->dir_fd);
+	close(pf->fd);
+	g_free(pf->base);
+	pf->fd = pf->dir_fd = -1;
+	pf->base = NULL;
 }
 
 int main(int argc, char **argv)
@@ -243,6 +291,7 @@ int main(int argc, char **argv)
 	struct kl_cli cli;
 	char *err = NULL;
 	struct kl_vm *vm = &the_vm;
+	struct kl_privs privs = { .task_dir = -1 };
 
 	if (kl_cli_parse(argc, argv, &cli, &err) < 0)
 		die_err(err);
@@ -272,6 +321,12 @@ int main(int argc, char **argv)
 		if (!strcmp(d, "help") || !strcmp(d, "?"))
 			add_device(NULL, d); /* lists the device types and exits */
 	}
+	/* Before any thread exists: limits, bounding/ambient/inheritable
+	 * sets, no_new_privs (src/sandbox/privs.c). */
+	if (cli.run_user && kl_privs_set_user(&privs, cli.run_user, &err) < 0)
+		die("%s%s: %s", cli.run_user_flag, cli.run_user, err);
+	if (kl_privs_init(&privs, cli.run_chroot, &err) < 0)
+		die("%s", err);
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	/* Read and recognise the kernel before touching /dev/kvm; the first
@@ -393,6 +448,19 @@ int main(int argc, char **argv)
 	if (cli.no_reboot)
 		kl_vm_add_event_listener(vm, on_reset_event, vm);
 
+	if (cli.pidfile)
+		write_pidfile(&pidfile, cli.pidfile);
+	/* Everything privileged is open: drop (before the signal sources,
+	 * whose GLib worker thread blocks every signal). */
+	if (kl_privs_drop(&privs, &err) < 0)
+		die_err(err);
+#if defined(__SANITIZE_ADDRESS__)
+	/* LeakSanitizer's exit-time check ptraces the process's threads: a
+	 * process that changed its uid is no longer dumpable.  ASan builds
+	 * only (tests); a release build stays non-dumpable. */
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+#endif
+
 	GSource *src;
 	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
@@ -403,8 +471,6 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 
-	if (cli.pidfile)
-		write_pidfile(cli.pidfile);
 	if (kl_vm_start(vm, cli.start_paused, &err) < 0)
 		die_err(err);
 	daemonize_finish();
@@ -416,8 +482,8 @@ int main(int argc, char **argv)
 	kl_blockdev_close_all();
 	kl_monitor_cleanup();
 	kl_serial_restore_tty();
-	if (cli.pidfile)
-		unlink(cli.pidfile);
+	remove_pidfile(&pidfile);
+	kl_privs_free(&privs);
 	kl_cli_free(&cli);
 	kl_unlock();
 	fflush(stdout);
