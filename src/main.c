@@ -202,7 +202,7 @@ static void on_reset_event(void *opaque, enum kl_vm_event ev, const struct kl_ev
 static void daemonize_start(void)
 {
 	int p[2];
-	if (pipe(p) < 0)
+	if (pipe2(p, O_CLOEXEC) < 0)
 		die("-daemonize: pipe: %s", g_strerror(errno));
 	pid_t pid = fork();
 	if (pid < 0)
@@ -223,7 +223,7 @@ static void daemonize_finish(void)
 {
 	if (daemon_pipe < 0)
 		return;
-	int fd = open("/dev/null", O_RDWR);
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC); /* dup2 clears it on 0-2 */
 	if (fd >= 0) {
 		dup2(fd, STDIN_FILENO);
 		dup2(fd, STDOUT_FILENO);
