@@ -354,6 +354,14 @@ int main(int argc, char **argv)
 		mopts = mb->opts;
 		ram = mb->size;
 	}
+	for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
+		struct mem_backend *x = g_ptr_array_index(mem_backends, i);
+		g_free(x->id);
+		g_free(x);
+	}
+	if (mem_backends)
+		g_ptr_array_free(mem_backends, TRUE);
+	mem_backends = NULL;
 
 	kl_loop_init();
 	if (cli.daemonize)
@@ -427,6 +435,7 @@ int main(int argc, char **argv)
 	if (drive_devices)
 		g_ptr_array_free(drive_devices, TRUE);
 	drive_devices = NULL;
+	kl_device_clear_path();
 
 	boot_cfg.kernel = cli.kernel;
 	boot_cfg.initrd = cli.initrd;
@@ -479,6 +488,7 @@ int main(int argc, char **argv)
 
 	int code = vm->exit_code;
 	kl_vm_destroy(vm);
+	kl_netdev_free_all(); /* the NICs are gone: their back-ends go now */
 	kl_blockdev_close_all();
 	kl_monitor_cleanup();
 	kl_serial_restore_tty();

@@ -815,6 +815,10 @@ void kl_bfile_close(struct kl_bfile *bf)
 		close(bf->mfd);
 	g_free(bf->filename);
 	g_free(bf);
+	if (!open_files) { /* the write-zeroes buffer lives while files are open */
+		free(zero_buf);
+		zero_buf = NULL;
+	}
 }
 
 void kl_bfile_wait_any(int timeout_ms)
