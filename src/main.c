@@ -442,10 +442,25 @@ int main(int argc, char **argv)
 	boot_cfg.cmdline = cli.append ? cli.append : "";
 	boot_cfg.image = kernel_img;
 	boot_cfg.image_len = kernel_len;
+	/* After a chroot or a user change the files may not open again: a
+	 * reset then loads the copies read now (QEMU keeps them as ROMs). */
+	bool keep_images = cli.run_user || cli.run_chroot;
+	gchar *initrd_img = NULL;
+	gsize initrd_len = 0;
+	if (keep_images && cli.initrd) {
+		GError *gerr = NULL;
+		if (!g_file_get_contents(cli.initrd, &initrd_img, &initrd_len, &gerr))
+			die("initrd '%s': %s", cli.initrd, gerr->message);
+		boot_cfg.initrd_image = initrd_img;
+		boot_cfg.initrd_len = initrd_len;
+	}
 	if (load_boot(vm) < 0)
 		exit(1);
-	boot_cfg.image = NULL;
-	g_free(kernel_img);
+	if (!keep_images) {
+		boot_cfg.image = NULL;
+		g_free(kernel_img);
+		kernel_img = NULL;
+	}
 	vm->reload_boot = load_boot;
 
 	for (guint i = 0; i < cli.qmps->len; i++)
@@ -463,7 +478,10 @@ int main(int argc, char **argv)
 	 * whose GLib worker thread blocks every signal). */
 	if (kl_privs_drop(&privs, &err) < 0)
 		die_err(err);
-#if defined(__SANITIZE_ADDRESS__)
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
 	/* LeakSanitizer's exit-time check ptraces the process's threads: a
 	 * process that changed its uid is no longer dumpable.  ASan builds
 	 * only (tests); a release build stays non-dumpable. */
@@ -493,6 +511,8 @@ int main(int argc, char **argv)
 	kl_monitor_cleanup();
 	kl_serial_restore_tty();
 	remove_pidfile(&pidfile);
+	g_free(kernel_img);
+	g_free(initrd_img);
 	kl_privs_free(&privs);
 	kl_cli_free(&cli);
 	kl_unlock();

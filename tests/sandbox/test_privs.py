@@ -10,6 +10,8 @@ and again while the probe guest runs, and checks:
   -run-with user=nobody                 (probe blk)
   -run-with user=nobody,chroot=EMPTYDIR (probe net_virtio over -netdev user)
   -runas nobody                         (probe blk on the io_uring disk)
+  -run-with user=nobody,chroot=EMPTYDIR (probe reset: the kernel reloaded
+                                         from memory, its path is gone)
       Uid/Gid = nobody's, Groups = getgrouplist(nobody), CapEff, CapPrm,
       CapBnd, CapInh, CapAmb all 0, NoNewPrivs 1; with chroot, the root
       directory of every thread is EMPTYDIR
@@ -160,6 +162,9 @@ def main():
              lambda c: ["-run-with", "user=nobody,chroot=%s" % c], nobody,
              "net_virtio", "threads", chroot_dir=empty_dir)
     run_case(kv, elf, "runas", lambda c: ["-runas", "nobody"], nobody, "blk", "io_uring")
+    # a guest reset reloads the kernel: not from its path, gone after the chroot
+    run_case(kv, elf, "chroot-reset", lambda c: ["-run-with", "user=nobody,chroot=%s" % c],
+             nobody, "reset", "threads", chroot_dir=empty_dir)
     keep = 1 << CAP_DAC_OVERRIDE
     root = {"Uid": "0 0 0 0", "Gid": "0 0 0 0", "CapEff": keep, "CapPrm": keep,
             "CapBnd": keep, "CapInh": 0, "CapAmb": 0, "NoNewPrivs": "1"}
