@@ -76,6 +76,25 @@ def bad_threads(tasks, want):
     return bad
 
 
+def sanitized(kv):
+    with open(kv, "rb") as f:
+        return b"__asan_init" in f.read()
+
+
+def proc_wrapper(d, kv, root):
+    """LeakSanitizer reads /proc at exit: for a sanitizer build, run kvmlite
+    in a private mount namespace with /proc mounted inside the chroot
+    directory (unshare and exec keep the pid; the release build runs in the
+    empty directory)."""
+    os.mkdir(os.path.join(root, "proc"))
+    w = os.path.join(d, "kvmlite-procns")
+    with open(w, "w") as f:
+        f.write("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+                "'mount -t proc proc \"$0\"/proc && exec \"$@\"' %s %s \"$@\"\n" % (root, kv))
+    os.chmod(w, 0o755)
+    return w
+
+
 def run_case(kv, elf, name, priv_args, want, probe_test, first_aio, chroot_dir=None):
     print("case %s" % name, flush=True)
     d = qmplib.tempfile.mkdtemp(prefix="kl-privs-")
@@ -90,6 +109,8 @@ def run_case(kv, elf, name, priv_args, want, probe_test, first_aio, chroot_dir=N
     extra = drives + ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
     if chroot_dir:
         chroot_dir = chroot_dir(d)
+        if sanitized(kv):
+            kv = proc_wrapper(d, kv, chroot_dir)
     vm = VMM("kvmlite", kv, elf, probe_test, extra=extra + priv_args(chroot_dir))
     try:
         q = QMP(vm.sock)
