@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmlite/block.h"
@@ -19,6 +21,7 @@
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
+#include "kvmlite/privs.h"
 #include "kvmlite/vm.h"
 
 #ifndef KVMLITE_VERSION
@@ -28,6 +31,13 @@
 static struct kl_vm the_vm;
 static struct kl_boot_config boot_cfg;
 static int daemon_pipe = -1;
+/* -pidfile: write_pidfile(); removed by remove_pidfile() on every exit */
+struct pidfile {
+	int fd, dir_fd;
+	char *base;
+};
+static struct pidfile pidfile = { .fd = -1, .dir_fd = -1 };
+static void remove_pidfile(struct pidfile *pf);
 
 static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
 {
@@ -38,6 +48,7 @@ static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
 	fprintf(stderr, "\n");
 	va_end(ap);
 	kl_serial_restore_tty();
+	remove_pidfile(&pidfile);
 	if (daemon_pipe >= 0) {
 		char st = 1;
 		if (write(daemon_pipe, &st, 1) < 0) { /* parent exits non-zero anyway */ }
@@ -191,7 +202,7 @@ static void on_reset_event(void *opaque, enum kl_vm_event ev, const struct kl_ev
 static void daemonize_start(void)
 {
 	int p[2];
-	if (pipe(p) < 0)
+	if (pipe2(p, O_CLOEXEC) < 0)
 		die("-daemonize: pipe: %s", g_strerror(errno));
 	pid_t pid = fork();
 	if (pid < 0)
@@ -212,7 +223,7 @@ static void daemonize_finish(void)
 {
 	if (daemon_pipe < 0)
 		return;
-	int fd = open("/dev/null", O_RDWR);
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC); /* dup2 clears it on 0-2 */
 	if (fd >= 0) {
 		dup2(fd, STDIN_FILENO);
 		dup2(fd, STDOUT_FILENO);
@@ -226,16 +237,53 @@ static void daemonize_finish(void)
 	daemon_pipe = -1;
 }
 
-static void write_pidfile(const char *path)
+/* -pidfile, as QEMU's qemu_write_pidfile: the file is locked (a second
+ * kvmlite with the same pidfile fails) and stays open, locked, until exit;
+ * the directory is held open so that the file can be removed at exit after
+ * a chroot. */
+static void write_pidfile(struct pidfile *pf, const char *path)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		die("-pidfile %s: %s", path, g_strerror(errno));
+	for (;;) {
+		pf->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+		if (pf->fd < 0)
+			die("-pidfile %s: cannot open pid file: %s", path, g_strerror(errno));
+		if (lockf(pf->fd, F_TLOCK, 0) < 0)
+			die("-pidfile %s: cannot lock pid file: %s", path, g_strerror(errno));
+		/* the file may have been unlinked by its previous owner between
+		 * our open and lock: then lock the new one */
+		struct stat a, b;
+		if (fstat(pf->fd, &a) < 0)
+			die("-pidfile %s: %s", path, g_strerror(errno));
+		if (stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+			break;
+		close(pf->fd);
+	}
 	char buf[32];
 	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
-	if (write(fd, buf, n) != n)
-		die("-pidfile %s: %s", path, g_strerror(errno));
-	close(fd);
+	if (ftruncate(pf->fd, 0) < 0 || pwrite(pf->fd, buf, n, 0) != n)
+		die("-pidfile %s: cannot write pid file: %s", path, g_strerror(errno));
+	char *dir = g_path_get_dirname(path);
+	pf->dir_fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	g_free(dir);
+	pf->base = g_path_get_basename(path);
+}
+
+static void remove_pidfile(struct pidfile *pf)
+{
+	if (pf->fd < 0)
+		return;
+	/* still ours? (a second instance cannot have replaced it while we
+	 * hold the lock, but a user may have) */
+	struct stat a, b;
+	if (pf->dir_fd >= 0 && fstat(pf->fd, &a) == 0 &&
+	    fstatat(pf->dir_fd, pf->base, &b, 0) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+		unlinkat(pf->dir_fd, pf->base, 0); /* fails quietly after -run-with user=, as QEMU */
+	if (pf->dir_fd >= 0)
+		close(pf->dir_fd);
+	close(pf->fd);
+	g_free(pf->base);
+	pf->fd = pf->dir_fd = -1;
+	pf->base = NULL;
 }
 
 int main(int argc, char **argv)
@@ -243,6 +291,7 @@ int main(int argc, char **argv)
 	struct kl_cli cli;
 	char *err = NULL;
 	struct kl_vm *vm = &the_vm;
+	struct kl_privs privs = { .task_dir = -1 };
 
 	if (kl_cli_parse(argc, argv, &cli, &err) < 0)
 		die_err(err);
@@ -272,6 +321,12 @@ int main(int argc, char **argv)
 		if (!strcmp(d, "help") || !strcmp(d, "?"))
 			add_device(NULL, d); /* lists the device types and exits */
 	}
+	/* Before any thread exists: limits, bounding/ambient/inheritable
+	 * sets, no_new_privs (src/sandbox/privs.c). */
+	if (cli.run_user && kl_privs_set_user(&privs, cli.run_user, &err) < 0)
+		die("%s%s: %s", cli.run_user_flag, cli.run_user, err);
+	if (kl_privs_init(&privs, cli.run_chroot, &err) < 0)
+		die("%s", err);
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	/* Read and recognise the kernel before touching /dev/kvm; the first
@@ -299,6 +354,14 @@ int main(int argc, char **argv)
 		mopts = mb->opts;
 		ram = mb->size;
 	}
+	for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
+		struct mem_backend *x = g_ptr_array_index(mem_backends, i);
+		g_free(x->id);
+		g_free(x);
+	}
+	if (mem_backends)
+		g_ptr_array_free(mem_backends, TRUE);
+	mem_backends = NULL;
 
 	kl_loop_init();
 	if (cli.daemonize)
@@ -372,16 +435,32 @@ int main(int argc, char **argv)
 	if (drive_devices)
 		g_ptr_array_free(drive_devices, TRUE);
 	drive_devices = NULL;
+	kl_device_clear_path();
 
 	boot_cfg.kernel = cli.kernel;
 	boot_cfg.initrd = cli.initrd;
 	boot_cfg.cmdline = cli.append ? cli.append : "";
 	boot_cfg.image = kernel_img;
 	boot_cfg.image_len = kernel_len;
+	/* After a chroot or a user change the files may not open again: a
+	 * reset then loads the copies read now (QEMU keeps them as ROMs). */
+	bool keep_images = cli.run_user || cli.run_chroot;
+	gchar *initrd_img = NULL;
+	gsize initrd_len = 0;
+	if (keep_images && cli.initrd) {
+		GError *gerr = NULL;
+		if (!g_file_get_contents(cli.initrd, &initrd_img, &initrd_len, &gerr))
+			die("initrd '%s': %s", cli.initrd, gerr->message);
+		boot_cfg.initrd_image = initrd_img;
+		boot_cfg.initrd_len = initrd_len;
+	}
 	if (load_boot(vm) < 0)
 		exit(1);
-	boot_cfg.image = NULL;
-	g_free(kernel_img);
+	if (!keep_images) {
+		boot_cfg.image = NULL;
+		g_free(kernel_img);
+		kernel_img = NULL;
+	}
 	vm->reload_boot = load_boot;
 
 	for (guint i = 0; i < cli.qmps->len; i++)
@@ -393,6 +472,22 @@ int main(int argc, char **argv)
 	if (cli.no_reboot)
 		kl_vm_add_event_listener(vm, on_reset_event, vm);
 
+	if (cli.pidfile)
+		write_pidfile(&pidfile, cli.pidfile);
+	/* Everything privileged is open: drop (before the signal sources,
+	 * whose GLib worker thread blocks every signal). */
+	if (kl_privs_drop(&privs, &err) < 0)
+		die_err(err);
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || __has_feature(address_sanitizer)
+	/* LeakSanitizer's exit-time check ptraces the process's threads: a
+	 * process that changed its uid is no longer dumpable.  ASan builds
+	 * only (tests); a release build stays non-dumpable. */
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+#endif
+
 	GSource *src;
 	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
 	for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
@@ -403,8 +498,6 @@ int main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 
-	if (cli.pidfile)
-		write_pidfile(cli.pidfile);
 	if (kl_vm_start(vm, cli.start_paused, &err) < 0)
 		die_err(err);
 	daemonize_finish();
@@ -413,11 +506,14 @@ int main(int argc, char **argv)
 
 	int code = vm->exit_code;
 	kl_vm_destroy(vm);
+	kl_netdev_free_all(); /* the NICs are gone: their back-ends go now */
 	kl_blockdev_close_all();
 	kl_monitor_cleanup();
 	kl_serial_restore_tty();
-	if (cli.pidfile)
-		unlink(cli.pidfile);
+	remove_pidfile(&pidfile);
+	g_free(kernel_img);
+	g_free(initrd_img);
+	kl_privs_free(&privs);
 	kl_cli_free(&cli);
 	kl_unlock();
 	fflush(stdout);

@@ -28,6 +28,10 @@ struct kl_boot_config {
 	 * loader then uses it instead of reading `kernel` again.  NULL = read. */
 	const void *image;
 	size_t image_len;
+	/* Optional: the initrd's contents (read at start-up when a chroot or a
+	 * user change would stop a reset from reading `initrd` again). */
+	const void *initrd_image;
+	size_t initrd_len;
 };
 
 

@@ -21,6 +21,9 @@ struct kl_cli {
 	char *name;
 	char *uuid;
 	char *pidfile;
+	char *run_user;          /* -run-with user= / -runas */
+	char *run_chroot;        /* -run-with chroot= / -chroot */
+	const char *run_user_flag, *run_chroot_flag; /* "-runas " or "-run-with user=" */
 	bool start_paused;       /* -S */
 	bool nographic, nodefaults, daemonize, no_reboot, no_shutdown;
 	bool show_version, show_help;

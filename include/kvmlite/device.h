@@ -32,6 +32,7 @@ const struct kl_device_type **kl_device_type_list(void);
  * the N-th device without id, as QEMU numbers them.  NULL: none set. */
 void kl_device_set_path(const char *id);
 const char *kl_device_path(void);
+void kl_device_clear_path(void); /* after the last device is created */
 
 #define KL_DEVICE_TYPE(var)                                            \
 	static void __attribute__((constructor)) var##_register(void) \

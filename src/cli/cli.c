@@ -328,6 +328,56 @@ FLAGFN(f_d)
 	return r;
 }
 
+/* QEMU 9.1's -run-with [async-teardown=on|off][,chroot=DIR][,user=USER|UID:GID];
+ * the user and directory are checked in main (src/sandbox/privs.c). */
+FLAGFN(f_run_with)
+{
+	struct kl_opts *o = kl_opts_parse(v, NULL, err);
+	if (!o)
+		return -1;
+	int r = -1;
+	bool at;
+	const char *user = kl_opts_get(o, "user"), *dir = kl_opts_get(o, "chroot");
+	if (kl_opts_get_bool(o, "async-teardown", false, &at, err) < 0 ||
+	    kl_opts_check_unused(o, flag, err) < 0)
+		goto out;
+	if (at) {
+		*err = g_strdup_printf("%s %s: async-teardown=on is not supported (kvmlite tears the "
+				       "VM down itself before it exits)", flag, v);
+		goto out;
+	}
+	if ((user && !*user) || (dir && !*dir)) {
+		*err = g_strdup_printf("%s %s: %s must not be empty", flag, v, user && !*user ? "user" : "chroot");
+		goto out;
+	}
+	if (user) {
+		set_str(&c->run_user, user);
+		c->run_user_flag = "-run-with user=";
+	}
+	if (dir) {
+		set_str(&c->run_chroot, dir);
+		c->run_chroot_flag = "-run-with chroot=";
+	}
+	r = 0;
+out:
+	kl_opts_free(o);
+	return r;
+}
+
+FLAGFN(f_runas)
+{
+	(void)flag; (void)err;
+	c->run_user_flag = "-runas ";
+	return set_str(&c->run_user, v);
+}
+
+FLAGFN(f_chroot)
+{
+	(void)flag; (void)err;
+	c->run_chroot_flag = "-chroot ";
+	return set_str(&c->run_chroot, v);
+}
+
 FLAGFN(f_accepted)
 {
 	(void)c; (void)flag; (void)v; (void)err;
@@ -371,6 +421,11 @@ static const struct flag flags[] = {
 	{ "no-shutdown", NOARG, f_no_shutdown, "-no-shutdown         stay paused after guest poweroff" },
 	{ "daemonize", NOARG, f_daemonize, "-daemonize           detach once the VM is set up" },
 	{ "pidfile", ARG, f_pidfile, "-pidfile FILE        write the process id to FILE" },
+	{ "run-with", ARG, f_run_with, "-run-with [user=USER|UID:GID][,chroot=DIR][,async-teardown=off]\n"
+				       "                       once set up: chroot to DIR, become USER, drop every\n"
+				       "                       capability (docs/sandbox.md)" },
+	{ "runas", ARG, f_runas, "-runas USER          as -run-with user=USER (QEMU 7.2 spelling)" },
+	{ "chroot", ARG, f_chroot, "-chroot DIR          as -run-with chroot=DIR (QEMU 7.2 spelling)" },
 	{ "version", NOARG, f_version, "-version             print the version and exit" },
 	{ "h", NOARG, f_help, "-h, -help, --help    this help" },
 	{ "help", NOARG, f_help, NULL },
@@ -446,6 +501,8 @@ void kl_cli_free(struct kl_cli *c)
 	g_free(c->name);
 	g_free(c->uuid);
 	g_free(c->pidfile);
+	g_free(c->run_user);
+	g_free(c->run_chroot);
 	GPtrArray *arrs[] = { c->drives, c->blockdevs, c->devices, c->netdevs, c->chardevs, c->serials,
 			      c->qmps, c->mons, c->objects };
 	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)

@@ -201,9 +201,11 @@ int kl_boot_put_initrd(struct kl_boot_ctx *c, uint64_t floor, uint64_t limit, ui
 	*addr = *size = 0;
 	if (!path)
 		return 0;
-	int fd;
+	int fd = -1;
 	uint64_t sz;
-	if (open_input("initrd", path, &fd, &sz, err) < 0)
+	if (c->cfg->initrd_image)
+		sz = c->cfg->initrd_len;
+	else if (open_input("initrd", path, &fd, &sz, err) < 0)
 		return -1;
 	floor = (floor + 0xfff) & ~0xfffULL;
 	uint64_t a = 0;
@@ -212,7 +214,8 @@ int kl_boot_put_initrd(struct kl_boot_ctx *c, uint64_t floor, uint64_t limit, ui
 				       "kernel end 0x%llx and 0x%llx (-m too small?)",
 				       path, (unsigned long long)sz, (unsigned long long)floor,
 				       (unsigned long long)limit);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
 	a = (limit - sz) & ~0xfffULL;
@@ -220,13 +223,18 @@ int kl_boot_put_initrd(struct kl_boot_ctx *c, uint64_t floor, uint64_t limit, ui
 	if (!hva) {
 		*err = g_strdup_printf("initrd '%s': 0x%llx+0x%llx is not guest RAM", path,
 				       (unsigned long long)a, (unsigned long long)sz);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		return -1;
 	}
-	int r = read_all(fd, hva, sz, "initrd", path, err);
-	close(fd);
-	if (r < 0)
-		return -1;
+	if (fd < 0) {
+		memcpy(hva, c->cfg->initrd_image, sz);
+	} else {
+		int r = read_all(fd, hva, sz, "initrd", path, err);
+		close(fd);
+		if (r < 0)
+			return -1;
+	}
 	*addr = a;
 	*size = sz;
 	return 0;

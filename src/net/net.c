@@ -103,6 +103,9 @@ void kl_netdev_free_all(void)
 {
 	while (netdevs && netdevs->len)
 		kl_netdev_free(g_ptr_array_index(netdevs, netdevs->len - 1));
+	if (netdevs)
+		g_ptr_array_free(netdevs, TRUE);
+	netdevs = NULL;
 }
 
 int kl_netdev_attach(struct kl_netdev *nd, const struct kl_net_peer *peer, char **err)

@@ -57,3 +57,9 @@ const char *kl_device_path(void)
 {
 	return cur_path;
 }
+
+void kl_device_clear_path(void)
+{
+	g_free(cur_path);
+	cur_path = NULL;
+}

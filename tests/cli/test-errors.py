@@ -186,6 +186,26 @@ with tempfile.TemporaryDirectory() as d:
     run(["-frobnicate"], needle="-frobnicate: invalid option", name="unknown flag")
     run(["-kernel"], needle="requires an argument", name="flag without value")
     run([], needle="-kernel is required", name="no kernel")
+    # -run-with / -runas / -chroot (checked before the kernel is read)
+    run(["-run-with", "user=kl-no-such-user", "-kernel", garbage],
+        needle='-run-with user=kl-no-such-user: user "kl-no-such-user" does not exist',
+        name="-run-with unknown user")
+    run(["-runas", "kl-no-such-user", "-kernel", garbage],
+        needle='-runas kl-no-such-user: user "kl-no-such-user" does not exist',
+        name="-runas unknown user")
+    run(["-run-with", "user=12:x", "-kernel", garbage], needle='user "12:x" does not exist',
+        name="-run-with bad uid:gid")
+    run(["-run-with", "chroot=" + missing, "-kernel", garbage],
+        needle="chroot directory '%s': No such file or directory" % missing,
+        name="-run-with missing chroot")
+    run(["-chroot", garbage, "-kernel", garbage],
+        needle="chroot directory '%s': Not a directory" % garbage, name="-chroot not a dir")
+    run(["-run-with", "user=nobody,frob=1", "-kernel", garbage],
+        needle="unknown parameter 'frob'", name="-run-with bad key")
+    run(["-run-with", "async-teardown=on", "-kernel", garbage],
+        needle="async-teardown=on is not supported", name="-run-with async-teardown=on")
+    run(["-run-with", "user=", "-kernel", garbage], needle="user must not be empty",
+        name="-run-with empty user")
     if probe and os.path.exists(probe):
         run(["-kernel", probe, "-initrd", missing], needle="no-such-kernel",
             name="missing initrd")
