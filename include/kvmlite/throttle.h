@@ -225,6 +225,11 @@ void kl_thr_group_kick(struct kl_thr_group *g);
 /* Leak to now, then nanoseconds until the group's buckets allow the next
  * request of dir (0: now); the pure part, for fake-clock tests. */
 uint64_t kl_thr_group_wait_ns(struct kl_thr_group *g, enum kl_thr_dir dir);
+/* -object throttle-group,id=G,x-iops-total=N,... (or limits.iops-total=N):
+ * a group that lives until kl_thr_group_objects_free() (at exit).  QEMU
+ * 7.2's property names and errors; -1 with *err. */
+int kl_thr_group_object_add(struct kl_opts *o, char **err);
+void kl_thr_group_objects_free(void);
 /* Is the group's timer of dir armed? */
 bool kl_thr_group_waiting(const struct kl_thr_group *g, enum kl_thr_dir dir);
 

@@ -17,11 +17,13 @@
 
 extern const struct kl_bdrv kl_bdrv_raw;
 extern const struct kl_bdrv kl_bdrv_qcow2;
+extern const struct kl_bdrv kl_bdrv_throttle;
 
 static const struct kl_bdrv *const drivers[] = {
 	&kl_bdrv_file,
 	&kl_bdrv_raw,
 	&kl_bdrv_qcow2,
+	&kl_bdrv_throttle,
 };
 
 #define MAX_BACKING_DEPTH 64

@@ -6,6 +6,7 @@
 #include <glib.h>
 
 #include "kvmlite/loop.h"
+#include "kvmlite/opts.h"
 #include "kvmlite/throttle.h"
 
 struct kl_thr_group {
@@ -76,7 +77,6 @@ struct kl_thr_group *kl_thr_group_get(const char *name, kl_thr_clock_fn clock, v
 	g->name = g_strdup(name);
 	g->refs = 1;
 	kl_throttle_init(&g->thr, clock, opaque);
-	kl_throttle_set_timers(&g->thr, resume_read, resume_write, g);
 	g->next = groups;
 	groups = g;
 	return g;
@@ -129,6 +129,9 @@ void kl_thr_group_set_config(struct kl_thr_group *g, const struct kl_throttle_co
 void kl_thr_member_join(struct kl_thr_member *m, struct kl_thr_group *g,
 			const struct kl_thr_member_ops *ops, void *opaque)
 {
+	/* the timers with the first member: -object runs before the main
+	 * loop exists, members come after it */
+	kl_throttle_set_timers(&g->thr, resume_read, resume_write, g);
 	m->group = g;
 	m->ops = ops;
 	m->opaque = opaque;
@@ -184,4 +187,71 @@ uint64_t kl_thr_group_wait_ns(struct kl_thr_group *g, enum kl_thr_dir dir)
 bool kl_thr_group_waiting(const struct kl_thr_group *g, enum kl_thr_dir dir)
 {
 	return kl_throttle_waiting(&g->thr, dir);
+}
+
+/* ---- -object throttle-group ------------------------------------------------ */
+
+static GPtrArray *objects;   /* struct kl_thr_group *, one reference each */
+
+int kl_thr_group_object_add(struct kl_opts *o, char **err)
+{
+	const char *id = kl_opts_get(o, "id");
+	if (!id || !*id) {
+		*err = g_strdup("Parameter 'id' is missing");
+		return -1;
+	}
+	/* QEMU 7.2's properties: x-iops-total, x-bps-read-max-length, ...,
+	 * x-iops-size, or the ThrottleLimits struct as limits.iops-total=... */
+	struct kl_throttle_config cfg;
+	kl_throttle_config_init(&cfg);
+	bool x = false, limits = false;
+	for (unsigned i = 0; i < o->n; i++) {
+		struct kl_opt *opt = &o->v[i];
+		const char *k = NULL;
+		if (g_str_has_prefix(opt->key, "x-")) {
+			k = opt->key + 2;
+			x = true;
+		} else if (g_str_has_prefix(opt->key, "limits.")) {
+			k = opt->key + 7;
+			limits = true;
+		}
+		if (!k)
+			continue;
+		char *e = NULL;
+		int r = kl_throttle_config_set(&cfg, kl_throttle_disk_keys, true, k, opt->val, &e);
+		if (r == 1)
+			continue;   /* unused: named below */
+		opt->used = true;
+		if (r < 0) {
+			*err = g_strdup_printf("Property '%s': %s", opt->key, e);
+			g_free(e);
+			return -1;
+		}
+	}
+	if (x && limits) {
+		*err = g_strdup("throttle-group: the x-* properties and 'limits' cannot be used together");
+		return -1;
+	}
+	if (kl_opts_check_unused(o, "throttle-group", err) < 0 ||
+	    kl_throttle_config_check(&cfg, err) < 0)
+		return -1;
+	if (kl_thr_group_find(id)) {
+		*err = g_strdup("A group with this name already exists");
+		return -1;
+	}
+	struct kl_thr_group *g = kl_thr_group_get(id, NULL, NULL);
+	kl_thr_group_set_config(g, &cfg);
+	if (!objects)
+		objects = g_ptr_array_new();
+	g_ptr_array_add(objects, g);
+	return 0;
+}
+
+void kl_thr_group_objects_free(void)
+{
+	for (guint i = 0; objects && i < objects->len; i++)
+		kl_thr_group_unref(g_ptr_array_index(objects, i));
+	if (objects)
+		g_ptr_array_free(objects, TRUE);
+	objects = NULL;
 }
