@@ -426,12 +426,17 @@ static void thr_run_one(void *opaque, enum kl_thr_dir dir)
 
 static const struct kl_thr_member_ops thr_ops = { thr_pending, thr_run_one };
 
-/* Start everything the limits hold back (drain, leaving a group). */
+/* Start everything the limits hold back (drain, leaving a group); while
+ * quiesced it joins the requests held for the quiesce end instead. */
 static void thr_release(struct kl_blockdev *bd)
 {
 	for (int d = 0; d < KL_THR_NDIRS && bd->thr.group; d++)
-		while (!bd->quiesce && !g_queue_is_empty(&bd->thr_q[d]))
-			thr_run_one(bd, d);
+		while (!g_queue_is_empty(&bd->thr_q[d])) {
+			if (bd->quiesce)
+				g_queue_push_tail(&bd->held, g_queue_pop_head(&bd->thr_q[d]));
+			else
+				thr_run_one(bd, d);
+		}
 }
 
 int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
