@@ -6,7 +6,7 @@
  * Reads are accounted as reads; writes, write-zeroes and discards as
  * writes (as QEMU's filter); flushes pass.  Requests over the limits wait
  * in this node's queues, in order, for the group's turn (group.c); a
- * drain waits for them to be released. */
+ * drain (kl_bnode_drain) starts them at once. */
 #include "node.h"
 
 #include <errno.h>
@@ -109,15 +109,21 @@ static int t_open(struct kl_bnode *bs, struct kl_opts *o, const struct kl_bnode_
 	return 0;
 }
 
+/* A drain lifts the limits for what waits (as QEMU's throttle filter). */
+static void t_drain(struct kl_bnode *bs)
+{
+	struct tnode *t = bs->opaque;
+	for (int d = 0; t && d < KL_THR_NDIRS; d++)
+		while (!g_queue_is_empty(&t->q[d]))
+			t_run_one(t, d);
+}
+
 static void t_close(struct kl_bnode *bs)
 {
 	struct tnode *t = bs->opaque;
 	if (!t)
 		return;
-	/* drained by node.c: nothing waits (release anything left anyway) */
-	for (int d = 0; d < KL_THR_NDIRS; d++)
-		while (!g_queue_is_empty(&t->q[d]))
-			t_run_one(t, d);
+	t_drain(bs);   /* drained by node.c already: nothing should wait */
 	kl_thr_member_leave(&t->m);
 	g_free(t);
 	bs->opaque = NULL;
@@ -155,6 +161,7 @@ const struct kl_bdrv kl_bdrv_throttle = {
 	.name = "throttle",
 	.open = t_open,
 	.close = t_close,
+	.drain = t_drain,
 	.preadv = t_preadv,
 	.pwritev = t_pwritev,
 	.flush = t_flush,
