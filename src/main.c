@@ -22,6 +22,7 @@
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
+#include "kvmlite/throttle.h"
 #include "kvmlite/vm.h"
 
 #ifndef KVMLITE_VERSION
@@ -92,6 +93,12 @@ static void add_object(const char *spec)
 	if (!o)
 		die("-object %s: %s", spec, err);
 	const char *type = kl_opts_get(o, "qom-type");
+	if (!strcmp(type, "throttle-group")) {   /* the qos code's object */
+		if (kl_thr_group_object_add(o, &err) < 0)
+			die("-object %s: %s", spec, err);
+		kl_opts_free(o);
+		return;
+	}
 	struct mem_backend *mb = g_new0(struct mem_backend, 1);
 	bool b;
 	if (!strcmp(type, "memory-backend-ram")) {
@@ -104,7 +111,7 @@ static void add_object(const char *spec)
 		if (kl_opts_get_bool(o, "seal", true, &b, &err) < 0)
 			die_err(err);
 	} else {
-		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd)",
+		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd, throttle-group)",
 		    spec, type);
 	}
 	const char *id = kl_opts_get(o, "id");
@@ -508,6 +515,7 @@ int main(int argc, char **argv)
 	kl_vm_destroy(vm);
 	kl_netdev_free_all(); /* the NICs are gone: their back-ends go now */
 	kl_blockdev_close_all();
+	kl_thr_group_objects_free();
 	kl_monitor_cleanup();
 	kl_serial_restore_tty();
 	remove_pidfile(&pidfile);

@@ -76,11 +76,17 @@ void kl_blockdev_drain(struct kl_blockdev *bd);
 void kl_blockdev_quiesce_begin(struct kl_blockdev *bd);
 void kl_blockdev_quiesce_end(struct kl_blockdev *bd);
 /* I/O limits of the backend (QEMU's throttling.* / block_set_io_throttle;
- * checked here; all zero = none).  Queued requests are retried at once. */
+ * checked here).  Limits set: the backend joins the throttle group called
+ * group (created if none has that name) unless it is in one already and
+ * group is NULL or that one's name; the limits become the group's (every
+ * member's).  All zero: the backend leaves its group (the group keeps its
+ * limits).  Queued requests are retried at once. */
 int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
-			     char **err);
-/* The limits in force, NULL when none. */
-const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd);
+			     const char *group, char **err);
+/* The limits in force, NULL when none; *group (may be NULL): the name of
+ * the backend's throttle group. */
+const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd,
+						      const char **group);
 /* Point the backend at another root (external snapshots), quiesced. */
 int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char **err);
 /* Iterate over all registered drives in creation order. */

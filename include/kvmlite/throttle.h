@@ -164,4 +164,73 @@ bool kl_throttle_waiting(const struct kl_throttle *t, enum kl_thr_dir dir);
  * change). */
 void kl_throttle_kick(struct kl_throttle *t, enum kl_thr_dir dir);
 
+/* ---- throttle groups (group.c) ---------------------------------------------
+ * A group is one throttle state (limits, buckets, timers) shared by its
+ * members (block backends, throttle filter nodes), like QEMU's
+ * ThrottleGroup.  Members keep their own queues of refused requests; when
+ * the group's timer fires, the group starts queued requests one at a time,
+ * round-robin over the members that have one queued (QEMU's
+ * schedule_next_tgm: the turn passes to the next member after each
+ * request), so no member starves.  The timer belongs to the group, not to
+ * a member: a member leaving never leaves the others without a timer
+ * (Red Hat BZ 1535914).
+ *
+ * Groups are named and reference counted: -object throttle-group holds a
+ * reference, every member one; kl_thr_group_get() finds or creates one
+ * (an implicit group for -drive throttling.group=NAME, as QEMU). */
+
+struct kl_thr_group;
+
+struct kl_thr_member_ops {
+	/* Does the member have a request of dir queued (and may start it)? */
+	bool (*pending)(void *opaque, enum kl_thr_dir dir);
+	/* Start the member's first queued request of dir: the member accounts
+	 * it (kl_thr_group_account) and dispatches it. */
+	void (*run_one)(void *opaque, enum kl_thr_dir dir);
+};
+
+struct kl_thr_member {
+	struct kl_thr_group *group;           /* NULL: not in a group */
+	const struct kl_thr_member_ops *ops;
+	void *opaque;
+	struct kl_thr_member *next;           /* group's member list */
+};
+
+/* Find the group called name, or create one with no limits (clock NULL =
+ * kl_clock_ns); one reference for the caller. */
+struct kl_thr_group *kl_thr_group_get(const char *name, kl_thr_clock_fn clock, void *opaque);
+struct kl_thr_group *kl_thr_group_find(const char *name);
+void kl_thr_group_ref(struct kl_thr_group *g);
+void kl_thr_group_unref(struct kl_thr_group *g);
+const char *kl_thr_group_name(const struct kl_thr_group *g);
+/* NULL when the group has no limit set. */
+const struct kl_throttle_config *kl_thr_group_config(const struct kl_thr_group *g);
+/* New limits (checked by the caller) for every member; what waits is
+ * retried under them at once (released when no limit is left). */
+void kl_thr_group_set_config(struct kl_thr_group *g, const struct kl_throttle_config *cfg);
+
+/* Join g (takes a reference of g) / leave it (drops it).  The member
+ * must have no queued requests when it leaves. */
+void kl_thr_member_join(struct kl_thr_member *m, struct kl_thr_group *g,
+			const struct kl_thr_member_ops *ops, void *opaque);
+void kl_thr_member_leave(struct kl_thr_member *m);
+/* A new request of dir at m, whose queue of dir is empty: true = start it
+ * now (then kl_thr_group_account it); false = queue it, the group starts
+ * it in its turn (its timer is armed, or it is running the queues). */
+bool kl_thr_member_allow(struct kl_thr_member *m, enum kl_thr_dir dir);
+void kl_thr_member_account(struct kl_thr_member *m, enum kl_thr_dir dir, uint64_t bytes);
+/* Start what the limits allow now in both directions (after a member's
+ * queue was held back, e.g. a quiesced backend). */
+void kl_thr_group_kick(struct kl_thr_group *g);
+/* Leak to now, then nanoseconds until the group's buckets allow the next
+ * request of dir (0: now); the pure part, for fake-clock tests. */
+uint64_t kl_thr_group_wait_ns(struct kl_thr_group *g, enum kl_thr_dir dir);
+/* -object throttle-group,id=G,x-iops-total=N,... (or limits.iops-total=N):
+ * a group that lives until kl_thr_group_objects_free() (at exit).  QEMU
+ * 7.2's property names and errors; -1 with *err. */
+int kl_thr_group_object_add(struct kl_opts *o, char **err);
+void kl_thr_group_objects_free(void);
+/* Is the group's timer of dir armed? */
+bool kl_thr_group_waiting(const struct kl_thr_group *g, enum kl_thr_dir dir);
+
 #endif

@@ -27,10 +27,10 @@ struct kl_blockdev {
 	unsigned in_flight;
 	unsigned quiesce;
 	GQueue held;                    /* struct breq * waiting for quiesce end */
-	/* I/O limits (throttling.*, block_set_io_throttle): reads and writes
-	 * beyond them wait here, in order, until the limiter's timer */
-	struct kl_throttle thr;
-	bool thr_init;
+	/* I/O limits (throttling.*, block_set_io_throttle): the backend is a
+	 * member of a throttle group (thr.group NULL: no limits); reads and
+	 * writes beyond them wait here, in order, until the group's turn */
+	struct kl_thr_member thr;
 	GQueue thr_q[KL_THR_NDIRS];
 };
 
@@ -176,8 +176,7 @@ void kl_blockdev_close(struct kl_blockdev *bd)
 	if (!bd)
 		return;
 	kl_blockdev_drain(bd);
-	if (bd->thr_init)
-		kl_throttle_destroy(&bd->thr);
+	kl_thr_member_leave(&bd->thr);   /* drain released its queues */
 	if (bd->registered && backends)
 		g_ptr_array_remove(backends, bd);
 	kl_bnode_unref(bd->root);
@@ -387,12 +386,17 @@ static int thr_dir(enum kl_blk_op op)
 }
 
 /* A request of dir (not quiesced) waits behind the limits: requests of
- * dir are queued, or the limiter refuses one now (and arms its timer). */
+ * dir are queued, or the group does not let it go now. */
 static bool thr_must_wait(struct kl_blockdev *bd, int dir)
 {
-	return dir >= 0 && bd->thr_init &&
-	       (!g_queue_is_empty(&bd->thr_q[dir]) ||
-		(bd->thr.enabled && !kl_throttle_allow(&bd->thr, dir)));
+	return dir >= 0 && bd->thr.group &&
+	       (!g_queue_is_empty(&bd->thr_q[dir]) || !kl_thr_member_allow(&bd->thr, dir));
+}
+
+static void thr_account(struct kl_blockdev *bd, int dir, uint64_t len)
+{
+	if (dir >= 0 && bd->thr.group)
+		kl_thr_member_account(&bd->thr, dir, len);
 }
 
 /* Dispatch a queued request (its iovec copy is freed here). */
@@ -405,51 +409,74 @@ static void dispatch_queued(struct breq *r)
 	g_free(iov);
 }
 
-/* Start the queued requests of dir the limits allow now (all: force). */
-static void thr_run(struct kl_blockdev *bd, int dir, bool force)
+/* The group's side: is one queued, start the first one. */
+static bool thr_pending(void *opaque, enum kl_thr_dir dir)
 {
-	GQueue *q = &bd->thr_q[dir];
-	while (!g_queue_is_empty(q) && !bd->quiesce) {
-		if (!force && bd->thr.enabled && !kl_throttle_allow(&bd->thr, dir))
-			return; /* the limiter's timer calls back */
-		struct breq *r = g_queue_pop_head(q);
-		kl_throttle_account(&bd->thr, dir, r->len);
-		dispatch_queued(r);
-	}
+	struct kl_blockdev *bd = opaque;
+	return !bd->quiesce && !g_queue_is_empty(&bd->thr_q[dir]);
 }
 
-static void thr_resume_read(void *opaque)
+static void thr_run_one(void *opaque, enum kl_thr_dir dir)
 {
-	thr_run(opaque, KL_THR_READ, false);
+	struct kl_blockdev *bd = opaque;
+	struct breq *r = g_queue_pop_head(&bd->thr_q[dir]);
+	thr_account(bd, dir, r->len);
+	dispatch_queued(r);
 }
 
-static void thr_resume_write(void *opaque)
+static const struct kl_thr_member_ops thr_ops = { thr_pending, thr_run_one };
+
+/* Start everything the limits hold back (drain, leaving a group); while
+ * quiesced it joins the requests held for the quiesce end instead. */
+static void thr_release(struct kl_blockdev *bd)
 {
-	thr_run(opaque, KL_THR_WRITE, false);
+	for (int d = 0; d < KL_THR_NDIRS && bd->thr.group; d++)
+		while (!g_queue_is_empty(&bd->thr_q[d])) {
+			if (bd->quiesce)
+				g_queue_push_tail(&bd->held, g_queue_pop_head(&bd->thr_q[d]));
+			else
+				thr_run_one(bd, d);
+		}
 }
 
 int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
-			     char **err)
+			     const char *group, char **err)
 {
 	if (kl_throttle_config_check(cfg, err) < 0)
 		return -1;
-	if (!bd->thr_init) {
-		if (!kl_throttle_config_enabled(cfg))
-			return 0;
-		kl_throttle_init(&bd->thr, NULL, NULL);
-		kl_throttle_set_timers(&bd->thr, thr_resume_read, thr_resume_write, bd);
-		bd->thr_init = true;
+	if (!kl_throttle_config_enabled(cfg)) {
+		/* all zero: the backend leaves its group (QEMU's
+		 * blk_io_limits_disable); the group keeps its limits */
+		thr_release(bd);
+		kl_thr_member_leave(&bd->thr);
+		return 0;
 	}
-	kl_throttle_set_config(&bd->thr, cfg);
-	/* retry what waits under the new limits (all of it when none are left) */
-	thr_run(bd, KL_THR_READ, !bd->thr.enabled);
-	thr_run(bd, KL_THR_WRITE, !bd->thr.enabled);
+	if (bd->thr.group && group && strcmp(group, kl_thr_group_name(bd->thr.group))) {
+		thr_release(bd);
+		kl_thr_member_leave(&bd->thr);
+	}
+	if (!bd->thr.group) {
+		if (!group || !*group) {
+			*err = g_strdup("a throttle group name is needed");
+			return -1;
+		}
+		struct kl_thr_group *g = kl_thr_group_get(group, NULL, NULL);
+		kl_thr_member_join(&bd->thr, g, &thr_ops, bd);
+		kl_thr_group_unref(g);   /* the member's reference keeps it */
+	}
+	/* the group's limits, for every member; what waits is retried */
+	kl_thr_group_set_config(bd->thr.group, cfg);
 	return 0;
 }
 
-const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd)
+const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd,
+						      const char **group)
 {
-	return bd->thr_init && bd->thr.enabled ? &bd->thr.cfg : NULL;
+	if (!bd->thr.group)
+		return NULL;
+	if (group)
+		*group = kl_thr_group_name(bd->thr.group);
+	return kl_thr_group_config(bd->thr.group);
 }
 
 int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
@@ -477,8 +504,7 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 		g_queue_push_tail(bd->quiesce ? &bd->held : &bd->thr_q[dir], r);
 		return 0;
 	}
-	if (dir >= 0 && bd->thr_init)
-		kl_throttle_account(&bd->thr, dir, len);
+	thr_account(bd, dir, len);
 	int ret = dispatch(r, iov, iovcnt);
 	if (ret < 0) {
 		bd->in_flight--;
@@ -492,10 +518,7 @@ int kl_blk_submit(struct kl_blockdev *bd, enum kl_blk_op op, uint64_t offset,
 void kl_blockdev_drain(struct kl_blockdev *bd)
 {
 	/* as QEMU's drain: requests held by the limits go now */
-	if (bd->thr_init) {
-		thr_run(bd, KL_THR_READ, true);
-		thr_run(bd, KL_THR_WRITE, true);
-	}
+	thr_release(bd);
 	kl_bnode_drain(bd->root);
 	/* requests still counted are the held ones (quiesced) */
 }
@@ -517,10 +540,12 @@ void kl_blockdev_quiesce_end(struct kl_blockdev *bd)
 			g_queue_push_tail(&bd->thr_q[dir], r);
 			continue;
 		}
-		if (dir >= 0 && bd->thr_init)
-			kl_throttle_account(&bd->thr, dir, r->len);
+		thr_account(bd, dir, r->len);
 		dispatch_queued(r);
 	}
+	/* the group skipped this backend's queues while it was quiesced */
+	if (bd->thr.group)
+		kl_thr_group_kick(bd->thr.group);
 }
 
 int kl_blockdev_replace_root(struct kl_blockdev *bd, struct kl_bnode *root, char **err)

@@ -127,8 +127,10 @@ static bool known_key(const char *drv, const char *key)
 					     "l2-cache-size", "l2-cache-entry-size",
 					     "refcount-cache-size", "cache-clean-interval",
 					     "encrypt", "data-file", NULL };
+	static const char *const throttle[] = { "file", "throttle-group", NULL };
 	const char *const *lists[] = { generic, !strcmp(drv, "file") ? file :
-					   !strcmp(drv, "raw") ? raw : qcow2 };
+					   !strcmp(drv, "raw") ? raw :
+					   !strcmp(drv, "throttle") ? throttle : qcow2 };
 	size_t n = strcspn(key, ".");
 	for (unsigned l = 0; l < G_N_ELEMENTS(lists); l++)
 		for (const char *const *p = lists[l]; *p; p++)

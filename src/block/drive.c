@@ -62,10 +62,9 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 	}
 	struct kl_throttle_config thr;
 	kl_throttle_config_init(&thr);
-	if (kl_opts_get(opts, "throttling.group")) {
-		*err = g_strdup("drive: throttling.group is not supported yet (throttle groups)");
-		return NULL;
-	}
+	/* the throttle group (QEMU: created by name if none has it; the
+	 * drive's id when not given); without limits it is not joined */
+	const char *thr_group = kl_opts_get(opts, "throttling.group");
 	if (kl_throttle_config_from_opts(&thr, kl_throttle_disk_keys, true, opts, "throttling",
 					 err) < 0) {
 		char *e = *err;
@@ -105,7 +104,8 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 		kl_blockdev_close(bd);
 		return NULL;
 	}
-	if (kl_blockdev_set_throttle(bd, &thr, err) < 0) {
+	if (kl_throttle_config_enabled(&thr) &&
+	    kl_blockdev_set_throttle(bd, &thr, thr_group ? thr_group : kl_blockdev_id(bd), err) < 0) {
 		kl_blockdev_close(bd);
 		return NULL;
 	}

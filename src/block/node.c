@@ -17,11 +17,13 @@
 
 extern const struct kl_bdrv kl_bdrv_raw;
 extern const struct kl_bdrv kl_bdrv_qcow2;
+extern const struct kl_bdrv kl_bdrv_throttle;
 
 static const struct kl_bdrv *const drivers[] = {
 	&kl_bdrv_file,
 	&kl_bdrv_raw,
 	&kl_bdrv_qcow2,
+	&kl_bdrv_throttle,
 };
 
 #define MAX_BACKING_DEPTH 64
@@ -530,11 +532,24 @@ static bool files_busy(struct kl_bnode *bs)
 	return false;
 }
 
+/* Requests a driver holds back (the throttle filter's queues) go now. */
+static void release_held(struct kl_bnode *bs)
+{
+	for (; bs; bs = bs->backing) {
+		if (bs->drv->drain)
+			bs->drv->drain(bs);
+		if (bs->file)
+			release_held(bs->file);
+	}
+}
+
 void kl_bnode_drain(struct kl_bnode *bs)
 {
 	/* Every request ends in file I/O or in a complete_later callback; run
-	 * both until nothing under bs is in flight. */
+	 * both until nothing under bs is in flight (held ones released first,
+	 * as QEMU's drain lifts the I/O limits). */
 	for (;;) {
+		release_held(bs);
 		if (!g_queue_is_empty(&later_q))
 			run_later(NULL);
 		if (!files_busy(bs) && !bs->in_flight && g_queue_is_empty(&later_q))

@@ -79,6 +79,9 @@ struct kl_bdrv {
 	int (*backing_attached)(struct kl_bnode *bs, char **err);
 	/* Write back metadata (may block), free everything but bs itself. */
 	void (*close)(struct kl_bnode *bs);
+	/* Start every request the driver holds back (a filter's queues; may
+	 * be NULL); kl_bnode_drain calls it. */
+	void (*drain)(struct kl_bnode *bs);
 
 	/* Asynchronous I/O; range checked by node.c (within bs->size, not
 	 * read-only for writes). */

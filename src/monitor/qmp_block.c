@@ -146,7 +146,8 @@ static void block_info(struct kl_blockdev *bd, void *opaque)
 	json_object_set_boolean_member(o, "removable", false);
 	json_object_set_boolean_member(o, "locked", false);
 	JsonObject *ins = device_info(kl_blockdev_root(bd), true);
-	const struct kl_throttle_config *cfg = kl_blockdev_throttle(bd);
+	const char *group = NULL;
+	const struct kl_throttle_config *cfg = kl_blockdev_throttle(bd, &group);
 	for (unsigned i = 0; cfg && i < G_N_ELEMENTS(thr_names); i++) {
 		uint64_t v, mx, len;
 		char *k = g_strdup_printf("%s-max", thr_names[i].key);
@@ -167,6 +168,8 @@ static void block_info(struct kl_blockdev *bd, void *opaque)
 	}
 	if (cfg && cfg->op_size)
 		json_object_set_int_member(ins, "iops_size", (gint64)cfg->op_size);
+	if (cfg)
+		json_object_set_string_member(ins, "group", group);
 	json_object_set_object_member(o, "inserted", ins);
 	if (qdev)
 		json_object_set_string_member(o, "io-status", "ok");
@@ -421,10 +424,6 @@ enum kl_qmp_err kl_qmp_block_set_io_throttle(struct kl_qmp_session *s, JsonObjec
 		*desc = g_strdup("Need exactly one of 'device' and 'id'");
 		return KL_QMP_GENERIC;
 	}
-	if (str_arg(args, "group")) {
-		*desc = g_strdup("Parameter 'group': throttle groups are not supported yet");
-		return KL_QMP_GENERIC;
-	}
 	kl_blockdev_foreach(find_dev, &f);
 	if (!f.bd) {
 		*desc = f.device ? g_strdup_printf("Device '%s' not found", f.device)
@@ -464,7 +463,12 @@ enum kl_qmp_err kl_qmp_block_set_io_throttle(struct kl_qmp_session *s, JsonObjec
 		if (r != 0)
 			return KL_QMP_GENERIC;
 	}
-	if (kl_blockdev_set_throttle(f.bd, &cfg, desc) < 0)
+	/* QEMU: limits on a backend without any join the group `group`, or
+	 * one named after the device / id; with limits, `group` moves it */
+	const char *group = str_arg(args, "group");
+	if (!group && !kl_blockdev_throttle(f.bd, NULL))
+		group = f.device ? f.device : f.id;
+	if (kl_blockdev_set_throttle(f.bd, &cfg, group, desc) < 0)
 		return KL_QMP_GENERIC;
 	*ret = kl_qmp_obj_node(json_object_new());
 	return KL_QMP_OK;

@@ -155,6 +155,30 @@ def blockdev_errors(probe, d):
     run(base + ["-blockdev", ok, "-blockdev", ok], env=nokvm,
         needle="-blockdev %s: Duplicate nodes with node-name='a'" % ok,
         name="-blockdev duplicate node")
+    # throttle groups and the throttle filter (QEMU 7.2's texts)
+    tg = ["-object", "throttle-group,id=tg,x-iops-total=100"]
+    for extra, needle, name in [
+        (["-blockdev", ok, "-blockdev", '{"driver":"throttle","node-name":"t","file":"a"}'],
+         "Please specify a throttle group", "throttle filter without group"),
+        (["-blockdev", ok, "-blockdev",
+          '{"driver":"throttle","node-name":"t","file":"a","throttle-group":"nope"}'],
+         "Throttle group 'nope' does not exist", "throttle filter unknown group"),
+        (["-object", "throttle-group,x-iops-total=1"], "Parameter 'id' is missing",
+         "throttle-group without id"),
+        (tg + tg, "A group with this name already exists", "throttle-group duplicate"),
+        (["-object", "throttle-group,id=g,x-iops-total=10,x-bogus=1"], "x-bogus",
+         "throttle-group unknown property"),
+        (["-object", "throttle-group,id=g,x-iops-total=10,x-iops-read=5"],
+         "cannot be used at the same time", "throttle-group total and read"),
+        (["-object", "throttle-group,id=g,x-iops-total=10,limits.iops-read=5"],
+         "cannot be used together", "throttle-group x-* and limits"),
+        (["-object", "throttle-group,id=g,x-iops-total=ten"], "x-iops-total=ten",
+         "throttle-group bad number"),
+    ]:
+        run(base + extra, env=nokvm, needle=needle, name=name)
+    run(base + tg + ["-blockdev", ok, "-blockdev",
+                     '{"driver":"throttle","node-name":"t","file":"a","throttle-group":"tg"}'],
+        env=nokvm, needle="cannot open", name="throttle filter ok, then no kvm")
     # a good -blockdev gets as far as the VM (here: the missing /dev/kvm)
     run(base + ["-blockdev", ok, "-blockdev", "driver=raw,file=a,node-name=b"], env=nokvm,
         needle="cannot open", name="-blockdev ok, then no kvm")

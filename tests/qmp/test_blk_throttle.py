@@ -5,7 +5,7 @@ usage: test_blk_throttle.py KVMLITE PROBE_ELF
 
 The probe's blk-crash test writes 512-byte blocks as fast as it can and
 prints "ACK n" after each completed write (flush=0).  The host times the
-ACK lines:
+ACK lines (rates: the least-squares slope of writes against time):
   1. -drive ...,throttling.iops-total=100: over a 5 s window (after 1 s of
      warm-up) the rate is within 2 % of 100/s;
   2. query-block shows inserted.iops = 100;
@@ -96,9 +96,15 @@ def main():
     threading.Thread(target=reader, daemon=True).start()
 
     def rate(t0, t1):
+        """Least-squares slope of writes acknowledged against time (one
+        late line moves the end points of a window, not the slope)."""
         with lock:
             ts = [t for t in acks if t0 <= t < t1]
-        return (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 2 else 0.0
+        if len(ts) < 3:
+            return 0.0
+        mx, my = sum(ts) / len(ts), (len(ts) - 1) / 2.0
+        sxx = sum((x - mx) ** 2 for x in ts)
+        return sum((x - mx) * (i - my) for i, x in enumerate(ts)) / sxx if sxx > 0 else 0.0
 
     def window(limit, what, secs=5.0):
         time.sleep(1.0)

@@ -250,14 +250,15 @@ unsigned kl_assist_counters(const struct kl_assist *a, struct kl_assist_counter 
 }
 
 /* I/O limits: the fake's backends have none and refuse to get any. */
-const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd)
+const struct kl_throttle_config *kl_blockdev_throttle(const struct kl_blockdev *bd,
+						      const char **group)
 {
-	(void)bd;
+	(void)bd, (void)group;
 	return NULL;
 }
 int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_config *cfg,
-			     char **err)
+			     const char *group, char **err)
 {
-	(void)bd, (void)cfg;
+	(void)bd, (void)cfg, (void)group;
 	return FAKE_NOGRAPH(err);
 }
