@@ -21,6 +21,7 @@ struct kl_cli {
 	char *name;
 	char *uuid;
 	char *pidfile;
+	char *sandbox;           /* -sandbox: parsed by kl_sandbox_parse (kvmlite/seccomp.h) */
 	bool start_paused;       /* -S */
 	bool nographic, nodefaults, daemonize, no_reboot, no_shutdown;
 	bool show_version, show_help;

@@ -266,6 +266,7 @@ STRFLAG(f_kernel, kernel)
 STRFLAG(f_initrd, initrd)
 STRFLAG(f_append, append)
 STRFLAG(f_pidfile, pidfile)
+STRFLAG(f_sandbox, sandbox)
 
 FLAGFN(f_name_opts)
 {
@@ -371,6 +372,9 @@ static const struct flag flags[] = {
 	{ "no-shutdown", NOARG, f_no_shutdown, "-no-shutdown         stay paused after guest poweroff" },
 	{ "daemonize", NOARG, f_daemonize, "-daemonize           detach once the VM is set up" },
 	{ "pidfile", ARG, f_pidfile, "-pidfile FILE        write the process id to FILE" },
+	{ "sandbox", ARG, f_sandbox, "-sandbox on|off[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]\n"
+			     "                       [,spawn=allow|deny][,resourcecontrol=allow|deny]\n"
+			     "                       seccomp allow-lists per thread (default on; docs/sandbox.md)" },
 	{ "version", NOARG, f_version, "-version             print the version and exit" },
 	{ "h", NOARG, f_help, "-h, -help, --help    this help" },
 	{ "help", NOARG, f_help, NULL },
@@ -446,6 +450,7 @@ void kl_cli_free(struct kl_cli *c)
 	g_free(c->name);
 	g_free(c->uuid);
 	g_free(c->pidfile);
+	g_free(c->sandbox);
 	GPtrArray *arrs[] = { c->drives, c->blockdevs, c->devices, c->netdevs, c->chardevs, c->serials,
 			      c->qmps, c->mons, c->objects };
 	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)
