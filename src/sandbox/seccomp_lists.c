@@ -6,7 +6,9 @@
  * against the code that makes it.  The device models run on the vCPU thread
  * that took the exit (MMIO/PIO writes), so the vCPU list holds what a device
  * does on a guest write: eventfd and tap writes, slirp's sockets (e1000 TX
- * goes through slirp_input on the vCPU thread), KVM irq ioctls. */
+ * goes through slirp_input on the vCPU thread), KVM irq ioctls, and block
+ * submission and draining (a virtio queue notify that no ioeventfd caught
+ * runs the queue handler on the vCPU thread; a device reset drains). */
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <linux/if_tun.h>
