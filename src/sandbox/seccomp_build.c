@@ -131,8 +131,8 @@ static int add_rule(scmp_filter_ctx c, enum kl_thread_kind kind, const struct kl
  * stops the world with a ptrace-ing clone).  Not in release builds. */
 static const char *const sanitizer_extra[] = {
 	"openat", "open", "readlink", "readlinkat", "close", "fstat", "newfstatat", "lseek",
-	"getdents64", "sigaltstack", "rt_sigaction", "ptrace", "wait4", "waitid",
-	"clone", "sched_yield", "getpid", "tgkill", "kill", "prlimit64", "getrlimit",
+	"getdents", "getdents64", "sigaltstack", "rt_sigaction", "ptrace", "wait4", "waitid",
+	"sched_yield", "getpid", "tgkill", "kill", "prlimit64", "getrlimit",
 	"setrlimit", "dup", "dup2", "pipe", "pipe2", "sched_getaffinity", "nanosleep",
 	"clock_nanosleep", "uname", "getppid", "exit", "prctl", "mincore", "read",
 	"process_vm_readv", NULL,
@@ -176,6 +176,11 @@ int kl_sc_build(enum kl_thread_kind kind, unsigned groups, struct sock_fprog *pr
 		if (nr >= 0 && (r = seccomp_rule_add(c, SCMP_ACT_ALLOW, nr, 0)) < 0)
 			goto fail;
 	}
+	/* LSan's stop-the-world tracer: clone(CLONE_VM|CLONE_FS|CLONE_FILES|
+	 * CLONE_UNTRACED) -- shares the address space; fork stays refused. */
+	if ((r = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+				  SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_VM, CLONE_VM))) < 0)
+		goto fail;
 #endif
 	what = "export";
 	fd = memfd_create("kl-seccomp", MFD_CLOEXEC);
