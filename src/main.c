@@ -22,6 +22,7 @@
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
+#include "kvmlite/seccomp.h"
 #include "kvmlite/throttle.h"
 #include "kvmlite/vm.h"
 
@@ -198,6 +199,19 @@ static gboolean on_signal(gpointer p)
 	return G_SOURCE_CONTINUE;
 }
 
+/* SIGTERM/SIGINT/SIGHUP sources: GLib starts its gmain thread for them
+ * (run by kl_sandbox_run_other, so gmain gets the "other" allow-list). */
+static void add_signal_sources(void *opaque)
+{
+	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+	for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
+		GSource *src = g_unix_signal_source_new(sigs[i]);
+		g_source_set_callback(src, on_signal, opaque, NULL);
+		g_source_attach(src, kl_loop_context());
+		g_source_unref(src);
+	}
+}
+
 static void on_reset_event(void *opaque, enum kl_vm_event ev, const struct kl_event_info *info)
 {
 	struct kl_vm *vm = opaque;
@@ -306,6 +320,10 @@ int main(int argc, char **argv)
 		kl_cli_print_help(stdout);
 		return 0;
 	}
+	struct kl_sandbox_opts sandbox = { .enable = KL_SANDBOX_DEFAULT_ON };
+	if (cli.sandbox && kl_sandbox_parse(cli.sandbox, &sandbox, &err) < 0)
+		die_err(err);
+	kl_sandbox_configure(&sandbox);
 	if (cli.show_version) {
 		printf("kvmlite version %s\n", KVMLITE_VERSION);
 		return 0;
@@ -495,17 +513,16 @@ int main(int argc, char **argv)
 	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 #endif
 
-	GSource *src;
-	int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-	for (size_t i = 0; i < G_N_ELEMENTS(sigs); i++) {
-		src = g_unix_signal_source_new(sigs[i]);
-		g_source_set_callback(src, on_signal, vm, NULL);
-		g_source_attach(src, kl_loop_context());
-		g_source_unref(src);
-	}
 	signal(SIGPIPE, SIG_IGN);
-
+	/* seccomp (docs/sandbox.md): after the privilege drop above (glibc's
+	 * setuid runs setresuid on every thread, so no thread may be filtered
+	 * before it); GLib's signal thread is born under the 'other' list; the
+	 * vCPUs wait for the BQL, held here, before their first KVM_RUN. */
+	if (kl_sandbox_run_other(add_signal_sources, vm, &err) < 0)
+		die_err(err);
 	if (kl_vm_start(vm, cli.start_paused, &err) < 0)
+		die_err(err);
+	if (kl_sandbox_arm(&err) < 0)
 		die_err(err);
 	daemonize_finish();
 

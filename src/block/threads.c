@@ -3,6 +3,7 @@
  * signalled; the main loop hands them to kl_blk_io_done().  The pool is
  * also used by aio=native for what libaio cannot do (fallocate). */
 #include "block_int.h"
+#include "kvmlite/seccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +54,7 @@ static void *worker(void *opaque)
 {
 	struct kl_tpool *p = opaque;
 
+	kl_sandbox_thread_start(KL_THREAD_IO); /* docs/sandbox.md */
 	for (;;) {
 		while (sem_wait(&p->sem) < 0)
 			;
@@ -80,6 +82,7 @@ static void *worker(void *opaque)
 		if (!head)
 			kl_blk_kick(p->bf);
 	}
+	kl_sandbox_thread_end();
 	return NULL;
 }
 

@@ -266,6 +266,7 @@ STRFLAG(f_kernel, kernel)
 STRFLAG(f_initrd, initrd)
 STRFLAG(f_append, append)
 STRFLAG(f_pidfile, pidfile)
+STRFLAG(f_sandbox, sandbox)
 
 FLAGFN(f_name_opts)
 {
@@ -426,6 +427,9 @@ static const struct flag flags[] = {
 				       "                       capability (docs/sandbox.md)" },
 	{ "runas", ARG, f_runas, "-runas USER          as -run-with user=USER (QEMU 7.2 spelling)" },
 	{ "chroot", ARG, f_chroot, "-chroot DIR          as -run-with chroot=DIR (QEMU 7.2 spelling)" },
+	{ "sandbox", ARG, f_sandbox, "-sandbox on|off[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]\n"
+			     "                       [,spawn=allow|deny][,resourcecontrol=allow|deny]\n"
+			     "                       seccomp allow-lists per thread (default on; docs/sandbox.md)" },
 	{ "version", NOARG, f_version, "-version             print the version and exit" },
 	{ "h", NOARG, f_help, "-h, -help, --help    this help" },
 	{ "help", NOARG, f_help, NULL },
@@ -503,6 +507,7 @@ void kl_cli_free(struct kl_cli *c)
 	g_free(c->pidfile);
 	g_free(c->run_user);
 	g_free(c->run_chroot);
+	g_free(c->sandbox);
 	GPtrArray *arrs[] = { c->drives, c->blockdevs, c->devices, c->netdevs, c->chardevs, c->serials,
 			      c->qmps, c->mons, c->objects };
 	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)

@@ -15,6 +15,7 @@
 
 #include "kvmlite/assist.h"
 #include "kvmlite/loop.h"
+#include "kvmlite/seccomp.h"
 #include "kvmlite/vm.h"
 #include "vcpu_priv.h"
 
@@ -422,6 +423,8 @@ static void *vcpu_thread(void *p)
 	sigemptyset(&set);
 	sigaddset(&set, SIG_KICK);
 	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	/* the vCPU allow-list, before the first KVM_RUN (docs/sandbox.md) */
+	kl_sandbox_thread_start(KL_THREAD_VCPU);
 
 	kl_lock();
 	for (;;) {
@@ -466,6 +469,7 @@ out:
 	c->exited = true;
 	g_cond_broadcast(&vm->state_cond);
 	kl_unlock();
+	kl_sandbox_thread_end();
 	return NULL;
 }
 

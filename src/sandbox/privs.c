@@ -208,7 +208,7 @@ static void capset_other_threads(int task_dir, uint64_t keep)
 	bcast.data[0].effective = bcast.data[0].permitted = (uint32_t)keep;
 	bcast.data[1].effective = bcast.data[1].permitted = (uint32_t)(keep >> 32);
 	sem_init(&bcast.done, 0, 0);
-	int sig = SIGRTMIN + 3;
+	int sig = SIGRTMIN + 4; /* +3 is the seccomp arm signal (seccomp.c) */
 	struct sigaction sa = { .sa_handler = on_capset_signal, .sa_flags = SA_RESTART }, old;
 	sigemptyset(&sa.sa_mask);
 	sigaction(sig, &sa, &old);

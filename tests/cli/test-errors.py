@@ -208,6 +208,13 @@ with tempfile.TemporaryDirectory() as d:
     run(["-m", "0", "-kernel", garbage], needle="-m 0", name="-m 0")
     run(["-smp", "0", "-kernel", garbage], needle="-smp 0", name="-smp 0")
     run(["-frobnicate"], needle="-frobnicate: invalid option", name="unknown flag")
+    for spec, needle in (("maybe", "-sandbox maybe"), ("spawn=deny", "on or off is required"),
+                         ("on,spawn=maybe", "invalid argument for spawn: 'maybe'"),
+                         ("on,obsolete=children", "invalid argument for obsolete: 'children'"),
+                         ("on,elevateprivileges=x", "invalid argument for elevateprivileges"),
+                         ("on,resourcecontrol=", "invalid argument for resourcecontrol"),
+                         ("on,bogus=1", "bogus")):
+        run(["-sandbox", spec, "-kernel", garbage], needle=needle, name="-sandbox " + spec)
     run(["-kernel"], needle="requires an argument", name="flag without value")
     run([], needle="-kernel is required", name="no kernel")
     # -run-with / -runas / -chroot (checked before the kernel is read)
