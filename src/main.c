@@ -95,9 +95,10 @@ static void add_object(const char *spec)
 		die("-object %s: %s", spec, err);
 	const char *type = kl_opts_get(o, "qom-type");
 	if (!strcmp(type, "throttle-group")) {   /* the qos code's object */
-		if (kl_thr_group_object_add(o, &err) < 0)
+		int r = kl_thr_group_object_add(o, &err);
+		kl_opts_free(o); /* before die(): LeakSanitizer need not find it on the stack */
+		if (r < 0)
 			die("-object %s: %s", spec, err);
-		kl_opts_free(o);
 		return;
 	}
 	struct mem_backend *mb = g_new0(struct mem_backend, 1);
