@@ -19,6 +19,7 @@
 #include <glib.h>
 
 #include "kvmlite/privs.h"
+#include "forkbench.h"
 
 static sem_t go, started;
 
@@ -70,10 +71,15 @@ fail:
 	_exit(1);
 }
 
-static int cmp(const void *a, const void *b)
+struct args {
+	const char *user;
+	unsigned workers;
+};
+
+static void run_child(void *ctx, int fd)
 {
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
+	struct args *a = ctx;
+	child(a->user, a->workers, fd);
 }
 
 int main(int argc, char **argv)
@@ -88,39 +94,10 @@ int main(int argc, char **argv)
 	}
 	printf("%u runs, %u idle threads at the drop; microseconds, min / median\n", runs, workers);
 	printf("%-30s %18s %18s %18s\n", "", "init", "drop", "total");
-	static const char *const users[] = { NULL, "nobody" };
-	for (int u = 0; u < 2; u++) {
-		double *v = g_new(double, 3 * runs);
-		for (unsigned i = 0; i < runs; i++) {
-			int p[2];
-			if (pipe(p) < 0)
-				return 1;
-			pid_t pid = fork();
-			if (pid == 0) {
-				close(p[0]);
-				child(users[u], workers, p[1]);
-			}
-			close(p[1]);
-			double r[2] = { 0, 0 };
-			int st;
-			ssize_t n = read(p[0], r, sizeof(r));
-			close(p[0]);
-			waitpid(pid, &st, 0);
-			if (n != sizeof(r) || !WIFEXITED(st) || WEXITSTATUS(st)) {
-				fprintf(stderr, "privs_drop: run %u failed (status %#x)\n", i, st);
-				return 1;
-			}
-			v[i] = r[0];
-			v[runs + i] = r[1];
-			v[2 * runs + i] = r[0] + r[1];
-		}
-		printf("%-30s", u ? "-run-with user=nobody" : "root, no -run-with");
-		for (int k = 0; k < 3; k++) {
-			qsort(v + k * runs, runs, sizeof(double), cmp);
-			printf(" %8.1f / %7.1f", v[k * runs], v[k * runs + runs / 2]);
-		}
-		printf("\n");
-		g_free(v);
-	}
+	if (forkbench_row("privs_drop", "root, no -run-with", 30, runs, run_child,
+			  &(struct args){ NULL, workers }) < 0 ||
+	    forkbench_row("privs_drop", "-run-with user=nobody", 30, runs, run_child,
+			  &(struct args){ "nobody", workers }) < 0)
+		return 1;
 	return 0;
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "kvmlite/seccomp.h"
+#include "forkbench.h"
 
 static sem_t go, started;
 
@@ -81,10 +82,15 @@ fail:
 	_exit(1);
 }
 
-static int cmp(const void *a, const void *b)
+struct args {
+	bool enable;
+	unsigned workers;
+};
+
+static void run_child(void *ctx, int fd)
 {
-	double x = *(const double *)a, y = *(const double *)b;
-	return x < y ? -1 : x > y;
+	struct args *a = ctx;
+	child(a->enable, a->workers, fd);
 }
 
 int main(int argc, char **argv)
@@ -95,38 +101,10 @@ int main(int argc, char **argv)
 		runs = 1;
 	printf("%u runs, %u idle I/O worker threads; microseconds, min / median\n", runs, workers);
 	printf("%-24s %18s %18s %18s\n", "", "build+other", "arm", "total");
-	for (int enable = 1; enable >= 0; enable--) {
-		double *v = g_new(double, 3 * runs);
-		for (unsigned i = 0; i < runs; i++) {
-			int p[2];
-			if (pipe(p) < 0)
-				return 1;
-			pid_t pid = fork();
-			if (pid == 0) {
-				close(p[0]);
-				child(enable, workers, p[1]);
-			}
-			close(p[1]);
-			double r[2] = { 0, 0 };
-			int st;
-			ssize_t n = read(p[0], r, sizeof(r));
-			close(p[0]);
-			waitpid(pid, &st, 0);
-			if (n != sizeof(r) || !WIFEXITED(st) || WEXITSTATUS(st)) {
-				fprintf(stderr, "sandbox_arm: run %u failed (status %#x)\n", i, st);
-				return 1;
-			}
-			v[i] = r[0];
-			v[runs + i] = r[1];
-			v[2 * runs + i] = r[0] + r[1];
-		}
-		printf("%-24s", enable ? "kvmlite -sandbox on" : "kvmlite -sandbox off");
-		for (int k = 0; k < 3; k++) {
-			qsort(v + k * runs, runs, sizeof(double), cmp);
-			printf(" %8.1f / %7.1f", v[k * runs], v[k * runs + runs / 2]);
-		}
-		printf("\n");
-		g_free(v);
-	}
+	if (forkbench_row("sandbox_arm", "kvmlite -sandbox on", 24, runs, run_child,
+			  &(struct args){ true, workers }) < 0 ||
+	    forkbench_row("sandbox_arm", "kvmlite -sandbox off", 24, runs, run_child,
+			  &(struct args){ false, workers }) < 0)
+		return 1;
 	return 0;
 }
