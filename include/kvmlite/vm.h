@@ -81,6 +81,7 @@ struct kl_vm {
 	GPtrArray *reset_handlers; /* of struct kl_reset_entry */
 	GPtrArray *event_listeners;
 	GPtrArray *cleanups;       /* of struct cleanup_entry: kl_vm_add_cleanup */
+	GPtrArray *vmstate;        /* of struct kl_vmstate_entry (kvmlite/vmstate.h) */
 	kl_reset_fn powerdown_fn;  /* platform's "power button"; NULL: none */
 	void *powerdown_opaque;
 

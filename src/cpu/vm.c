@@ -1,6 +1,7 @@
 /* VM state: KVM fds, irqchip, PIT, memory slots, GSI routing, run state,
  * reset and shutdown. */
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 #include "kvmlite/assist.h"
 
 #include <errno.h>
@@ -290,6 +291,7 @@ void kl_vm_destroy(struct kl_vm *vm)
 	}
 	g_ptr_array_free(vm->cleanups, TRUE);
 	vm->cleanups = NULL;
+	kl_vmstate_free_all(vm); /* sections a device did not unregister */
 	if (vm->vm_fd >= 0)
 		close(vm->vm_fd);
 	if (vm->kvm_fd >= 0)
