@@ -1,24 +1,43 @@
 /* aio=threads: a pool of worker threads doing preadv/pwritev/fdatasync/
  * fallocate.  Finished requests go on a list and the device eventfd is
  * signalled; the main loop hands them to kl_blk_io_done().  The pool is
- * also used by aio=native for what libaio cannot do (fallocate). */
+ * also used by aio=native for what libaio cannot do (fallocate).
+ *
+ * Wake-ups and locks (bench/README.md, "aio=threads"): no mutex.  The main
+ * loop is the only producer of a ring of queued requests that the workers
+ * take from with a compare-and-swap; a worker that finishes a request takes
+ * the next queued one without sleeping and sleeps (on one futex word shared
+ * by the pool, FUTEX_WAIT) only when the ring is empty.  After filling the
+ * ring the main loop wakes, with one FUTEX_WAKE per batch, at most as many
+ * sleepers as there are queued requests (none when no worker sleeps).
+ * Completions go on a lock-free stack and only the push onto an empty
+ * stack signals the eventfd, so one main-loop wake-up collects many
+ * completions.  Nothing spins: an idle pool sleeps. */
 #include "block_int.h"
 #include "kvmlite/seccomp.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
-#include <semaphore.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#define TPOOL_RING 1024 /* queued requests; more wait in the main loop's batch */
 
 struct kl_tpool {
 	struct kl_bfile *bf;
-	pthread_mutex_t lock;           /* protects q */
-	sem_t sem;                      /* one post per queued request (or stop) */
-	struct kl_blk_req *q, **q_tail; /* waiting for a worker */
+	/* ring: slots [head, tail) are queued; tail written by the main loop
+	 * only, head advanced by the workers (CAS) */
+	struct kl_blk_req *ring[TPOOL_RING];
+	uint64_t head __attribute__((aligned(64)));
+	uint64_t tail __attribute__((aligned(64)));
+	uint32_t seq __attribute__((aligned(64))); /* futex word: bumped to wake */
+	unsigned nwait;                 /* workers in (or about to enter) FUTEX_WAIT */
 	bool stop;
-	struct kl_blk_req *done;        /* finished (lock-free stack) */
+	struct kl_blk_req *done __attribute__((aligned(64))); /* finished (lock-free stack) */
 	struct kl_blk_req *batch, **batch_tail; /* main loop: to hand over at once */
 	unsigned nbatch;
 	unsigned n;
@@ -50,37 +69,75 @@ long kl_blk_do_sync(struct kl_bfile *bf, struct kl_blk_req *r)
 	return ret < 0 ? -errno : ret;
 }
 
+static void futex_wait(uint32_t *addr, uint32_t val)
+{
+	/* EAGAIN (the word changed), EINTR and wakeups all return to the
+	 * caller's loop, which looks at the ring again. */
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake(uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+static bool ring_empty(struct kl_tpool *p)
+{
+	return __atomic_load_n(&p->head, __ATOMIC_SEQ_CST) ==
+	       __atomic_load_n(&p->tail, __ATOMIC_SEQ_CST);
+}
+
+/* Any worker: take the oldest queued request, or NULL. */
+static struct kl_blk_req *ring_take(struct kl_tpool *p)
+{
+	uint64_t h = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+	for (;;) {
+		if (h == __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE))
+			return NULL;
+		/* The slot is not reused before head passes h (the producer
+		 * checks), and a failed CAS discards what was read. */
+		struct kl_blk_req *r = __atomic_load_n(&p->ring[h % TPOOL_RING], __ATOMIC_RELAXED);
+		if (__atomic_compare_exchange_n(&p->head, &h, h + 1, false,
+						__ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+			return r;
+	}
+}
+
+static void push_done(struct kl_tpool *p, struct kl_blk_req *r)
+{
+	/* The main loop reads the eventfd before taking the stack, so only
+	 * the push onto an empty stack needs a wakeup. */
+	struct kl_blk_req *head = __atomic_load_n(&p->done, __ATOMIC_RELAXED);
+	do {
+		r->next = head;
+	} while (!__atomic_compare_exchange_n(&p->done, &head, r, true,
+					      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
+	if (!head)
+		kl_blk_kick(p->bf);
+}
+
 static void *worker(void *opaque)
 {
 	struct kl_tpool *p = opaque;
 
 	kl_sandbox_thread_start(KL_THREAD_IO); /* docs/sandbox.md */
 	for (;;) {
-		while (sem_wait(&p->sem) < 0)
-			;
-		pthread_mutex_lock(&p->lock);
-		struct kl_blk_req *r = p->q;
+		struct kl_blk_req *r = ring_take(p);
 		if (r) {
-			p->q = r->next;
-			if (!p->q)
-				p->q_tail = &p->q;
+			r->ret = kl_blk_do_sync(p->bf, r);
+			push_done(p, r);
+			continue;
 		}
-		pthread_mutex_unlock(&p->lock);
-		if (!r)
-			break; /* stop: posted once per worker */
-
-		r->ret = kl_blk_do_sync(p->bf, r);
-
-		/* Push on the done stack; the main loop reads the eventfd
-		 * before taking the stack, so only the push onto an empty
-		 * stack needs a wakeup. */
-		struct kl_blk_req *head = __atomic_load_n(&p->done, __ATOMIC_RELAXED);
-		do {
-			r->next = head;
-		} while (!__atomic_compare_exchange_n(&p->done, &head, r, true,
-						      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-		if (!head)
-			kl_blk_kick(p->bf);
+		if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
+			break;
+		/* Read the word, announce the wait, look again: a producer
+		 * that fills the ring after our look sees nwait and bumps the
+		 * word, so FUTEX_WAIT returns at once. */
+		uint32_t s = __atomic_load_n(&p->seq, __ATOMIC_ACQUIRE);
+		__atomic_add_fetch(&p->nwait, 1, __ATOMIC_SEQ_CST);
+		if (ring_empty(p) && !__atomic_load_n(&p->stop, __ATOMIC_SEQ_CST))
+			futex_wait(&p->seq, s);
+		__atomic_sub_fetch(&p->nwait, 1, __ATOMIC_SEQ_CST);
 	}
 	kl_sandbox_thread_end();
 	return NULL;
@@ -90,10 +147,7 @@ struct kl_tpool *kl_tpool_new(struct kl_bfile *bf, unsigned nthreads, char **err
 {
 	struct kl_tpool *p = g_new0(struct kl_tpool, 1);
 	p->bf = bf;
-	p->q_tail = &p->q;
 	p->batch_tail = &p->batch;
-	pthread_mutex_init(&p->lock, NULL);
-	sem_init(&p->sem, 0, 0);
 	p->th = g_new0(pthread_t, nthreads);
 	for (unsigned i = 0; i < nthreads; i++) {
 		int e = pthread_create(&p->th[i], NULL, worker, p);
@@ -107,20 +161,34 @@ struct kl_tpool *kl_tpool_new(struct kl_bfile *bf, unsigned nthreads, char **err
 	return p;
 }
 
-/* Hand the batch to the workers under one lock; wake as many as needed. */
+/* Main loop: move the batch into the ring (what does not fit stays in the
+ * batch for the next flush, after completions), then wake the sleepers
+ * the queue needs (see the top of the file). */
 static void tpool_flush(struct kl_tpool *p)
 {
 	if (!p->batch)
 		return;
-	pthread_mutex_lock(&p->lock);
-	*p->q_tail = p->batch;
-	p->q_tail = p->batch_tail;
-	pthread_mutex_unlock(&p->lock);
-	for (unsigned i = 0; i < p->nbatch; i++)
-		sem_post(&p->sem);
-	p->batch = NULL;
-	p->batch_tail = &p->batch;
-	p->nbatch = 0;
+	uint64_t t = p->tail;
+	uint64_t h = __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+	while (p->batch && t - h < TPOOL_RING) {
+		struct kl_blk_req *r = p->batch;
+		p->batch = r->next;
+		p->nbatch--;
+		__atomic_store_n(&p->ring[t % TPOOL_RING], r, __ATOMIC_RELAXED);
+		t++;
+	}
+	if (!p->batch)
+		p->batch_tail = &p->batch;
+	__atomic_store_n(&p->tail, t, __ATOMIC_RELEASE);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	unsigned nwait = __atomic_load_n(&p->nwait, __ATOMIC_SEQ_CST);
+	if (!nwait)
+		return;
+	uint64_t queued = t - __atomic_load_n(&p->head, __ATOMIC_ACQUIRE);
+	if (!queued)
+		return; /* awake workers took it all meanwhile */
+	__atomic_add_fetch(&p->seq, 1, __ATOMIC_RELEASE);
+	futex_wake(&p->seq, queued < nwait ? (int)queued : (int)nwait);
 }
 
 void kl_tpool_submit(struct kl_tpool *p, struct kl_blk_req *r)
@@ -164,13 +232,13 @@ void kl_tpool_flush(struct kl_tpool *p)
 
 void kl_tpool_free(struct kl_tpool *p)
 {
-	/* Called with the queue drained: each worker wakes to an empty queue. */
-	for (unsigned i = 0; i < p->n; i++)
-		sem_post(&p->sem);
+	/* Called with the queue drained: every worker ends once it finds the
+	 * ring empty with stop set. */
+	__atomic_store_n(&p->stop, true, __ATOMIC_SEQ_CST);
+	__atomic_add_fetch(&p->seq, 1, __ATOMIC_SEQ_CST);
+	futex_wake(&p->seq, INT_MAX);
 	for (unsigned i = 0; i < p->n; i++)
 		pthread_join(p->th[i], NULL);
-	pthread_mutex_destroy(&p->lock);
-	sem_destroy(&p->sem);
 	g_free(p->th);
 	g_free(p);
 }
