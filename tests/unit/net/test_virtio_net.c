@@ -18,6 +18,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 #include "../../../src/net/net_int.h"
 
 #define RAM_SIZE (4u << 20)
@@ -86,6 +87,7 @@ static void setup(void)
 static void teardown(void)
 {
 	kl_pci_host_destroy(&vm);
+	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	kl_netdev_free_all();
 	pump(5);
 	close(wire);
