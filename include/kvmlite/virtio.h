@@ -197,6 +197,11 @@ bool kl_virtq_has_avail(struct kl_virtq *vq);
  * two or above max_size, a ring misaligned or outside guest RAM,
  * last_avail_idx more than the size ahead of used idx.  The caller commits
  * with *vq = *tmp once every part of its section is valid. */
+/* Give back the last n chains popped and not pushed (the next pops return
+ * them again): for a device that holds buffers it has not used yet (RX)
+ * when the VM state is saved.  The caller frees the elements through
+ * kl_virtio_discard. */
+void kl_virtq_unpop(struct kl_virtq *vq, unsigned n);
 struct kl_vms_out;
 struct kl_vms_in;
 void kl_virtq_save(const struct kl_virtq *vq, struct kl_vms_out *out);

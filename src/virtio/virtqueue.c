@@ -321,6 +321,14 @@ bool kl_virtq_set_notification(struct kl_virtq *vq, bool enable)
 
 /* ---------------- VM state (kvmlite/vmstate.h) ---------------- */
 
+void kl_virtq_unpop(struct kl_virtq *vq, unsigned n)
+{
+	if (n > vq->inflight)
+		n = vq->inflight;
+	vq->last_avail -= n;
+	vq->inflight -= n;
+}
+
 void kl_virtq_save(const struct kl_virtq *vq, struct kl_vms_out *out)
 {
 	kl_vms_put_u16(out, vq->size);
