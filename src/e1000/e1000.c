@@ -272,6 +272,7 @@ static int e1000_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	char inst[KL_PCI_ADDR_STR_LEN];
 	kl_pci_addr_str(e->pci, inst, sizeof(inst));
 	kl_vmstate_register(vm, inst, &e1000_vmstate_ops, e);
+	kl_netdev_vmstate_register(vm, e->nd);
 	return 0;
 fail_core:
 	e1000_core_cleanup(&e->core);

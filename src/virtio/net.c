@@ -720,6 +720,7 @@ static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	char inst[KL_PCI_ADDR_STR_LEN];
 	kl_pci_addr_str(n->vd->pci, inst, sizeof(inst));
 	kl_vmstate_register(vm, inst, &vnet_vmstate_ops, n);
+	kl_netdev_vmstate_register(vm, n->nd);
 	return 0;
 }
 
