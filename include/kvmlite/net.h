@@ -94,6 +94,11 @@ void kl_netdev_get_stats(const struct kl_netdev *nd, struct kl_netdev_stats *out
 /* Attach a NIC; -1 with *err when another NIC already uses the netdev. */
 int kl_netdev_attach(struct kl_netdev *nd, const struct kl_net_peer *peer, char **err);
 void kl_netdev_detach(struct kl_netdev *nd);
+/* The NIC that attached the netdev registers the back-end's VM state
+ * section ("netdev-user/ID": libslirp's state) in its VM; no-op for
+ * back-ends without state (tap, socket).  kl_netdev_detach removes it. */
+struct kl_vm;
+void kl_netdev_vmstate_register(struct kl_vm *vm, struct kl_netdev *nd);
 /* Find the netdev by id and attach; *err names the id when it is unknown. */
 struct kl_netdev *kl_netdev_attach_id(const char *id, const struct kl_net_peer *peer, char **err);
 

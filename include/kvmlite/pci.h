@@ -41,6 +41,7 @@
 #define KVMLITE_PCI_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kvmlite/bus.h"
@@ -188,6 +189,10 @@ unsigned kl_pci_slot(const struct kl_pci_dev *d);
 /* Current guest address of a BAR, and whether it is mapped (decoding on). */
 uint64_t kl_pci_bar_addr(const struct kl_pci_dev *d, unsigned bar, bool *mapped);
 bool kl_pci_bus_master(const struct kl_pci_dev *d);
+/* "0000:00:SS.0": the instance name of the function's VM state sections
+ * (kvmlite/vmstate.h); every PCI device's own section uses it too. */
+#define KL_PCI_ADDR_STR_LEN 16
+void kl_pci_addr_str(const struct kl_pci_dev *d, char *buf, size_t len);
 
 /* ---- interrupts ---- */
 /* INTx level (0/1).  STATUS.INTERRUPT follows level; the GSI is asserted

@@ -188,6 +188,24 @@ bool kl_virtq_should_notify(struct kl_virtq *vq);
  * Enabling returns true when buffers are already available (re-check). */
 bool kl_virtq_set_notification(struct kl_virtq *vq, bool enable);
 bool kl_virtq_has_avail(struct kl_virtq *vq);
+/* VM state of one queue (kvmlite/vmstate.h): size, enable, ring addresses,
+ * MSI-X vector, negotiated ring features, last_avail / used / signalled
+ * indices.  The queue must have nothing in flight.  kl_virtq_load decodes
+ * into *tmp (a copy of vq with the loaded fields, the ring mapped when
+ * enabled) without touching vq, and fails the reader naming the field when
+ * a value is impossible: an enabled queue whose size is 0, not a power of
+ * two or above max_size, a ring misaligned or outside guest RAM,
+ * last_avail_idx more than the size ahead of used idx.  The caller commits
+ * with *vq = *tmp once every part of its section is valid. */
+/* Give back the last n chains popped and not pushed (the next pops return
+ * them again): for a device that holds buffers it has not used yet (RX)
+ * when the VM state is saved.  The caller frees the elements through
+ * kl_virtio_discard. */
+void kl_virtq_unpop(struct kl_virtq *vq, unsigned n);
+struct kl_vms_out;
+struct kl_vms_in;
+void kl_virtq_save(const struct kl_virtq *vq, struct kl_vms_out *out);
+int kl_virtq_load(struct kl_virtq *tmp, const struct kl_virtq *vq, struct kl_vms_in *in);
 
 
 /* ---------------- device model ---------------- */
@@ -301,6 +319,14 @@ void kl_virtio_config_changed(struct kl_virtio_dev *vd);
 void kl_virtio_set_broken(struct kl_virtio_dev *vd, const char *why);
 /* Full device reset (what a status write of 0 does). */
 void kl_virtio_reset(struct kl_virtio_dev *vd);
+
+/* VM state (src/virtio/virtio_state.c): the transport's section
+ * "virtio-pci/0000:00:SS.0", registered by kl_virtio_pci_create and removed
+ * when the device is freed. */
+void kl_virtio_state_register(struct kl_virtio_dev *vd);
+void kl_virtio_state_unregister(struct kl_virtio_dev *vd);
+/* Kick every enabled queue that has buffers available (after a load). */
+void kl_virtio_kick_pending(struct kl_virtio_dev *vd);
 
 /* Register accesses by BAR offset, as the guest does them (for tests). */
 uint64_t kl_virtio_pci_bar_read(struct kl_virtio_dev *vd, uint64_t off, unsigned size);

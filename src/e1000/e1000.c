@@ -18,6 +18,7 @@
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 #include "e1000_int.h"
 
 struct e1000_dev {
@@ -153,6 +154,54 @@ static void e1000_pci_reset(struct kl_pci_dev *d, void *opaque)
 	e1000_core_reset(&e->core);
 }
 
+/* ---- VM state: section "e1000/0000:00:SS.0" (e1000_state.c) ----
+ * Quiesce sends what the guest queued before the stop (a TX kick waiting
+ * for the main loop), so the source does not transmit after its state was
+ * saved while the destination transmits the same descriptors again.  The
+ * netdev's own state is in its own section (src/net/). */
+static int e1000_vms_quiesce(void *opaque, char **err)
+{
+	(void)err;
+	struct e1000_dev *e = opaque;
+	if (e->tx_bh_pending)
+		e1000_tx_process(&e->core);
+	return 0;
+}
+
+static int e1000_vms_save(void *opaque, struct kl_vms_out *out, char **err)
+{
+	(void)err;
+	struct e1000_dev *e = opaque;
+	e1000_core_save(&e->core, out);
+	return 0;
+}
+
+static int e1000_vms_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	(void)version;
+	(void)err;
+	struct e1000_dev *e = opaque;
+	return e1000_core_load(&e->core, in);
+}
+
+static int e1000_vms_post_load(void *opaque, char **err)
+{
+	(void)err;
+	struct e1000_dev *e = opaque;
+	e1000_core_post_load(&e->core);
+	return 0;
+}
+
+static const struct kl_vmstate_ops e1000_vmstate_ops = {
+	.kind = "e1000",
+	.version = 1,
+	.min_version = 1,
+	.quiesce = e1000_vms_quiesce,
+	.save = e1000_vms_save,
+	.load = e1000_vms_load,
+	.post_load = e1000_vms_post_load,
+};
+
 static const struct kl_pci_dev_ops e1000_pci_ops = {
 	.reset = e1000_pci_reset,
 };
@@ -218,6 +267,12 @@ static int e1000_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 			   &e->core, err) < 0)
 		goto fail_core;   /* the PCI host owns the registered device */
 	e->timer_watch = kl_fd_add(e->timer_fd, G_IO_IN, timer_ready, e);
+	/* the device lives as long as the VM (it has no exit path): its
+	 * section goes with the VM's registry (kl_vm_destroy) */
+	char inst[KL_PCI_ADDR_STR_LEN];
+	kl_pci_addr_str(e->pci, inst, sizeof(inst));
+	kl_vmstate_register(vm, inst, &e1000_vmstate_ops, e);
+	kl_netdev_vmstate_register(vm, e->nd);
 	return 0;
 fail_core:
 	e1000_core_cleanup(&e->core);

@@ -320,6 +320,18 @@ uint32_t e1000_crc32(const uint8_t *p, size_t len);
 /* e1000_tx.c */
 void e1000_tx_process(struct e1000_core *c);
 void e1000_tx_reset(struct e1000_core *c);
+/* the context descriptor allows TCP segmentation */
+bool e1000_tso_ctx_valid(const struct e1000_tx_ctx *x);
+
+/* e1000_state.c: the core's VM state (kvmlite/vmstate.h).  Load decodes
+ * and validates everything before it changes the core; 0 or -1 with the
+ * reader failed naming the field. */
+struct kl_vms_out;
+struct kl_vms_in;
+void e1000_core_save(const struct e1000_core *c, struct kl_vms_out *out);
+int e1000_core_load(struct e1000_core *c, struct kl_vms_in *in);
+/* after a load: interrupt line, ITR timer, pending TX/RX */
+void e1000_core_post_load(struct e1000_core *c);
 
 #define E1000_REG(c, off) ((c)->regs[(off) >> 2])
 

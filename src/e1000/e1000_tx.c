@@ -86,7 +86,7 @@ static void tx_offload(struct e1000_core *c, uint8_t *f, size_t len, uint32_t l4
 		csum_insert(f, len, x->tucss, x->tucso, x->tucse, l4_add);
 }
 
-static bool tso_ctx_valid(const struct e1000_tx_ctx *x)
+bool e1000_tso_ctx_valid(const struct e1000_tx_ctx *x)
 {
 	return x->hdr_len >= 14 + 20 && x->mss > 0 &&
 	       (size_t)x->hdr_len + x->mss <= E1000_TX_BUF_MAX &&
@@ -234,7 +234,7 @@ static void tx_desc(struct e1000_core *c, const struct e1000_tx_desc *d)
 		t->in_pkt = true;
 		t->popts = (uint8_t)(d->upper >> 8);
 		t->tse = (cmd & E1000_TXD_CMD_TSE) != 0;
-		if (t->tse && !tso_ctx_valid(&t->ctx))
+		if (t->tse && !e1000_tso_ctx_valid(&t->ctx))
 			t->bad = true;
 	}
 	tx_append(c, d->addr, len, vle, vlan);

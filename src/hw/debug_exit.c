@@ -1,5 +1,7 @@
 /* isa-debug-exit, as in QEMU: a write of value v makes kvmlite exit with
- * status (v << 1) | 1.  -device isa-debug-exit[,iobase=0x501][,iosize=2]. */
+ * status (v << 1) | 1.  -device isa-debug-exit[,iobase=0x501][,iosize=2].
+ * No VM state section: the device holds nothing between accesses (its
+ * port range comes from the command line, which the destination repeats). */
 #include <glib.h>
 
 #include "kvmlite/bus.h"

@@ -9,66 +9,7 @@
 #include <unistd.h>
 
 #include "kvmlite/vm.h"
-
-#define NBARS 6
-
-struct pci_bar {
-	struct kl_pci_dev *dev;
-	unsigned idx;
-	bool present;
-	enum kl_pci_bar_type type;
-	bool prefetch;
-	uint64_t size;
-	uint64_t default_addr;
-	bool mapped;
-	uint64_t mapped_addr;
-	const struct kl_io_ops *ops;
-	void *opaque;
-	char *name;
-};
-
-struct msix_vec {
-	struct kl_pci_dev *dev;
-	unsigned idx;
-	uint32_t addr_lo, addr_hi, data, ctrl;
-	int efd;
-	int gsi;                 /* KVM MSI route, -1 none */
-	uint64_t route_addr;
-	uint32_t route_data;
-	bool irqfd;              /* efd assigned as irqfd on gsi */
-	unsigned watch;          /* main-loop watch on efd, 0 none */
-};
-
-struct kl_pci_dev {
-	struct kl_pci_host *host;
-	unsigned slot;
-	char *name;
-	uint8_t cfg[KL_PCI_CFG_SIZE];
-	uint8_t wmask[KL_PCI_CFG_SIZE];
-	struct pci_bar bars[NBARS];
-	const struct kl_pci_dev_ops *ops;
-	void *opaque;
-	uint8_t last_cap;        /* offset of the last capability, 0 none */
-	unsigned cap_free;       /* next free config offset */
-	int intx_level;
-	bool intx_asserted;      /* contributing to the GSI */
-	uint16_t default_cmd;
-	/* MSI-X */
-	unsigned msix_nvec, msix_bar, msix_cap;
-	uint32_t msix_table_off, msix_pba_off;
-	struct msix_vec *vec;
-	uint64_t pending;        /* bit per vector (<= 64 vectors) */
-};
-
-struct kl_pci_host {
-	struct kl_vm *vm;
-	const struct kl_pci_platform_ops *ops;
-	uint32_t cf8;
-	struct kl_pci_dev *devs[KL_PCI_NSLOTS];
-	uint64_t next_mmio;
-	uint32_t next_io;
-	unsigned gsi_count[2];
-};
+#include "pci_priv.h"
 
 /* Set by src/hw/pci_kvm.c (a constructor) in the kvmlite executable. */
 const struct kl_pci_platform_ops *kl_pci_default_platform_ops;
@@ -219,7 +160,7 @@ static bool msix_efd_ready(int fd, GIOCondition cond, void *opaque)
 	return true;
 }
 
-static void msix_update_all(struct kl_pci_dev *d)
+void pci_msix_update_all(struct kl_pci_dev *d)
 {
 	for (unsigned v = 0; v < d->msix_nvec; v++)
 		msix_update_vector(d, v);
@@ -379,7 +320,7 @@ static void bar_update(struct kl_pci_dev *d, struct pci_bar *b)
 		d->ops->bar_map(d, d->opaque, b->idx, a, true);
 }
 
-static void bars_update(struct kl_pci_dev *d)
+void pci_bars_update(struct kl_pci_dev *d)
 {
 	for (unsigned i = 0; i < NBARS; i++)
 		if (d->bars[i].present)
@@ -421,7 +362,7 @@ unsigned kl_pci_intx_gsi(const struct kl_pci_dev *d)
 	return KL_PCI_INTX_GSI_BASE + ((d->slot + (pin ? pin - 1 : 0)) & 1);
 }
 
-static void intx_update(struct kl_pci_dev *d)
+void pci_intx_update(struct kl_pci_dev *d)
 {
 	uint16_t cmd = get16(&d->cfg[KL_PCI_COMMAND]);
 	uint16_t st = get16(&d->cfg[KL_PCI_STATUS]);
@@ -447,7 +388,7 @@ static void intx_update(struct kl_pci_dev *d)
 void kl_pci_set_irq(struct kl_pci_dev *d, int level)
 {
 	d->intx_level = level ? 1 : 0;
-	intx_update(d);
+	pci_intx_update(d);
 }
 
 /* ---------------- config space ---------------- */
@@ -494,11 +435,11 @@ static void dev_cfg_write(struct kl_pci_dev *d, unsigned off, unsigned size, uin
 	}
 	uint16_t cmd = get16(&d->cfg[KL_PCI_COMMAND]);
 	if ((cmd ^ old_cmd) & (KL_PCI_CMD_IO | KL_PCI_CMD_MEMORY))
-		bars_update(d);
+		pci_bars_update(d);
 	if ((cmd ^ old_cmd) & KL_PCI_CMD_INTX_DISABLE)
-		intx_update(d);
+		pci_intx_update(d);
 	if (d->msix_nvec && get16(&d->cfg[d->msix_cap + 2]) != old_msix)
-		msix_update_all(d);
+		pci_msix_update_all(d);
 	if (d->ops && d->ops->config_write)
 		d->ops->config_write(d, d->opaque, off, size, val);
 }
@@ -614,6 +555,7 @@ static struct kl_pci_dev *dev_new(struct kl_pci_host *h, unsigned slot,
 	d->wmask[KL_PCI_INTERRUPT_LINE] = 0xff;
 	d->cap_free = 0x40;
 	h->devs[slot] = d;
+	pci_state_register(d);
 	return d;
 }
 
@@ -671,6 +613,7 @@ struct kl_pci_host *kl_pci_host_create(struct kl_vm *vm, const struct kl_pci_pla
 static void dev_free(struct kl_pci_dev *d)
 {
 	const struct kl_pci_platform_ops *ops = d->host->ops;
+	pci_state_unregister(d);
 	for (unsigned i = 0; i < NBARS; i++) {
 		if (d->bars[i].present)
 			bar_unmap(d, &d->bars[i]);
@@ -678,7 +621,7 @@ static void dev_free(struct kl_pci_dev *d)
 	}
 	if (d->intx_asserted) {
 		d->intx_level = 0;
-		intx_update(d);
+		pci_intx_update(d);
 	}
 	for (unsigned v = 0; v < d->msix_nvec; v++) {
 		struct msix_vec *m = &d->vec[v];
@@ -863,7 +806,7 @@ int kl_pci_msix_init(struct kl_pci_dev *d, unsigned nvec, unsigned bar, uint32_t
 		d->vec[v].gsi = -1;
 		d->vec[v].efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	}
-	msix_update_all(d);
+	pci_msix_update_all(d);
 	return 0;
 }
 
@@ -923,7 +866,7 @@ bool kl_pci_msix_is_masked(const struct kl_pci_dev *d, unsigned vec)
 void kl_pci_dev_reset(struct kl_pci_dev *d)
 {
 	d->intx_level = 0;
-	intx_update(d);
+	pci_intx_update(d);
 	put16(&d->cfg[KL_PCI_COMMAND], d->default_cmd);
 	put16(&d->cfg[KL_PCI_STATUS], get16(&d->cfg[KL_PCI_STATUS]) & KL_PCI_STATUS_CAP_LIST);
 	d->cfg[KL_PCI_INTERRUPT_LINE] = d->cfg[KL_PCI_INTERRUPT_PIN] ? kl_pci_intx_gsi(d) : 0;
@@ -945,7 +888,7 @@ void kl_pci_dev_reset(struct kl_pci_dev *d)
 			if (d->vec[v].efd >= 0 && read(d->vec[v].efd, &cnt, sizeof(cnt)) < 0)
 				(void)errno;
 		}
-		msix_update_all(d);
+		pci_msix_update_all(d);
 	}
 	if (d->ops && d->ops->reset)
 		d->ops->reset(d, d->opaque);

@@ -2,11 +2,13 @@
  * reset line (0x64 <- 0xfe, no keyboard controller behind it), the POST
  * port 0x80, and a read-only CMOS RTC (0x70/0x71) giving host UTC time. */
 #include <glib.h>
+#include <string.h>
 #include <time.h>
 
 #include "kvmlite/bus.h"
 #include "kvmlite/hw.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 struct platform {
 	struct kl_vm *vm;
@@ -120,6 +122,59 @@ static void platform_reset(void *opaque)
 	p->rcr = 0;
 }
 
+/* ---- VM state: section "platform/0" (kvmlite/vmstate.h) ----
+ * v1: the reset control register, the CMOS index latch (a guest may stop
+ * between its write to 0x70 and its read of 0x71), the 128 CMOS bytes (the
+ * scratch RAM; the clock registers are read from the host's UTC time). */
+static int platform_save(void *opaque, struct kl_vms_out *out, char **err)
+{
+	(void)err;
+	struct platform *p = opaque;
+	kl_vms_put_u8(out, p->rcr);
+	kl_vms_put_u8(out, p->cmos_idx);
+	kl_vms_put_bytes(out, p->cmos, sizeof(p->cmos));
+	return 0;
+}
+
+static int platform_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	(void)version;
+	struct platform *p = opaque;
+	uint8_t rcr = kl_vms_get_u8(in);
+	uint8_t idx = kl_vms_get_u8(in);
+	uint8_t cmos[sizeof(p->cmos)];
+	kl_vms_get_bytes(in, cmos, sizeof(cmos));
+	if (kl_vms_failed(in))
+		return -1;
+	if (idx > 0x7f) {
+		*err = g_strdup_printf("CMOS index %#x is past the 128 bytes", idx);
+		return -1;
+	}
+	if (rcr & ~0x0au) {
+		*err = g_strdup_printf("reset control %#x has bits the register never holds", rcr);
+		return -1;
+	}
+	p->rcr = rcr;
+	p->cmos_idx = idx;
+	memcpy(p->cmos, cmos, sizeof(cmos));
+	return 0;
+}
+
+static const struct kl_vmstate_ops platform_vmstate_ops = {
+	.kind = "platform",
+	.version = 1,
+	.min_version = 1,
+	.save = platform_save,
+	.load = platform_load,
+};
+
+static void platform_free(void *opaque)
+{
+	struct platform *p = opaque;
+	kl_vmstate_unregister(p->vm, &platform_vmstate_ops, p);
+	g_free(p);
+}
+
 int kl_platform_init(struct kl_vm *vm, char **err)
 {
 	struct platform *p = g_new0(struct platform, 1);
@@ -137,6 +192,7 @@ int kl_platform_init(struct kl_vm *vm, char **err)
 		return -1;
 	}
 	kl_vm_add_reset_handler(vm, platform_reset, p);
-	kl_vm_add_cleanup(vm, g_free, p);
+	kl_vm_add_cleanup(vm, platform_free, p);
+	kl_vmstate_register(vm, "0", &platform_vmstate_ops, p);
 	return 0;
 }

@@ -8,6 +8,7 @@
 
 #include "kvmlite/loop.h"
 #include "kvmlite/net.h"
+#include "kvmlite/vmstate.h"
 #include "net_int.h"
 
 static GPtrArray *netdevs;   /* of struct kl_netdev *, creation order */
@@ -132,8 +133,20 @@ struct kl_netdev *kl_netdev_attach_id(const char *id, const struct kl_net_peer *
 	return nd;
 }
 
+void kl_netdev_vmstate_register(struct kl_vm *vm, struct kl_netdev *nd)
+{
+	if (!nd->ops->vmstate || nd->vmstate_vm)
+		return;
+	kl_vmstate_register(vm, nd->id, nd->ops->vmstate, nd);
+	nd->vmstate_vm = vm;
+}
+
 void kl_netdev_detach(struct kl_netdev *nd)
 {
+	if (nd->vmstate_vm) {
+		kl_vmstate_unregister(nd->vmstate_vm, nd->ops->vmstate, nd);
+		nd->vmstate_vm = NULL;
+	}
 	nd->attached = false;
 	memset(&nd->peer, 0, sizeof(nd->peer));
 	free_queue(&nd->rxq);

@@ -11,6 +11,8 @@
 #define KL_NET_QUEUE_MAX 1024    /* frames queued per direction */
 
 struct kl_netdev;
+struct kl_vm;
+struct kl_vmstate_ops;
 
 struct kl_netdev_ops {
 	const char *type;
@@ -23,6 +25,9 @@ struct kl_netdev_ops {
 	int (*set_vnet_hdr)(struct kl_netdev *nd, bool on);            /* may be NULL */
 	int (*set_offload)(struct kl_netdev *nd, bool csum, bool tso4, bool tso6, bool ecn);
 	void (*cleanup)(struct kl_netdev *nd);
+	/* The back-end's VM state section (kvmlite/vmstate.h; opaque = the
+	 * netdev, instance = its id), or NULL when it has none. */
+	const struct kl_vmstate_ops *vmstate;
 };
 
 struct kl_net_pkt {
@@ -49,6 +54,7 @@ struct kl_netdev {
 	struct kl_netdev_stats stats;
 	/* throttling.*: write = TX (NIC -> host), read = RX (host -> NIC) */
 	struct kl_throttle thr;
+	struct kl_vm *vmstate_vm;   /* VM its section is registered in, or NULL */
 };
 
 /* Create and register a netdev (the id must be unique: NULL + *err). */

@@ -14,6 +14,7 @@
 #include <slirp/libslirp.h>
 
 #include "kvmlite/loop.h"
+#include "kvmlite/vmstate.h"
 #include "net_int.h"
 
 struct slirp_timer;
@@ -260,11 +261,92 @@ static void user_rx_resume(struct kl_netdev *nd)
 	g_main_context_wakeup(kl_loop_context());   /* re-runs src_prepare */
 }
 
+/* ---- VM state: section "netdev-user/ID" (kvmlite/vmstate.h) -------------
+ * libslirp's own state (its sockets, TCP connections, ARP/NDP tables,
+ * guestfwd entries) through slirp_state_save / slirp_state_load.
+ * v1: u32 slirp_state_version(), u32 length, the blob.  Load accepts a blob
+ * of a libslirp version this one can read (1..slirp_state_version()) and
+ * hands libslirp only the blob (its reads stop at the blob's end).
+ * The other back-ends carry no state: tap is a host device (its queue
+ * belongs to the host), socket a byte stream to a peer outside the VM; the
+ * frames queued in the netdev core are dropped like a lossy link. */
+struct blob_rd {
+	const uint8_t *p;
+	size_t len, pos;
+};
+
+static ssize_t state_write(const void *buf, size_t len, void *opaque)
+{
+	g_byte_array_append(opaque, buf, (guint)len);
+	return (ssize_t)len;
+}
+
+static ssize_t state_read(void *buf, size_t len, void *opaque)
+{
+	struct blob_rd *r = opaque;
+	if (len > r->len - r->pos) {
+		memset(buf, 0, len);
+		r->pos = r->len;
+		return -1;
+	}
+	memcpy(buf, r->p + r->pos, len);
+	r->pos += len;
+	return (ssize_t)len;
+}
+
+static int user_vms_save(void *opaque, struct kl_vms_out *out, char **err)
+{
+	(void)err;
+	struct kl_netdev *nd = opaque;
+	struct user_be *u = nd->be;
+	GByteArray *b = g_byte_array_new();
+	slirp_state_save(u->slirp, state_write, b);
+	kl_vms_put_u32(out, (uint32_t)slirp_state_version());
+	kl_vms_put_u32(out, b->len);
+	kl_vms_put_bytes(out, b->data, b->len);
+	g_byte_array_free(b, TRUE);
+	return 0;
+}
+
+static int user_vms_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	(void)version;
+	struct kl_netdev *nd = opaque;
+	struct user_be *u = nd->be;
+	uint32_t sv = kl_vms_get_u32(in);
+	uint32_t len = kl_vms_get_u32_max(in, (uint32_t)kl_vms_remaining(in), "libslirp state length");
+	if (kl_vms_failed(in))
+		return -1;
+	if (sv == 0 || sv > (uint32_t)slirp_state_version()) {
+		*err = g_strdup_printf("libslirp state version %u is not readable here (1..%d)", sv,
+				       slirp_state_version());
+		return -1;
+	}
+	struct blob_rd r = { in->p + in->pos, len, 0 };
+	in->pos += len;
+	int ret = slirp_state_load(u->slirp, (int)sv, state_read, &r);
+	if (ret < 0 || r.pos != r.len) {
+		*err = g_strdup_printf("libslirp refused its state (%d, %zu of %u bytes read)", ret,
+				       r.pos, len);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct kl_vmstate_ops user_vmstate_ops = {
+	.kind = "netdev-user",
+	.version = 1,
+	.min_version = 1,
+	.save = user_vms_save,
+	.load = user_vms_load,
+};
+
 static const struct kl_netdev_ops user_ops = {
 	.type = "user",
 	.transmit = user_transmit,
 	.rx_resume = user_rx_resume,
 	.cleanup = user_cleanup,
+	.vmstate = &user_vmstate_ops,
 };
 
 /* ---- options ----------------------------------------------------------------- */

@@ -272,6 +272,9 @@ static void sock_cleanup(struct kl_netdev *nd)
 		sock_free(s);
 }
 
+/* No VM state section (.vmstate NULL): the stream or datagram peer lives
+ * outside the VM; the destination opens its own socket from its own
+ * -netdev options. */
 static const struct kl_netdev_ops sock_ops = {
 	.type = "socket",
 	.transmit = sock_transmit,

@@ -127,6 +127,8 @@ static void tap_cleanup(struct kl_netdev *nd)
 	g_free(t);
 }
 
+/* No VM state section (.vmstate NULL): the tap device and its queue belong
+ * to the host; frames in flight are dropped like on a lossy link. */
 static const struct kl_netdev_ops tap_ops = {
 	.type = "tap",
 	.transmit = tap_transmit,

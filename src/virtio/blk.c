@@ -15,6 +15,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 #define VIRTIO_ID_BLOCK 2
 
@@ -273,9 +274,87 @@ static void vblk_reset(struct kl_virtio_dev *vd)
 	(void)vd;
 }
 
+/* ---- VM state: section "virtio-blk/0000:00:SS.0" (kvmlite/vmstate.h) ----
+ * The transport and the queues are in "virtio-pci/..." (virtio_state.c).
+ * Quiesce, as QEMU's vm_stop: drain the backend (requests held by I/O
+ * limits are released), so every request taken from the ring has completed
+ * and its used entry and status byte are in guest RAM before anything is
+ * saved: nothing acknowledged is lost, nothing is done twice.  The section
+ * then holds what the destination must agree on (the disk is shared
+ * storage, the same image): v1 = u64 capacity (sectors), u32 num-queues,
+ * u8 read-only, str serial.  The config space is derived from these. */
+#define VBLK_STATE_VERSION 1
+
+static int vblk_quiesce(void *opaque, char **err)
+{
+	struct vblk *b = opaque;
+	kl_blockdev_drain(b->bd);
+	if (b->inflight) {
+		*err = g_strdup_printf("virtio-blk: %" G_GUINT64_FORMAT " requests still in flight "
+				       "after draining drive '%s'", (guint64)b->inflight,
+				       kl_blockdev_id(b->bd));
+		return -1;
+	}
+	return 0;
+}
+
+static int vblk_save(void *opaque, struct kl_vms_out *out, char **err)
+{
+	struct vblk *b = opaque;
+	if (b->inflight) {
+		*err = g_strdup_printf("virtio-blk: %" G_GUINT64_FORMAT " requests in flight",
+				       (guint64)b->inflight);
+		return -1;
+	}
+	kl_vms_put_u64(out, get_le(b->vd->config + C_CAPACITY, 8));
+	kl_vms_put_u32(out, b->nqueues);
+	kl_vms_put_u8(out, b->ro);
+	kl_vms_put_str(out, b->serial);
+	return 0;
+}
+
+static int vblk_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	(void)version;
+	struct vblk *b = opaque;
+	uint64_t cap = kl_vms_get_u64(in);
+	uint32_t nq = kl_vms_get_u32(in);
+	uint8_t ro = kl_vms_get_u8(in);
+	char *serial = kl_vms_get_str(in, ID_BYTES);
+	int ret = -1;
+	if (kl_vms_failed(in))
+		goto out;
+	uint64_t here = get_le(b->vd->config + C_CAPACITY, 8);
+	if (cap != here)
+		*err = g_strdup_printf("capacity differs: stream %" G_GUINT64_FORMAT " sectors, here %"
+				       G_GUINT64_FORMAT, (guint64)cap, (guint64)here);
+	else if (nq != b->nqueues)
+		*err = g_strdup_printf("num-queues differs: stream %u, here %u", nq, b->nqueues);
+	else if (ro > 1 || ro != b->ro)
+		*err = g_strdup_printf("read-only differs: stream %u, here %u", ro, b->ro);
+	else if (g_strcmp0(serial ? serial : "", b->serial) != 0)
+		*err = g_strdup_printf("serial differs: stream '%s', here '%s'", serial ? serial : "",
+				       b->serial);
+	else
+		ret = 0;
+out:
+	g_free(serial);
+	return ret;
+}
+
+static const struct kl_vmstate_ops vblk_vmstate_ops = {
+	.kind = "virtio-blk",
+	.version = VBLK_STATE_VERSION,
+	.min_version = VBLK_STATE_VERSION,
+	.quiesce = vblk_quiesce,
+	.save = vblk_save,
+	.load = vblk_load,
+};
+
 static void vblk_destroy(struct kl_virtio_dev *vd)
 {
 	struct vblk *b = vd->opaque;
+	kl_vmstate_unregister(vd->vm, &vblk_vmstate_ops, b);
 	/* Requests in flight complete into guest RAM and the device's queues:
 	 * finish them while both still exist (guest RAM is unmapped after the
 	 * devices), then let go of the backend. */
@@ -377,6 +456,9 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	put_le(c + C_MAX_WZ_SECTORS, MAX_DISCARD_SECTORS, 4);
 	put_le(c + C_MAX_WZ_SEG, 1, 4);
 	c[C_WZ_MAY_UNMAP] = 0;
+	char inst[KL_PCI_ADDR_STR_LEN];
+	kl_pci_addr_str(b->vd->pci, inst, sizeof(inst));
+	kl_vmstate_register(vm, inst, &vblk_vmstate_ops, b);
 	/* query-block's qdev: QEMU's path of the virtio-blk child of the proxy */
 	if (kl_device_path()) {
 		char *q = g_strdup_printf("%s/virtio-backend", kl_device_path());

@@ -22,6 +22,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 #define VIRTIO_ID_NET 1
 
@@ -485,9 +486,142 @@ static void vnet_reset(struct kl_virtio_dev *vd)
 		kl_netdev_set_offload(n->nd, false, false, false, false);
 }
 
+/* ---- VM state: section "virtio-net/0000:00:SS.0" (kvmlite/vmstate.h) ----
+ * The transport and the queues are in "virtio-pci/..." (virtio_state.c), the
+ * back-end's state (the user-mode stack) in its netdev's section.
+ * Quiesce: transmit what the driver queued (frames the back-end cannot take
+ * now stay on the ring and go from the destination), and give the stashed
+ * RX buffers back to the ring (they hold no data yet): nothing is in flight.
+ * v1: mac[6], the RX filter (promisc, allmulti, alluni, nomulti, nouni,
+ * nobcast, u32 uni_n, u32 multi_n, the two MAC tables), the config space
+ * (12 bytes: mac, status, max_virtqueue_pairs, mtu), u64 rx/tx frames and
+ * drops. */
+#define VNET_STATE_VERSION 1
+
+static int vnet_quiesce(void *opaque, char **err)
+{
+	struct vnet *n = opaque;
+	struct kl_virtio_dev *vd = n->vd;
+	tx_run(n);
+	struct kl_virtq *vq = &vd->vqs[Q_RX];
+	unsigned live = 0;
+	for (unsigned i = 0; i < n->nstash; i++)
+		if (n->stash[i]->gen == vq->gen)
+			live++;
+	kl_virtq_unpop(vq, live);
+	stash_drop(n);
+	if (vd->inflight) {
+		*err = g_strdup_printf("virtio-net: %u buffers still in flight", vd->inflight);
+		return -1;
+	}
+	return 0;
+}
+
+static int vnet_save(void *opaque, struct kl_vms_out *out, char **err)
+{
+	struct vnet *n = opaque;
+	if (n->nstash) {
+		*err = g_strdup("virtio-net: receive buffers held (not quiesced)");
+		return -1;
+	}
+	kl_vms_put_bytes(out, n->mac, 6);
+	bool f[6] = { n->promisc, n->allmulti, n->alluni, n->nomulti, n->nouni, n->nobcast };
+	for (unsigned i = 0; i < 6; i++)
+		kl_vms_put_u8(out, f[i]);
+	kl_vms_put_u32(out, n->uni_n);
+	kl_vms_put_u32(out, n->multi_n);
+	kl_vms_put_bytes(out, n->uni, n->uni_n * 6);
+	kl_vms_put_bytes(out, n->multi, n->multi_n * 6);
+	kl_vms_put_bytes(out, n->vd->config, CONFIG_LEN);
+	kl_vms_put_u64(out, n->rx_frames);
+	kl_vms_put_u64(out, n->tx_frames);
+	kl_vms_put_u64(out, n->rx_dropped);
+	kl_vms_put_u64(out, n->tx_dropped);
+	return 0;
+}
+
+static int vnet_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	(void)version;
+	struct vnet *n = opaque;
+	uint8_t mac[6], cfg[CONFIG_LEN];
+	bool f[6];
+	kl_vms_get_bytes(in, mac, 6);
+	for (unsigned i = 0; i < 6 && !kl_vms_failed(in); i++) {
+		uint8_t v = kl_vms_get_u8(in);
+		if (v > 1)
+			kl_vms_fail(in, "RX filter flag %u is %u, not 0 or 1", i, v);
+		f[i] = v == 1;
+	}
+	uint32_t uni_n = kl_vms_get_u32_max(in, MAC_TABLE_MAX, "unicast MAC table entries");
+	uint32_t multi_n = kl_vms_get_u32_max(in, MAC_TABLE_MAX, "multicast MAC table entries");
+	if (kl_vms_failed(in))
+		return -1;
+	uint8_t (*uni)[6] = g_malloc0(MAC_TABLE_MAX * 6);
+	uint8_t (*multi)[6] = g_malloc0(MAC_TABLE_MAX * 6);
+	kl_vms_get_bytes(in, uni, uni_n * 6);
+	kl_vms_get_bytes(in, multi, multi_n * 6);
+	kl_vms_get_bytes(in, cfg, CONFIG_LEN);
+	uint64_t cnt[4];
+	for (unsigned i = 0; i < 4; i++)
+		cnt[i] = kl_vms_get_u64(in);
+	int ret = -1;
+	if (kl_vms_failed(in))
+		goto out;
+	if (memcmp(cfg + 8, n->vd->config + 8, 4) != 0) {
+		*err = g_strdup("config space differs (max_virtqueue_pairs / mtu)");
+		goto out;
+	}
+	if (cfg[7] || cfg[6] > 1) {
+		*err = g_strdup_printf("link status %#x has reserved bits", cfg[6] | cfg[7] << 8);
+		goto out;
+	}
+	memcpy(n->mac, mac, 6);
+	n->promisc = f[0];
+	n->allmulti = f[1];
+	n->alluni = f[2];
+	n->nomulti = f[3];
+	n->nouni = f[4];
+	n->nobcast = f[5];
+	n->uni_n = uni_n;
+	n->multi_n = multi_n;
+	memcpy(n->uni, uni, sizeof(n->uni));
+	memcpy(n->multi, multi, sizeof(n->multi));
+	memcpy(n->vd->config, cfg, CONFIG_LEN);
+	n->rx_frames = cnt[0];
+	n->tx_frames = cnt[1];
+	n->rx_dropped = cnt[2];
+	n->tx_dropped = cnt[3];
+	ret = 0;
+out:
+	g_free(uni);
+	g_free(multi);
+	return ret;
+}
+
+/* receive again (the transport's post_load kicks queues with buffers) */
+static int vnet_post_load(void *opaque, char **err)
+{
+	(void)err;
+	struct vnet *n = opaque;
+	kl_netdev_rx_ready(n->nd);
+	return 0;
+}
+
+static const struct kl_vmstate_ops vnet_vmstate_ops = {
+	.kind = "virtio-net",
+	.version = VNET_STATE_VERSION,
+	.min_version = VNET_STATE_VERSION,
+	.quiesce = vnet_quiesce,
+	.save = vnet_save,
+	.load = vnet_load,
+	.post_load = vnet_post_load,
+};
+
 static void vnet_destroy(struct kl_virtio_dev *vd)
 {
 	struct vnet *n = vd->opaque;
+	kl_vmstate_unregister(vd->vm, &vnet_vmstate_ops, n);
 	if (n->nd)
 		kl_netdev_detach(n->nd);
 	g_free(n->txbuf);
@@ -583,6 +717,10 @@ static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	put_le16(c + 6, 1);            /* VIRTIO_NET_S_LINK_UP */
 	put_le16(c + 8, 1);            /* max_virtqueue_pairs */
 	put_le16(c + 10, 1500);        /* mtu (F_MTU not offered) */
+	char inst[KL_PCI_ADDR_STR_LEN];
+	kl_pci_addr_str(n->vd->pci, inst, sizeof(inst));
+	kl_vmstate_register(vm, inst, &vnet_vmstate_ops, n);
+	kl_netdev_vmstate_register(vm, n->nd);
 	return 0;
 }
 

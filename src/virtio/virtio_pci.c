@@ -178,6 +178,13 @@ static void notify_assign(struct kl_virtio_dev *vd, bool on)
 	}
 }
 
+void kl_virtio_kick_pending(struct kl_virtio_dev *vd)
+{
+	for (unsigned q = 0; q < vd->nvqs; q++)
+		if (vd->vqs[q].enabled && kl_virtq_has_avail(&vd->vqs[q]))
+			queue_kick(vd, q);
+}
+
 /* ---------------- common configuration ---------------- */
 
 static uint64_t common_read(struct kl_virtio_dev *vd, unsigned off, unsigned size)
@@ -512,6 +519,7 @@ struct kl_virtio_dev *kl_virtio_pci_create(struct kl_vm *vm, const struct kl_vir
 	if (!vd->pci)
 		goto fail;
 	vd->plat = kl_pci_platform(vd->pci);
+	kl_virtio_state_register(vd);
 	const struct kl_pci_platform_ops *pops = plat(vd);
 	for (unsigned q = 0; q < vd->nvqs; q++) {
 		vd->notify_efd[q] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -553,6 +561,7 @@ fail:
 static void vd_free(struct kl_virtio_dev *vd)
 {
 	const struct kl_pci_platform_ops *pops = plat(vd);
+	kl_virtio_state_unregister(vd);
 	notify_assign(vd, false);
 	for (unsigned q = 0; q < vd->nvqs; q++) {
 		if (vd->notify_watch[q] && pops->source_remove)

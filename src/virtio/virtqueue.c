@@ -6,6 +6,7 @@
  * exactly once (volatile loads) so the guest cannot change a value between
  * check and use. */
 #include "kvmlite/virtio.h"
+#include "kvmlite/vmstate.h"
 
 #include <glib.h>
 #include <string.h>
@@ -317,3 +318,96 @@ bool kl_virtq_set_notification(struct kl_virtq *vq, bool enable)
 }
 
 /* ---------------- iov helpers ---------------- */
+
+/* ---------------- VM state (kvmlite/vmstate.h) ---------------- */
+
+void kl_virtq_unpop(struct kl_virtq *vq, unsigned n)
+{
+	if (n > vq->inflight)
+		n = vq->inflight;
+	vq->last_avail -= n;
+	vq->inflight -= n;
+}
+
+void kl_virtq_save(const struct kl_virtq *vq, struct kl_vms_out *out)
+{
+	kl_vms_put_u16(out, vq->size);
+	kl_vms_put_u8(out, vq->enabled);
+	kl_vms_put_u64(out, vq->desc_gpa);
+	kl_vms_put_u64(out, vq->avail_gpa);
+	kl_vms_put_u64(out, vq->used_gpa);
+	kl_vms_put_u16(out, vq->msix_vector);
+	kl_vms_put_u8(out, vq->event_idx);
+	kl_vms_put_u8(out, vq->indirect);
+	kl_vms_put_u16(out, vq->last_avail);
+	kl_vms_put_u16(out, vq->used_idx);
+	kl_vms_put_u16(out, vq->signalled_used);
+	kl_vms_put_u8(out, vq->signalled_used_valid);
+}
+
+static bool get_bool(struct kl_vms_in *in, unsigned q, const char *what, bool *dst)
+{
+	uint8_t v = kl_vms_get_u8(in);
+	if (v > 1 && !kl_vms_failed(in))
+		kl_vms_fail(in, "queue %u: %s %u is not 0 or 1", q, what, v);
+	*dst = v == 1;
+	return !kl_vms_failed(in);
+}
+
+int kl_virtq_load(struct kl_virtq *tmp, const struct kl_virtq *vq, struct kl_vms_in *in)
+{
+	unsigned q = vq->index;
+	*tmp = *vq;
+	tmp->size = kl_vms_get_u16(in);
+	bool enabled;
+	get_bool(in, q, "enabled", &enabled);
+	tmp->desc_gpa = kl_vms_get_u64(in);
+	tmp->avail_gpa = kl_vms_get_u64(in);
+	tmp->used_gpa = kl_vms_get_u64(in);
+	tmp->msix_vector = kl_vms_get_u16(in);
+	get_bool(in, q, "event_idx", &tmp->event_idx);
+	get_bool(in, q, "indirect", &tmp->indirect);
+	uint16_t last_avail = kl_vms_get_u16(in);
+	uint16_t used_idx = kl_vms_get_u16(in);
+	uint16_t signalled = kl_vms_get_u16(in);
+	bool sig_valid;
+	get_bool(in, q, "signalled_used_valid", &sig_valid);
+	if (kl_vms_failed(in))
+		return -1;
+	tmp->desc = NULL;
+	tmp->avail = tmp->used = NULL;
+	tmp->enabled = false;
+	tmp->inflight = 0;
+	tmp->last_avail = tmp->used_idx = tmp->signalled_used = 0;
+	tmp->signalled_used_valid = false;
+	if (!enabled)
+		return 0; /* a disabled queue's registers are only used at enable */
+	uint32_t n = tmp->size;
+	if (n == 0 || (n & (n - 1)) || n > vq->max_size) {
+		kl_vms_fail(in, "queue %u: size %u is not a power of two in 1..%u", q, n, vq->max_size);
+		return -1;
+	}
+	if (kl_virtq_enable(tmp) < 0) {
+		kl_vms_fail(in, "queue %u: ring (desc %#" G_GINT64_MODIFIER "x, avail %#"
+			    G_GINT64_MODIFIER "x, used %#" G_GINT64_MODIFIER "x, size %u) is "
+			    "misaligned or not in guest RAM", q, (guint64)tmp->desc_gpa,
+			    (guint64)tmp->avail_gpa, (guint64)tmp->used_gpa, n);
+		return -1;
+	}
+	/* with nothing in flight the device has used every entry it took */
+	if ((uint16_t)(last_avail - used_idx) > n) {
+		kl_vms_fail(in, "queue %u: last_avail_idx %u is more than the queue size %u ahead "
+			    "of used idx %u", q, last_avail, n, used_idx);
+		return -1;
+	}
+	if (sig_valid && (uint16_t)(used_idx - signalled) > n) {
+		kl_vms_fail(in, "queue %u: signalled used idx %u is more than the queue size %u "
+			    "behind used idx %u", q, signalled, n, used_idx);
+		return -1;
+	}
+	tmp->last_avail = last_avail;
+	tmp->used_idx = used_idx;
+	tmp->signalled_used = signalled;
+	tmp->signalled_used_valid = sig_valid;
+	return 0;
+}

@@ -30,6 +30,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 #include "fuzz_util.h"
 
@@ -469,6 +470,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while (nheld)
 		complete_held(0, 0);
 	kl_pci_host_destroy(&vm);
+	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	vm_reset_fn = NULL;
 	was_broken = false;
 	kl_bus_destroy(&vm.pio);

@@ -18,6 +18,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 #include "../../../src/net/net_int.h"
 
 #define RAM_SIZE (4u << 20)
@@ -86,6 +87,7 @@ static void setup(void)
 static void teardown(void)
 {
 	kl_pci_host_destroy(&vm);
+	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	kl_netdev_free_all();
 	pump(5);
 	close(wire);
@@ -413,6 +415,133 @@ START_TEST(test_rx_flow_control)
 	ck_assert_uint_eq(st.rx_frames, 3);
 	ck_assert_uint_eq(st.rx_dropped, 0);
 }
+
+/* ---- VM state (virtio-net + virtio-pci sections) ---- */
+static GByteArray *vms_save(const char *name)
+{
+	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, name);
+	ck_assert_ptr_nonnull(e);
+	struct kl_vms_out o;
+	kl_vms_out_init(&o);
+	char *err = NULL;
+	ck_assert_msg(e->ops->save(e->opaque, &o, &err) == 0, "%s", err);
+	return o.buf;
+}
+
+static int vms_load(const char *name, const uint8_t *p, size_t n, char **msg)
+{
+	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, name);
+	struct kl_vms_in in;
+	kl_vms_in_init(&in, p, n);
+	char *err = NULL;
+	int r = e->ops->load(e->opaque, &in, e->ops->version, &err);
+	if (r == 0 && (kl_vms_failed(&in) || kl_vms_remaining(&in)))
+		r = -1;
+	if (r < 0)
+		*msg = err ? err : g_strdup(in.err ? in.err : "trailing bytes");
+	else
+		g_free(err);
+	kl_vms_in_free(&in);
+	return r;
+}
+
+#define VN "virtio-net/0000:00:01.0"
+#define VP "virtio-pci/0000:00:01.0"
+
+START_TEST(test_state)
+{
+	drv_init(1ull << F_MAC | 1ull << F_STATUS | 1ull << F_MRG_RXBUF | 1ull << F_CTRL_VQ |
+		 1ull << F_CTRL_RX);
+	/* control queue: promiscuous off */
+	uint8_t *cmd = ram + BUF + 0x8000;
+	cmd[0] = 0; cmd[1] = 0; cmd[2] = 0; cmd[3] = 0xee;
+	struct b c[2] = { { BUF + 0x8000, 3, false }, { BUF + 0x8003, 1, true } };
+	add(2, c, 2);
+	kick(2);
+	uint32_t ul;
+	ck_assert(used_wait(2, &ul));
+	ck_assert_uint_eq(cmd[3], 0);
+	/* one 64-byte RX buffer and a 200-byte frame: with MRG_RXBUF the device
+	 * stashes the buffer and waits for more */
+	struct b r1[1] = { { BUF + 0x10000, 64, true } };
+	add(0, r1, 1);
+	kick(0);
+	uint8_t f[200];
+	tcp_frame(f, 200 - 54);
+	memcpy(f, "\x52\x54\x00\xaa\xbb\xcc\x52\x55\x0a\x00\x02\x02", 12); /* to us */
+	wire_write(f, sizeof(f));
+	pump(50);
+	struct kl_virtio_dev *vd = kl_vmstate_find(&vm, VP)->opaque;
+	ck_assert_uint_eq(vd->inflight, 1);
+	ck_assert_uint_eq(vd->vqs[0].last_avail, 1);
+	/* quiesce gives the buffer back to the ring */
+	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, VN);
+	char *err = NULL;
+	ck_assert_msg(e->ops->quiesce(e->opaque, &err) == 0, "%s", err);
+	ck_assert_uint_eq(vd->inflight, 0);
+	ck_assert_uint_eq(vd->vqs[0].last_avail, 0);
+	ck_assert_uint_eq(vd->vqs[0].inflight, 0);
+	GByteArray *sn = vms_save(VN), *sp = vms_save(VP);
+	/* a fresh device loads it; saving again gives the same bytes */
+	uint8_t image[0x20000];
+	memcpy(image, ram, sizeof(image));
+	teardown();
+	setup();
+	memcpy(ram, image, sizeof(image));
+	char *msg = NULL;
+	ck_assert_msg(vms_load(VP, sp->data, sp->len, &msg) == 0, "%s", msg);
+	ck_assert_msg(vms_load(VN, sn->data, sn->len, &msg) == 0, "%s", msg);
+	GByteArray *again = vms_save(VN);
+	ck_assert_uint_eq(again->len, sn->len);
+	ck_assert_mem_eq(again->data, sn->data, sn->len);
+	g_byte_array_free(again, TRUE);
+	e = kl_vmstate_find(&vm, VP);
+	ck_assert_int_eq(e->ops->post_load(e->opaque, &err), 0);
+	e = kl_vmstate_find(&vm, VN);
+	ck_assert_int_eq(e->ops->post_load(e->opaque, &err), 0);
+	/* the given-back buffer is used again, with a second one for the rest */
+	avail_idx[0] = 1; next_desc[0] = 1; used_seen[0] = 0;
+	struct b r2[1] = { { BUF + 0x11000, 2048, true } };
+	add(0, r2, 1);
+	kick(0);
+	wire_write(f, sizeof(f));
+	ck_assert(used_wait(0, &ul));
+	ck_assert_uint_eq(ul, 64);
+	ck_assert_uint_eq(((uint32_t *)(ram + QBASE(0) + 0x200 + 4))[0], 0); /* head 0 */
+	ck_assert_uint_eq(ram[BUF + 0x10000 + 10], 2); /* num_buffers */
+	ck_assert_mem_eq(ram + BUF + 0x10000 + 12, f, 52);
+	ck_assert(used_wait(0, &ul));
+	ck_assert_uint_eq(ul, 200 + 12 - 64);
+	/* promiscuous mode stayed off: a frame for another MAC is filtered */
+	uint8_t other[200];
+	memcpy(other, f, sizeof(other));
+	other[5] = 0x99;
+	add(0, r2, 1);
+	kick(0);
+	wire_write(other, sizeof(other));
+	pump(50);
+	ck_assert(!used(0, &ul));
+	/* refusals: truncation everywhere, MAC table too long, link bits */
+	for (size_t n = 0; n < sn->len; n++) {
+		ck_assert_int_lt(vms_load(VN, sn->data, n, &msg), 0);
+		g_free(msg);
+	}
+	uint8_t *bad = g_memdup2(sn->data, sn->len);
+	uint32_t big = 65;
+	memcpy(bad + 12, &big, 4);
+	ck_assert_int_lt(vms_load(VN, bad, sn->len, &msg), 0);
+	ck_assert_msg(strstr(msg, "unicast MAC table entries"), "%s", msg);
+	g_free(msg);
+	memcpy(bad, sn->data, sn->len);
+	bad[20 + 7] = 1;
+	ck_assert_int_lt(vms_load(VN, bad, sn->len, &msg), 0);
+	ck_assert_msg(strstr(msg, "link status 0x101 has reserved bits"), "%s", msg);
+	g_free(msg);
+	g_free(bad);
+	g_byte_array_free(sn, TRUE);
+	g_byte_array_free(sp, TRUE);
+}
+END_TEST
 END_TEST
 
 static Suite *vnet_suite(void)
@@ -424,6 +553,7 @@ static Suite *vnet_suite(void)
 	tcase_add_test(tc, test_tx);
 	tcase_add_test(tc, test_rx_mrg_and_filter);
 	tcase_add_test(tc, test_rx_flow_control);
+	tcase_add_test(tc, test_state);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -15,6 +15,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 #define RAM_SIZE (4u << 20)
 #define IMG_SIZE (1u << 20)
@@ -89,6 +90,7 @@ static void make_vm(const char *drive_opts, const char *dev_opts)
 static void free_vm(void)
 {
 	kl_pci_host_destroy(&vm); /* the device first: it drains its backend */
+	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	kl_blockdev_close_all();
 	kl_bus_destroy(&vm.pio);
 	kl_bus_destroy(&vm.mmio);
@@ -326,6 +328,7 @@ START_TEST(create_errors)
 		kl_opts_free(o);
 	}
 	kl_pci_host_destroy(&vm);
+	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	kl_bus_destroy(&vm.pio);
 	kl_bus_destroy(&vm.mmio);
 }

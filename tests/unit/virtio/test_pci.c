@@ -12,6 +12,7 @@
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 /* ---- fake platform ---- */
 static int irq_level[32];
@@ -96,6 +97,7 @@ static void setup(void)
 static void teardown(void)
 {
 	kl_pci_host_destroy(&vm);
+	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	ck_assert_uint_eq(vm.pio.n, 0);
 	ck_assert_uint_eq(vm.mmio.n, 0);
 	kl_bus_destroy(&vm.pio);
