@@ -1,0 +1,500 @@
+/* Migration state machine and transports (include/kvmlite/migration.h):
+ * stop-and-copy to unix:/tcp:/file:, the incoming side (-incoming,
+ * migrate-incoming), the return path that tells the source whether the
+ * destination took the state, and what query-migrate reports. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "kvmlite/clock.h"
+#include "kvmlite/loop.h"
+#include "kvmlite/migration.h"
+#include "kvmlite/vm.h"
+#include "stream_int.h"
+
+#define IO_TIMEOUT_S 30
+
+enum transport { T_UNIX, T_TCP, T_FILE };
+
+struct uri {
+	enum transport t;
+	char *path;         /* unix/file */
+	char *host, *port;  /* tcp */
+	uint64_t offset;    /* file */
+};
+
+static struct kl_mig_info info;
+static struct {
+	bool pending;          /* -incoming given, nothing loaded yet */
+	bool deferred;         /* waiting for migrate-incoming */
+	bool autostart;        /* run once loaded (not -S, or 'cont' meanwhile) */
+	int listen_fd;
+	guint watch;
+	char *unix_path;       /* unlinked at cleanup */
+	struct kl_vm *vm;
+} inc = { .listen_fd = -1 };
+
+const char *kl_mig_status_name(enum kl_mig_status s)
+{
+	switch (s) {
+	case KL_MIG_NONE: return "none";
+	case KL_MIG_SETUP: return "setup";
+	case KL_MIG_ACTIVE: return "active";
+	case KL_MIG_DEVICE: return "device";
+	case KL_MIG_COMPLETED: return "completed";
+	case KL_MIG_FAILED: return "failed";
+	case KL_MIG_CANCELLED: return "cancelled";
+	}
+	return "none";
+}
+
+const struct kl_mig_info *kl_mig_info(void)
+{
+	return &info;
+}
+
+bool kl_mig_incoming_pending(void)
+{
+	return inc.pending;
+}
+
+void kl_mig_incoming_autostart(bool on)
+{
+	inc.autostart = on;
+}
+
+static void uri_free(struct uri *u)
+{
+	g_free(u->path);
+	g_free(u->host);
+	g_free(u->port);
+}
+
+static int parse_uri(const char *s, bool incoming, struct uri *u, char **err)
+{
+	memset(u, 0, sizeof(*u));
+	if (g_str_has_prefix(s, "unix:")) {
+		u->t = T_UNIX;
+		u->path = g_strdup(s + 5);
+		if (!*u->path || strlen(u->path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			*err = g_strdup_printf("invalid migration URI '%s': bad unix socket path", s);
+			return -1;
+		}
+		return 0;
+	}
+	if (g_str_has_prefix(s, "tcp:")) {
+		u->t = T_TCP;
+		const char *hp = s + 4;
+		const char *colon = strrchr(hp, ':');
+		if (!colon || colon == hp || !colon[1]) {
+			*err = g_strdup_printf("invalid migration URI '%s': expected tcp:HOST:PORT", s);
+			return -1;
+		}
+		u->host = g_strndup(hp, (gsize)(colon - hp));
+		u->port = g_strdup(colon + 1);
+		/* options such as ,ipv4 are not understood */
+		if (strchr(u->port, ',')) {
+			*err = g_strdup_printf("invalid migration URI '%s': tcp: options are not supported", s);
+			return -1;
+		}
+		if (u->host[0] == '[') {
+			size_t n = strlen(u->host);
+			if (n < 3 || u->host[n - 1] != ']') {
+				*err = g_strdup_printf("invalid migration URI '%s': bad host", s);
+				return -1;
+			}
+			memmove(u->host, u->host + 1, n - 2);
+			u->host[n - 2] = '\0';
+		}
+		return 0;
+	}
+	if (g_str_has_prefix(s, "file:")) {
+		u->t = T_FILE;
+		const char *p = s + 5;
+		const char *comma = strstr(p, ",offset=");
+		if (comma) {
+			char *end = NULL;
+			errno = 0;
+			unsigned long long off = strtoull(comma + 8, &end, 0);
+			if (errno || end == comma + 8 || *end || comma[8] == '-') {
+				*err = g_strdup_printf("invalid migration URI '%s': bad offset", s);
+				return -1;
+			}
+			u->offset = off;
+			u->path = g_strndup(p, (gsize)(comma - p));
+		} else {
+			if (strchr(p, ',')) {
+				*err = g_strdup_printf("invalid migration URI '%s': file: takes only "
+						       "offset=", s);
+				return -1;
+			}
+			u->path = g_strdup(p);
+		}
+		if (!*u->path) {
+			*err = g_strdup_printf("invalid migration URI '%s': empty file name", s);
+			return -1;
+		}
+		return 0;
+	}
+	if (g_str_has_prefix(s, "exec:")) {
+		*err = g_strdup_printf("migration URI '%s': exec: is not supported by kvmlite "
+				       "(use unix:, tcp: or file:)", s);
+		return -1;
+	}
+	(void)incoming;
+	*err = g_strdup_printf("unknown migration protocol: %s", s);
+	return -1;
+}
+
+int kl_mig_uri_check(const char *uri, bool incoming, char **err)
+{
+	if (incoming && !strcmp(uri, "defer"))
+		return 0;
+	struct uri u;
+	int r = parse_uri(uri, incoming, &u, err);
+	uri_free(&u);
+	return r;
+}
+
+static void set_timeouts(int fd)
+{
+	struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
+static int sock_open(const struct uri *u, bool listen_side, char **err)
+{
+	if (u->t == T_UNIX) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		g_strlcpy(sa.sun_path, u->path, sizeof(sa.sun_path));
+		if (fd < 0) {
+			*err = g_strdup_printf("socket: %s", g_strerror(errno));
+			return -1;
+		}
+		if (listen_side) {
+			unlink(u->path);
+			if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1) < 0) {
+				*err = g_strdup_printf("Failed to bind socket %s: %s", u->path,
+						       g_strerror(errno));
+				close(fd);
+				return -1;
+			}
+		} else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+			*err = g_strdup_printf("Failed to connect to '%s': %s", u->path,
+					       g_strerror(errno));
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = listen_side ? AI_PASSIVE : 0 };
+	struct addrinfo *res = NULL;
+	int gr = getaddrinfo(u->host, u->port, &hints, &res);
+	if (gr) {
+		*err = g_strdup_printf("address resolution failed for %s:%s: %s", u->host, u->port,
+				       gai_strerror(gr));
+		return -1;
+	}
+	int fd = -1, e = 0;
+	for (struct addrinfo *a = res; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0) {
+			e = errno;
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		int r = listen_side ? bind(fd, a->ai_addr, a->ai_addrlen) : connect(fd, a->ai_addr,
+										   a->ai_addrlen);
+		if (r == 0 && (!listen_side || listen(fd, 1) == 0))
+			break;
+		e = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0)
+		*err = g_strdup_printf("Failed to %s %s:%s: %s", listen_side ? "listen on" : "connect to",
+				       u->host, u->port, g_strerror(e));
+	return fd;
+}
+
+/* ---- source ---- */
+static void fail(char *msg)
+{
+	info.status = KL_MIG_FAILED;
+	g_free(info.error);
+	info.error = msg;
+}
+
+/* The destination's verdict: "OK\n" or "ERR message\n". */
+static int read_verdict(int fd, char **err)
+{
+	char buf[1024];
+	size_t n = 0;
+	while (n < sizeof(buf) - 1) {
+		ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (memchr(buf, '\n', n))
+			break;
+	}
+	buf[n] = '\0';
+	char *nl = strchr(buf, '\n');
+	if (nl)
+		*nl = '\0';
+	if (!strcmp(buf, "OK"))
+		return 0;
+	if (g_str_has_prefix(buf, "ERR "))
+		*err = g_strdup_printf("the destination refused the migration: %s", buf + 4);
+	else
+		*err = g_strdup("the destination closed the connection without accepting the state");
+	return -1;
+}
+
+int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
+{
+	if (info.status == KL_MIG_SETUP || info.status == KL_MIG_ACTIVE ||
+	    info.status == KL_MIG_DEVICE) {
+		*err = g_strdup("There's a migration process in progress");
+		return -1;
+	}
+	if (inc.pending || vm->state == KL_RS_INMIGRATE) {
+		*err = g_strdup("Guest is waiting for an incoming migration");
+		return -1;
+	}
+	if (vm->state == KL_RS_SHUTDOWN || vm->state == KL_RS_INTERNAL_ERROR ||
+	    vm->quit_requested) {
+		*err = g_strdup_printf("the guest is in state '%s': nothing to migrate",
+				       kl_runstate_name(vm->state));
+		return -1;
+	}
+	struct uri u;
+	if (parse_uri(uri, false, &u, err) < 0) {
+		uri_free(&u);
+		return -1;
+	}
+	g_free(info.error);
+	memset(&info, 0, sizeof(info));
+	info.status = KL_MIG_SETUP;
+	uint64_t t0 = kl_clock_ns();
+	struct kl_mig_out out = { .fd = -1 };
+	char *e = NULL;
+	if (u.t == T_FILE) {
+		out.fd = open(u.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (out.fd < 0)
+			e = g_strdup_printf("Could not open '%s': %s", u.path, g_strerror(errno));
+		else if (ftruncate(out.fd, (off_t)u.offset) < 0 ||
+			 lseek(out.fd, (off_t)u.offset, SEEK_SET) < 0)
+			e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
+		out.file = true;
+		out.pos = u.offset;
+	} else {
+		out.fd = sock_open(&u, false, &e);
+		if (out.fd >= 0)
+			set_timeouts(out.fd);
+	}
+	if (e) {
+		fail(e);
+		if (out.fd >= 0)
+			close(out.fd);
+		uri_free(&u);
+		return 0;
+	}
+	uint64_t t_setup = kl_clock_ns();
+	bool was_running = vm->state == KL_RS_RUNNING;
+	info.status = KL_MIG_ACTIVE;
+	kl_vm_pause(vm);               /* stop-and-copy: STOP, vCPUs parked */
+	uint64_t t_stop = kl_clock_ns();
+	info.status = KL_MIG_DEVICE;
+	uint64_t start = out.pos;
+	int rc = kl_mig_save(vm, &out, &info.st, &e);
+	if (rc == 0 && u.t == T_FILE && fsync(out.fd) < 0 && errno != EINVAL) {
+		e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
+		rc = -1;
+	}
+	if (rc == 0 && u.t != T_FILE)
+		rc = read_verdict(out.fd, &e);
+	info.st.bytes = out.pos - start;
+	close(out.fd);
+	uint64_t t1 = kl_clock_ns();
+	info.has_times = true;
+	info.setup_time_ms = (int64_t)((t_setup - t0) / 1000000);
+	info.total_time_ms = (int64_t)((t1 - t0) / 1000000);
+	info.downtime_ms = (int64_t)((t1 - t_stop) / 1000000);
+	double secs = (double)(t1 - t0) / 1e9;
+	info.mbps = secs > 0 ? (double)info.st.bytes * 8 / 1e6 / secs : 0;
+	if (rc < 0) {
+		fail(e);
+		fprintf(stderr, "kvmlite: migration to %s failed: %s\n", uri, info.error);
+		if (was_running)
+			kl_vm_resume(vm);
+	} else {
+		info.status = KL_MIG_COMPLETED;
+		/* as QEMU: the source stays stopped in 'postmigrate' */
+		if (vm->state == KL_RS_PAUSED)
+			vm->state = KL_RS_POSTMIGRATE;
+	}
+	uri_free(&u);
+	return 0;
+}
+
+/* ---- destination ---- */
+static void incoming_done(struct kl_vm *vm, int rc, const char *e)
+{
+	inc.pending = false;
+	if (rc < 0) {
+		info.status = KL_MIG_FAILED;
+		g_free(info.error);
+		info.error = g_strdup(e);
+		fprintf(stderr, "kvmlite: load of migration failed: %s\n", e);
+		/* as QEMU: a destination that could not load exits */
+		kl_vm_request_shutdown(vm, 1, false, NULL);
+		return;
+	}
+	info.status = KL_MIG_COMPLETED;
+	vm->state = KL_RS_PAUSED;
+	if (inc.autostart)
+		kl_vm_resume(vm);
+	else
+		kl_vm_emit(vm, KL_EV_STOP, NULL);
+}
+
+static int load_fd(struct kl_vm *vm, int fd, bool file, uint64_t pos, char **err)
+{
+	struct kl_mig_in in = { .fd = fd, .file = file, .pos = pos, .map_ram = file };
+	info.status = KL_MIG_ACTIVE;
+	return kl_mig_load(vm, &in, err);
+}
+
+static bool on_accept(int lfd, GIOCondition cond, void *opaque)
+{
+	struct kl_vm *vm = opaque;
+	(void)cond;
+	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	if (fd < 0)
+		return true; /* spurious: keep waiting */
+	inc.watch = 0;
+	close(inc.listen_fd);
+	inc.listen_fd = -1;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	set_timeouts(fd);
+	char *e = NULL;
+	int rc = load_fd(vm, fd, false, 0, &e);
+	/* the return path: the source learns whether this side took it */
+	char *msg = rc == 0 ? g_strdup("OK\n") : g_strdup_printf("ERR %s\n", e);
+	ssize_t w = write(fd, msg, strlen(msg));
+	(void)w; /* a source that is gone learns nothing either way */
+	g_free(msg);
+	close(fd);
+	incoming_done(vm, rc, e);
+	g_free(e);
+	return false;
+}
+
+static int incoming_start(struct kl_vm *vm, const char *uri, char **err)
+{
+	struct uri u;
+	if (parse_uri(uri, true, &u, err) < 0) {
+		uri_free(&u);
+		return -1;
+	}
+	info.incoming = true;
+	info.status = KL_MIG_SETUP;
+	if (u.t == T_FILE) {
+		int fd = open(u.path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			*err = g_strdup_printf("Could not open '%s': %s", u.path, g_strerror(errno));
+			uri_free(&u);
+			return -1;
+		}
+		char *e = NULL;
+		int rc = lseek(fd, (off_t)u.offset, SEEK_SET) < 0 ? -1 : 0;
+		if (rc < 0)
+			e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
+		else
+			rc = load_fd(vm, fd, true, u.offset, &e);
+		close(fd); /* the private mappings keep the file */
+		incoming_done(vm, rc, e);
+		g_free(e);
+		uri_free(&u);
+		return 0;
+	}
+	int fd = sock_open(&u, true, err);
+	if (fd < 0) {
+		uri_free(&u);
+		return -1;
+	}
+	if (u.t == T_UNIX)
+		inc.unix_path = g_strdup(u.path);
+	inc.listen_fd = fd;
+	inc.watch = kl_fd_add(fd, G_IO_IN, on_accept, vm);
+	uri_free(&u);
+	return 0;
+}
+
+int kl_migrate_incoming(struct kl_vm *vm, const char *uri, bool start_paused, char **err)
+{
+	inc.vm = vm;
+	inc.pending = true;
+	inc.autostart = !start_paused;
+	vm->state = KL_RS_INMIGRATE;
+	if (!strcmp(uri, "defer")) {
+		inc.deferred = true;
+		return 0;
+	}
+	return incoming_start(vm, uri, err);
+}
+
+int kl_migrate_incoming_qmp(struct kl_vm *vm, const char *uri, char **err)
+{
+	if (!inc.pending) {
+		*err = g_strdup("'-incoming' was not specified on the command line");
+		return -1;
+	}
+	if (!inc.deferred) {
+		*err = g_strdup("The incoming migration has already been started");
+		return -1;
+	}
+	if (!strcmp(uri, "defer")) {
+		*err = g_strdup("invalid migration URI 'defer' for migrate-incoming");
+		return -1;
+	}
+	if (incoming_start(vm, uri, err) < 0)
+		return -1;
+	inc.deferred = false;
+	return 0;
+}
+
+void kl_mig_cleanup(void)
+{
+	if (inc.watch)
+		kl_source_remove(inc.watch);
+	inc.watch = 0;
+	if (inc.listen_fd >= 0)
+		close(inc.listen_fd);
+	inc.listen_fd = -1;
+	if (inc.unix_path)
+		unlink(inc.unix_path);
+	g_free(inc.unix_path);
+	inc.unix_path = NULL;
+	g_free(info.error);
+	info.error = NULL;
+	kl_mig_set_cpu_model(NULL);
+}
