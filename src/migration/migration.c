@@ -327,8 +327,19 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 		e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
 		rc = -1;
 	}
-	if (rc == 0 && u.t != T_FILE)
+	if (rc == 0 && u.t != T_FILE) {
 		rc = read_verdict(out.fd, &e);
+	} else if (rc < 0 && u.t != T_FILE) {
+		/* a destination that refused closes early: its reason beats
+		 * our EPIPE */
+		char *why = NULL;
+		if (read_verdict(out.fd, &why) < 0 && why && !strstr(why, "without accepting")) {
+			g_free(e);
+			e = why;
+		} else {
+			g_free(why);
+		}
+	}
 	info.st.bytes = out.pos - start;
 	close(out.fd);
 	uint64_t t1 = kl_clock_ns();
@@ -402,6 +413,18 @@ static bool on_accept(int lfd, GIOCondition cond, void *opaque)
 	ssize_t w = write(fd, msg, strlen(msg));
 	(void)w; /* a source that is gone learns nothing either way */
 	g_free(msg);
+	if (rc < 0) {
+		/* read what the source still sends (briefly) so that closing
+		 * with unread data does not reset the connection before the
+		 * source has read why */
+		shutdown(fd, SHUT_WR);
+		struct timeval tv = { .tv_sec = 2 };
+		setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		uint64_t t_end = kl_clock_ns() + 2000000000ull;
+		char sink[65536];
+		while (kl_clock_ns() < t_end && read(fd, sink, sizeof(sink)) > 0)
+			;
+	}
 	close(fd);
 	incoming_done(vm, rc, e);
 	g_free(e);
