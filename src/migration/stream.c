@@ -268,10 +268,10 @@ static int check_shape(struct load_ctx *c, const uint8_t *p, size_t len, char **
 	if (kl_vms_failed(&in))
 		goto bad;
 	if (ram != vm->mem.ram_size) {
-		*err = g_strdup_printf("RAM size differs: the source has %llu MiB (-m %lluM), this "
-				       "destination %llu MiB", (unsigned long long)(ram >> 20),
+		*err = g_strdup_printf("RAM size differs: the source has %llu KiB (-m %lluM), this "
+				       "destination %llu KiB", (unsigned long long)(ram >> 10),
 				       (unsigned long long)(ram >> 20),
-				       (unsigned long long)(vm->mem.ram_size >> 20));
+				       (unsigned long long)(vm->mem.ram_size >> 10));
 		goto out;
 	}
 	bool same = nreg == vm->mem.nregions;
