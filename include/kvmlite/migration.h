@@ -101,14 +101,41 @@ void kl_mig_incoming_autostart(bool on);
 int kl_mig_uri_check(const char *uri, bool incoming, char **err);
 bool kl_mig_incoming_pending(void); /* -incoming given, not loaded yet */
 
+/* Device code that writes guest RAM from the VMM (DMA: virtio used rings,
+ * block reads, received frames) calls this after the write, so a live
+ * migration sends the page again (KVM's dirty log sees only the guest's
+ * own writes).  Cheap no-op when no migration runs.  Main thread or BQL. */
+void kl_mig_mark_dirty(struct kl_vm *vm, uint64_t gpa, uint64_t len);
+
+/* migrate-set-parameters / -capabilities (QEMU's names and defaults) */
+struct kl_mig_params {
+	uint64_t downtime_limit_ms;   /* downtime-limit: 300 */
+	uint64_t max_bandwidth;       /* max-bandwidth, bytes/s: 134217728 */
+	uint64_t max_iterations;      /* kvmlite: passes before it stops anyway (30) */
+	uint64_t throttle_initial;    /* cpu-throttle-initial: 20 (%) */
+	uint64_t throttle_increment;  /* cpu-throttle-increment: 10 (%) */
+	bool events, auto_converge, ignore_shared;
+};
+struct kl_mig_params *kl_mig_params(void);
+/* MIGRATION {status} and MIGRATION_PASS {pass} go here (set by the monitor
+ * when a client turns the events capability on). */
+void kl_mig_set_event_fn(void (*fn)(const char *event, const char *key, const char *sval,
+				    int64_t ival));
+/* QMP migrate_cancel: a migration in flight ends 'cancelled', the source
+ * runs on. */
+void kl_migrate_cancel(struct kl_vm *vm);
+
 struct kl_mig_info {
 	enum kl_mig_status status;
 	bool has_times;
 	int64_t total_time_ms, downtime_ms, setup_time_ms, expected_downtime_ms;
 	struct kl_mig_stats st;
 	uint64_t remaining;
+	uint64_t downtime_bytes;      /* sent with the vCPUs stopped */
 	uint64_t dirty_sync_count;
 	double mbps;
+	uint64_t dirty_pages_rate;    /* pages/s in the last pass */
+	int64_t throttle_pct;         /* auto-converge: cpu-throttle-percentage */
 	char *error;             /* error-desc of a failed migration (owned) */
 	bool incoming;
 };

@@ -18,6 +18,8 @@
 #include "kvmlite/loop.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
+#include "dirty_int.h"
+#include "kvmlite/cpu.h"
 #include "stream_int.h"
 
 #define IO_TIMEOUT_S 30
@@ -56,8 +58,11 @@ const char *kl_mig_status_name(enum kl_mig_status s)
 	return "none";
 }
 
+static void refresh_live(void);
+
 const struct kl_mig_info *kl_mig_info(void)
 {
+	refresh_live();
 	return &info;
 }
 
@@ -230,10 +235,51 @@ static int sock_open(const struct uri *u, bool listen_side, char **err)
 	return fd;
 }
 
+/* ---- parameters, capabilities, events ---- */
+static struct kl_mig_params params = {
+	.downtime_limit_ms = 300, .max_bandwidth = 134217728, .max_iterations = 30,
+	.throttle_initial = 20, .throttle_increment = 10,
+};
+static void (*event_fn)(const char *event, const char *key, const char *sval, int64_t ival);
+
+struct kl_mig_params *kl_mig_params(void)
+{
+	return &params;
+}
+
+void kl_mig_set_event_fn(void (*fn)(const char *, const char *, const char *, int64_t))
+{
+	event_fn = fn;
+}
+
+static void set_status(enum kl_mig_status s)
+{
+	if (info.status == s)
+		return;
+	info.status = s;
+	if (params.events && event_fn)
+		event_fn("MIGRATION", "status", kl_mig_status_name(s), 0);
+}
+
 /* ---- source ---- */
+struct source {
+	bool live;               /* a pre-copy migration is in flight */
+	struct kl_vm *vm;
+	struct kl_mig_out out;
+	struct kl_dirty dirty;
+	struct kl_ram_cursor cur;
+	guint tick, throttle_tick;
+	bool throttled;          /* the vCPUs are held by auto-converge now */
+	uint64_t t0, t_setup, pass_t0, pass_bytes, window_t0, window_bytes;
+	uint64_t pass;
+	double bw;               /* bytes/s measured over the last pass */
+	char *uri;
+};
+static struct source src = { .out = { .fd = -1 } };
+
 static void fail(char *msg)
 {
-	info.status = KL_MIG_FAILED;
+	set_status(KL_MIG_FAILED);
 	g_free(info.error);
 	info.error = msg;
 }
@@ -266,9 +312,219 @@ static int read_verdict(int fd, char **err)
 	return -1;
 }
 
+/* After a failed write: a destination that refused says why. */
+static void prefer_verdict(int fd, char **e)
+{
+	char *why = NULL;
+	if (read_verdict(fd, &why) < 0 && why && !strstr(why, "without accepting")) {
+		g_free(*e);
+		*e = why;
+	} else {
+		g_free(why);
+	}
+}
+
+static void throttle_stop(struct kl_vm *vm)
+{
+	if (src.throttle_tick)
+		kl_source_remove(src.throttle_tick);
+	src.throttle_tick = 0;
+	if (src.throttled) {
+		vm->pause_req = false;
+		g_cond_broadcast(&vm->state_cond);
+	}
+	src.throttled = false;
+	info.throttle_pct = 0;
+}
+
+/* auto-converge: the vCPUs sleep throttle_pct % of every 100 ms */
+static gboolean throttle_cb(gpointer opaque)
+{
+	struct kl_vm *vm = opaque;
+	unsigned pct = (unsigned)info.throttle_pct;
+	src.throttled = !src.throttled;
+	if (src.throttled) {
+		vm->pause_req = true;
+		for (unsigned i = 0; i < vm->ncpus; i++)
+			kl_vcpu_kick(vm->vcpus[i]);
+	} else {
+		vm->pause_req = false;
+		g_cond_broadcast(&vm->state_cond);
+	}
+	src.throttle_tick = kl_timer_add_ms(src.throttled ? pct : 100 - pct, throttle_cb, vm);
+	return G_SOURCE_REMOVE;
+}
+
+static void source_end(struct kl_vm *vm)
+{
+	throttle_stop(vm);
+	if (src.tick)
+		kl_source_remove(src.tick);
+	src.tick = 0;
+	kl_dirty_stop(&src.dirty);
+	if (src.out.fd >= 0)
+		close(src.out.fd);
+	src.out.fd = -1;
+	g_free(src.out.err);
+	src.out.err = NULL;
+	g_free(src.uri);
+	src.uri = NULL;
+	src.live = false;
+}
+
+static void finish_times(uint64_t t_stop)
+{
+	uint64_t t1 = kl_clock_ns();
+	info.has_times = true;
+	info.setup_time_ms = (int64_t)((src.t_setup - src.t0) / 1000000);
+	info.total_time_ms = (int64_t)((t1 - src.t0) / 1000000);
+	info.downtime_ms = (int64_t)((t1 - t_stop) / 1000000);
+	double secs = (double)(t1 - src.t0) / 1e9;
+	info.mbps = secs > 0 ? (double)info.st.bytes * 8 / 1e6 / secs : 0;
+}
+
+/* stop the vCPUs, send what is left, the devices, the end marker; the
+ * destination's verdict decides where the source ends */
+static void complete(struct kl_vm *vm, bool was_running)
+{
+	char *e = NULL;
+	throttle_stop(vm);
+	set_status(KL_MIG_DEVICE);
+	kl_vm_pause(vm);
+	uint64_t t_stop = kl_clock_ns();
+	uint64_t start = src.out.pos;
+	int rc = kl_mig_quiesce(vm, &e);
+	if (rc == 0 && src.live) {
+		/* quiesced devices may have written RAM: the last sync after */
+		if (kl_dirty_sync(&src.dirty, &e) < 0 ||
+		    kl_mig_ram_send_dirty(vm, &src.out, &src.dirty, &src.cur, UINT64_MAX, &info.st) < 0)
+			rc = -1;
+	}
+	if (rc == 0)
+		rc = kl_mig_save_devices(vm, &src.out, &e);
+	if (rc == 0) {
+		rc = read_verdict(src.out.fd, &e);
+	} else {
+		if (!e)
+			e = g_strdup(src.out.err ? src.out.err : "cannot write the migration stream");
+		prefer_verdict(src.out.fd, &e);
+	}
+	info.st.bytes += src.out.pos - start;
+	info.downtime_bytes = src.out.pos - start;
+	info.remaining = 0;
+	finish_times(t_stop);
+	if (rc < 0) {
+		fail(e);
+		fprintf(stderr, "kvmlite: migration to %s failed: %s\n", src.uri, info.error);
+		if (was_running)
+			kl_vm_resume(vm);
+	} else {
+		set_status(KL_MIG_COMPLETED);
+		/* as QEMU: the source stays stopped in 'postmigrate' */
+		if (vm->state == KL_RS_PAUSED)
+			vm->state = KL_RS_POSTMIGRATE;
+	}
+	source_end(vm);
+}
+
+static bool src_was_running;
+
+/* One step of pre-copy on the main loop: up to ~1 MiB of dirty pages
+ * within max-bandwidth; at the end of a pass, sync the dirty log and
+ * decide whether the rest fits downtime-limit. */
+static gboolean tick_cb(gpointer opaque)
+{
+	struct kl_vm *vm = opaque;
+	uint64_t now = kl_clock_ns();
+	uint64_t budget = 1u << 20;
+	if (params.max_bandwidth) {
+		if (now - src.window_t0 > 1000000000ull) { /* a new 1 s window */
+			src.window_t0 = now;
+			src.window_bytes = 0;
+		}
+		double allowed = (double)params.max_bandwidth * (double)(now - src.window_t0) / 1e9;
+		if ((double)src.window_bytes + KL_MIG_PAGE > allowed)
+			return G_SOURCE_CONTINUE;
+		if (allowed - (double)src.window_bytes < (double)budget)
+			budget = (uint64_t)(allowed - (double)src.window_bytes);
+	}
+	uint64_t before = src.out.pos;
+	int r = kl_mig_ram_send_dirty(vm, &src.out, &src.dirty, &src.cur, budget, &info.st);
+	uint64_t n = src.out.pos - before;
+	src.window_bytes += n;
+	src.pass_bytes += n;
+	info.st.bytes += n;
+	if (r < 0) {
+		char *e = g_strdup(src.out.err ? src.out.err : "cannot write the migration stream");
+		prefer_verdict(src.out.fd, &e);
+		src.tick = 0;
+		finish_times(kl_clock_ns());
+		fail(e);
+		fprintf(stderr, "kvmlite: migration to %s failed: %s\n", src.uri, info.error);
+		source_end(vm);
+		return G_SOURCE_REMOVE;
+	}
+	if (r == 0)
+		return G_SOURCE_CONTINUE;
+	/* a pass ended */
+	char *e = NULL;
+	int64_t dirty = kl_dirty_sync(&src.dirty, &e);
+	if (dirty < 0) {
+		src.tick = 0;
+		finish_times(kl_clock_ns());
+		fail(e);
+		source_end(vm);
+		return G_SOURCE_REMOVE;
+	}
+	info.dirty_sync_count++;
+	double secs = (double)(kl_clock_ns() - src.pass_t0) / 1e9;
+	if (secs > 0 && src.pass_bytes)
+		src.bw = (double)src.pass_bytes / secs;
+	if (secs > 0)
+		info.dirty_pages_rate = (uint64_t)((double)dirty / secs);
+	info.remaining = (uint64_t)dirty * KL_MIG_PAGE;
+	double bw = src.bw > 0 ? src.bw : 1e9;
+	if (params.max_bandwidth && bw > (double)params.max_bandwidth)
+		bw = (double)params.max_bandwidth;
+	info.expected_downtime_ms = (int64_t)((double)info.remaining / bw * 1000);
+	src.pass++;
+	if (params.events && event_fn)
+		event_fn("MIGRATION_PASS", "pass", NULL, (int64_t)src.pass);
+	if ((uint64_t)info.expected_downtime_ms <= params.downtime_limit_ms ||
+	    src.pass >= params.max_iterations) {
+		src.tick = 0;
+		complete(vm, src_was_running);
+		return G_SOURCE_REMOVE;
+	}
+	/* auto-converge: a guest that dirties more than a pass could send */
+	if (params.auto_converge && src.pass >= 2 && info.remaining * 2 > src.pass_bytes) {
+		info.throttle_pct = info.throttle_pct ? info.throttle_pct +
+			(int64_t)params.throttle_increment : (int64_t)params.throttle_initial;
+		if (info.throttle_pct > 99)
+			info.throttle_pct = 99;
+		if (!src.throttle_tick && vm->state == KL_RS_RUNNING)
+			src.throttle_tick = kl_timer_add_ms(100 - (unsigned)info.throttle_pct,
+							   throttle_cb, vm);
+	}
+	src.pass_t0 = kl_clock_ns();
+	src.pass_bytes = 0;
+	return G_SOURCE_CONTINUE;
+}
+
+static void refresh_live(void)
+{
+	if (!src.live)
+		return;
+	info.has_times = true;
+	info.total_time_ms = (int64_t)((kl_clock_ns() - src.t0) / 1000000);
+	info.setup_time_ms = (int64_t)((src.t_setup - src.t0) / 1000000);
+	double secs = (double)(kl_clock_ns() - src.t0) / 1e9;
+	info.mbps = secs > 0 ? (double)info.st.bytes * 8 / 1e6 / secs : 0;
+}
+
 int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 {
-	if (info.status == KL_MIG_SETUP || info.status == KL_MIG_ACTIVE ||
+	if (src.live || info.status == KL_MIG_SETUP || info.status == KL_MIG_ACTIVE ||
 	    info.status == KL_MIG_DEVICE) {
 		*err = g_strdup("There's a migration process in progress");
 		return -1;
@@ -290,78 +546,97 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 	}
 	g_free(info.error);
 	memset(&info, 0, sizeof(info));
-	info.status = KL_MIG_SETUP;
-	uint64_t t0 = kl_clock_ns();
-	struct kl_mig_out out = { .fd = -1 };
+	info.status = KL_MIG_NONE;
+	set_status(KL_MIG_SETUP);
+	src.t0 = kl_clock_ns();
+	src.vm = vm;
+	src.uri = g_strdup(uri);
+	memset(&src.out, 0, sizeof(src.out));
+	src.out.fd = -1;
 	char *e = NULL;
 	if (u.t == T_FILE) {
-		out.fd = open(u.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-		if (out.fd < 0)
+		src.out.fd = open(u.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+		if (src.out.fd < 0)
 			e = g_strdup_printf("Could not open '%s': %s", u.path, g_strerror(errno));
-		else if (ftruncate(out.fd, (off_t)u.offset) < 0 ||
-			 lseek(out.fd, (off_t)u.offset, SEEK_SET) < 0)
+		else if (ftruncate(src.out.fd, (off_t)u.offset) < 0 ||
+			 lseek(src.out.fd, (off_t)u.offset, SEEK_SET) < 0)
 			e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
-		out.file = true;
-		out.pos = u.offset;
+		src.out.file = true;
+		src.out.pos = u.offset;
 	} else {
-		out.fd = sock_open(&u, false, &e);
-		if (out.fd >= 0)
-			set_timeouts(out.fd);
+		src.out.fd = sock_open(&u, false, &e);
+		if (src.out.fd >= 0)
+			set_timeouts(src.out.fd);
 	}
 	if (e) {
+		src.t_setup = kl_clock_ns();
+		finish_times(src.t_setup);
 		fail(e);
-		if (out.fd >= 0)
-			close(out.fd);
+		source_end(vm);
 		uri_free(&u);
 		return 0;
 	}
-	uint64_t t_setup = kl_clock_ns();
-	bool was_running = vm->state == KL_RS_RUNNING;
-	info.status = KL_MIG_ACTIVE;
-	kl_vm_pause(vm);               /* stop-and-copy: STOP, vCPUs parked */
-	uint64_t t_stop = kl_clock_ns();
-	info.status = KL_MIG_DEVICE;
-	uint64_t start = out.pos;
-	int rc = kl_mig_save(vm, &out, &info.st, &e);
-	if (rc == 0 && u.t == T_FILE && fsync(out.fd) < 0 && errno != EINVAL) {
-		e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
-		rc = -1;
-	}
-	if (rc == 0 && u.t != T_FILE) {
-		rc = read_verdict(out.fd, &e);
-	} else if (rc < 0 && u.t != T_FILE) {
-		/* a destination that refused closes early: its reason beats
-		 * our EPIPE */
-		char *why = NULL;
-		if (read_verdict(out.fd, &why) < 0 && why && !strstr(why, "without accepting")) {
-			g_free(e);
-			e = why;
-		} else {
-			g_free(why);
+	src.t_setup = kl_clock_ns();
+	src_was_running = vm->state == KL_RS_RUNNING;
+	set_status(KL_MIG_ACTIVE);
+	if (u.t == T_FILE) {
+		/* a snapshot: stop-and-copy in the page-aligned file layout */
+		set_status(KL_MIG_DEVICE);
+		kl_vm_pause(vm);
+		uint64_t t_stop = kl_clock_ns();
+		int rc = kl_mig_save(vm, &src.out, &info.st, &e);
+		info.downtime_bytes = info.st.bytes;
+		if (rc == 0 && fsync(src.out.fd) < 0 && errno != EINVAL) {
+			e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
+			rc = -1;
 		}
-	}
-	info.st.bytes = out.pos - start;
-	close(out.fd);
-	uint64_t t1 = kl_clock_ns();
-	info.has_times = true;
-	info.setup_time_ms = (int64_t)((t_setup - t0) / 1000000);
-	info.total_time_ms = (int64_t)((t1 - t0) / 1000000);
-	info.downtime_ms = (int64_t)((t1 - t_stop) / 1000000);
-	double secs = (double)(t1 - t0) / 1e9;
-	info.mbps = secs > 0 ? (double)info.st.bytes * 8 / 1e6 / secs : 0;
-	if (rc < 0) {
-		fail(e);
-		fprintf(stderr, "kvmlite: migration to %s failed: %s\n", uri, info.error);
-		if (was_running)
-			kl_vm_resume(vm);
-	} else {
-		info.status = KL_MIG_COMPLETED;
-		/* as QEMU: the source stays stopped in 'postmigrate' */
-		if (vm->state == KL_RS_PAUSED)
-			vm->state = KL_RS_POSTMIGRATE;
+		finish_times(t_stop);
+		if (rc < 0) {
+			fail(e);
+			fprintf(stderr, "kvmlite: migration to %s failed: %s\n", uri, info.error);
+			if (src_was_running)
+				kl_vm_resume(vm);
+		} else {
+			set_status(KL_MIG_COMPLETED);
+			if (vm->state == KL_RS_PAUSED)
+				vm->state = KL_RS_POSTMIGRATE;
+		}
+		source_end(vm);
+		uri_free(&u);
+		return 0;
 	}
 	uri_free(&u);
+	/* live pre-copy: every page once, then what the guest dirtied */
+	if (kl_dirty_start(vm, &src.dirty, &e) < 0 || kl_mig_save_header(vm, &src.out) < 0) {
+		if (!e)
+			e = g_strdup(src.out.err ? src.out.err : "cannot write the migration stream");
+		finish_times(kl_clock_ns());
+		fail(e);
+		source_end(vm);
+		return 0;
+	}
+	kl_dirty_set_all(&src.dirty);
+	info.st.total_ram = vm->mem.ram_size;
+	info.st.bytes = src.out.pos;
+	info.remaining = vm->mem.ram_size;
+	src.live = true;
+	src.cur.region = 0;
+	src.cur.page = 0;
+	src.pass = 0;
+	src.bw = 0;
+	src.pass_t0 = src.window_t0 = kl_clock_ns();
+	src.pass_bytes = src.window_bytes = 0;
+	src.tick = kl_timer_add_ms(1, tick_cb, vm);
 	return 0;
+}
+
+void kl_migrate_cancel(struct kl_vm *vm)
+{
+	if (!src.live)
+		return;
+	set_status(KL_MIG_CANCELLED);
+	finish_times(kl_clock_ns());
+	source_end(vm);
 }
 
 /* ---- destination ---- */
@@ -507,6 +782,8 @@ int kl_migrate_incoming_qmp(struct kl_vm *vm, const char *uri, char **err)
 
 void kl_mig_cleanup(void)
 {
+	if (src.live)
+		source_end(src.vm);
 	if (inc.watch)
 		kl_source_remove(inc.watch);
 	inc.watch = 0;

@@ -12,6 +12,7 @@
 
 #include "kvmlite/mem.h"
 #include "kvmlite/vm.h"
+#include "dirty_int.h"
 #include "stream_int.h"
 
 bool kl_mig_page_is_zero(const void *p)
@@ -127,6 +128,73 @@ int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stat
 			return -1;
 	}
 	return 0;
+}
+
+static bool bit(const uint64_t *m, uint64_t p)
+{
+	return (m[p / 64] >> (p % 64)) & 1;
+}
+
+int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_dirty *d,
+			  struct kl_ram_cursor *c, uint64_t budget, struct kl_mig_stats *st)
+{
+	uint64_t sent = 0;
+	while (c->region < d->n) {
+		const struct kl_mem_region *r = &vm->mem.regions[c->region];
+		uint64_t *m = d->map[c->region];
+		uint64_t npages = r->size / KL_MIG_PAGE;
+		while (c->page < npages) {
+			if (sent >= budget)
+				return 0;
+			uint64_t w = c->page / 64;
+			if (!(c->page % 64) && !m[w]) { /* a clean word */
+				c->page += 64;
+				continue;
+			}
+			if (!bit(m, c->page)) {
+				c->page++;
+				continue;
+			}
+			/* a run of dirty pages of one kind (zero or not) */
+			uint64_t i = c->page;
+			bool zero = kl_mig_page_is_zero(r->hva + i * KL_MIG_PAGE);
+			uint64_t j = i + 1;
+			uint64_t max = zero ? 1u << 20 : KL_MIG_RAM_RUN / KL_MIG_PAGE;
+			while (j < npages && j - i < max && bit(m, j) &&
+			       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+				j++;
+			for (uint64_t p = i; p < j; p++)
+				m[p / 64] &= ~(1ull << (p % 64));
+			uint64_t n = (j - i) * KL_MIG_PAGE, gpa = r->gpa + i * KL_MIG_PAGE;
+			const uint8_t *p = r->hva + i * KL_MIG_PAGE;
+			if (zero) {
+				if (put_block_header(out, KL_REC_ZERO, gpa, n, false, NULL) < 0)
+					return -1;
+				st->zero_pages += j - i;
+				sent += 17; /* a marker: no page data */
+			} else {
+				/* the CRC of what is written (the guest may be
+				 * writing the page meanwhile: copy it first) */
+				uint8_t *copy = g_malloc(n);
+				memcpy(copy, p, n);
+				int rc = put_block_header(out, KL_REC_RAM, gpa, n, true, NULL) < 0 ||
+					 kl_mig_write(out, copy, n) < 0 ||
+					 put_crc(out, (uint32_t)crc32_z(0, copy, n)) < 0;
+				g_free(copy);
+				if (rc)
+					return -1;
+				st->normal_pages += j - i;
+				st->ram_bytes += n;
+				sent += n;
+			}
+			c->page = j;
+		}
+		c->region++;
+		c->page = 0;
+	}
+	c->region = 0;
+	c->page = 0;
+	return 1;
 }
 
 /* gpa/len of a RAM or ZERO record: page-aligned, non-empty, inside one RAM

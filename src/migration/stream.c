@@ -199,11 +199,9 @@ static int save_section(const struct kl_vmstate_entry *e, struct kl_mig_out *out
 	return r;
 }
 
-int kl_mig_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st, char **err)
+int kl_mig_quiesce(struct kl_vm *vm, char **err)
 {
-	unsigned n = kl_vmstate_count(vm);
-	/* in-flight work first: it may still write guest RAM */
-	for (unsigned i = 0; i < n; i++) {
+	for (unsigned i = 0; i < kl_vmstate_count(vm); i++) {
 		const struct kl_vmstate_entry *e = kl_vmstate_get(vm, i);
 		char *e2 = NULL;
 		if (e->ops->quiesce && e->ops->quiesce(e->opaque, &e2) < 0) {
@@ -212,33 +210,56 @@ int kl_mig_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *s
 			return -1;
 		}
 	}
-	uint64_t start = out->pos;
+	return 0;
+}
+
+int kl_mig_save_header(struct kl_vm *vm, struct kl_mig_out *out)
+{
 	struct kl_vms_out o;
 	kl_vms_out_init(&o);
 	put_header(vm, &o);
 	int r = kl_mig_write_vms(out, &o);
 	kl_vms_out_free(&o);
-	if (r < 0 || kl_mig_ram_save(vm, out, st) < 0)
-		goto io_err;
+	return r;
+}
+
+int kl_mig_save_devices(struct kl_vm *vm, struct kl_mig_out *out, char **err)
+{
+	unsigned n = kl_vmstate_count(vm);
 	for (unsigned i = 0; i < n; i++)
 		if (save_section(kl_vmstate_get(vm, i), out, err) < 0) {
 			if (!*err)
 				goto io_err;
 			return -1;
 		}
+	struct kl_vms_out o;
 	kl_vms_out_init(&o);
 	kl_vms_put_u8(&o, KL_REC_END);
 	kl_vms_put_u32(&o, n);
 	kl_vms_put_u32(&o, KL_REC_END_TAG);
-	r = kl_mig_write_vms(out, &o);
+	int r = kl_mig_write_vms(out, &o);
 	kl_vms_out_free(&o);
-	if (r < 0)
-		goto io_err;
-	st->bytes = out->pos - start;
-	return 0;
+	if (r == 0)
+		return 0;
 io_err:
 	*err = g_strdup(out->err ? out->err : "cannot write the migration stream");
 	return -1;
+}
+
+int kl_mig_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st, char **err)
+{
+	/* in-flight work first: it may still write guest RAM */
+	if (kl_mig_quiesce(vm, err) < 0)
+		return -1;
+	uint64_t start = out->pos;
+	if (kl_mig_save_header(vm, out) < 0 || kl_mig_ram_save(vm, out, st) < 0) {
+		*err = g_strdup(out->err ? out->err : "cannot write the migration stream");
+		return -1;
+	}
+	if (kl_mig_save_devices(vm, out, err) < 0)
+		return -1;
+	st->bytes = out->pos - start;
+	return 0;
 }
 
 /* ---- reader ---- */

@@ -30,7 +30,23 @@ uint64_t kl_mig_get_u64(const uint8_t *p);
 
 bool kl_mig_page_is_zero(const void *p);
 
+/* stream.c: the pieces of kl_mig_save for a live migration */
+int kl_mig_quiesce(struct kl_vm *vm, char **err);
+int kl_mig_save_header(struct kl_vm *vm, struct kl_mig_out *out);     /* -1: out->err */
+int kl_mig_save_devices(struct kl_vm *vm, struct kl_mig_out *out, char **err); /* + END */
+
 /* ram.c */
+struct kl_dirty;
+/* Send dirty pages (clearing their bits) from the cursor on, until about
+ * budget bytes of page data went out.  Returns 1 when the bitmap is
+ * exhausted (cursor back at the start), 0 when the budget ran out, -1 on a
+ * write error (out->err). */
+struct kl_ram_cursor {
+	unsigned region;
+	uint64_t page;
+};
+int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_dirty *d,
+			  struct kl_ram_cursor *c, uint64_t budget, struct kl_mig_stats *st);
 int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st);
 /* after the record type byte */
 int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);

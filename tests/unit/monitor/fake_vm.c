@@ -287,3 +287,7 @@ int kl_migrate_incoming_qmp(struct kl_vm *vm, const char *uri, char **err)
 void kl_mig_incoming_autostart(bool on) { (void)on; }
 const struct kl_mig_info *kl_mig_info(void) { return &fake_mig; }
 const char *kl_mig_status_name(enum kl_mig_status s) { (void)s; return "none"; }
+void kl_migrate_cancel(struct kl_vm *vm) { (void)vm; }
+static struct kl_mig_params fake_params;
+struct kl_mig_params *kl_mig_params(void) { return &fake_params; }
+void kl_mig_set_event_fn(void (*fn)(const char *, const char *, const char *, int64_t)) { (void)fn; }
