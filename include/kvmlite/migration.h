@@ -63,6 +63,10 @@ struct kl_mig_in {
 	uint64_t pos;
 	bool map_ram;       /* try mmap(MAP_PRIVATE) of page-aligned RAM blocks */
 	unsigned mapped;    /* RAM blocks mapped rather than copied */
+	/* set by kl_mig_load: pages this load wrote, per RAM region (a
+	 * ZERO record need not touch the others: the load starts by
+	 * discarding guest RAM); NULL = every page may be non-zero */
+	uint64_t *written[8];
 };
 
 struct kl_mig_stats {

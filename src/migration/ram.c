@@ -232,6 +232,41 @@ static bool map_block(struct kl_vm *vm, struct kl_mig_in *in, uint8_t *hva, uint
 	return true;
 }
 
+/* Discard guest RAM (shmem: MADV_REMOVE) so that only pages this load
+ * writes can be non-zero; where that is not possible every page counts. */
+void kl_mig_ram_load_begin(struct kl_vm *vm, struct kl_mig_in *in)
+{
+	for (unsigned i = 0; i < vm->mem.nregions && i < 8; i++) {
+		const struct kl_mem_region *r = &vm->mem.regions[i];
+		in->written[i] = NULL;
+		if (!vm->mem.map_base || madvise(r->hva, r->size, MADV_REMOVE) < 0)
+			continue;
+		in->written[i] = g_new0(uint64_t, (r->size / KL_MIG_PAGE + 63) / 64);
+	}
+}
+
+void kl_mig_ram_load_end(struct kl_vm *vm, struct kl_mig_in *in)
+{
+	(void)vm;
+	for (unsigned i = 0; i < 8; i++) {
+		g_free(in->written[i]);
+		in->written[i] = NULL;
+	}
+}
+
+/* the region's bitmap and the page index of gpa in it */
+static uint64_t *written_map(struct kl_vm *vm, struct kl_mig_in *in, uint64_t gpa, uint64_t *page)
+{
+	for (unsigned i = 0; i < vm->mem.nregions && i < 8; i++) {
+		const struct kl_mem_region *r = &vm->mem.regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa < r->size) {
+			*page = (gpa - r->gpa) / KL_MIG_PAGE;
+			return in->written[i];
+		}
+	}
+	return NULL;
+}
+
 int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 {
 	uint8_t h[20];
@@ -254,6 +289,10 @@ int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 		uint8_t c[4];
 		return kl_mig_read(in, c, 4, err);
 	}
+	uint64_t page = 0;
+	uint64_t *w = written_map(vm, in, gpa, &page);
+	for (uint64_t k = 0; w && k < len / KL_MIG_PAGE; k++)
+		w[(page + k) / 64] |= 1ull << ((page + k) % 64);
 	if (kl_mig_read(in, hva, len, err) < 0)
 		return -1;
 	uint8_t c[4];
@@ -277,9 +316,16 @@ int kl_mig_zero_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 	uint8_t *hva = check_block(vm, gpa, len, err);
 	if (!hva)
 		return -1;
-	/* the destination's RAM is mostly zero already: write only what is not */
-	for (uint64_t off = 0; off < len; off += KL_MIG_PAGE)
+	/* only pages this load wrote can be non-zero (and, without the
+	 * bitmap, any page: those are checked, and cleared if need be) */
+	uint64_t page = 0;
+	uint64_t *w = written_map(vm, in, gpa, &page);
+	for (uint64_t k = 0, off = 0; off < len; k++, off += KL_MIG_PAGE) {
+		uint64_t p = page + k;
+		if (w && !((w[p / 64] >> (p % 64)) & 1))
+			continue;
 		if (!kl_mig_page_is_zero(hva + off))
 			memset(hva + off, 0, KL_MIG_PAGE);
+	}
 	return 0;
 }

@@ -481,6 +481,8 @@ int kl_mig_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 	c.src_version = g_new0(uint32_t, c.nsections + 1);
 	c.loaded = g_new0(bool, c.nsections + 1);
 	int rc = read_header(&c, in, err);
+	if (rc == 0)
+		kl_mig_ram_load_begin(vm, in);
 	while (rc == 0) {
 		uint8_t t;
 		if (kl_mig_read(in, &t, 1, err) < 0) {
@@ -526,6 +528,7 @@ int kl_mig_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 		}
 		g_free(e2);
 	}
+	kl_mig_ram_load_end(vm, in);
 	g_free(c.src_version);
 	g_free(c.loaded);
 	return rc;

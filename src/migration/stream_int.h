@@ -48,6 +48,8 @@ struct kl_ram_cursor {
 int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_dirty *d,
 			  struct kl_ram_cursor *c, uint64_t budget, struct kl_mig_stats *st);
 int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st);
+void kl_mig_ram_load_begin(struct kl_vm *vm, struct kl_mig_in *in);
+void kl_mig_ram_load_end(struct kl_vm *vm, struct kl_mig_in *in);
 /* after the record type byte */
 int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);
 int kl_mig_zero_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);

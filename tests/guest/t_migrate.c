@@ -5,7 +5,9 @@
  * or repeat.  Each count also writes a word of a 256 KiB ring per CPU and
  * checks the previous one, so RAM that did not move intact fails the test.
  * Command line: n=N (stop with PASS once CPU 0 has counted to N; default:
- * count until killed), delay=US between counts (default 1000). */
+ * count until killed), delay=US between counts (default 1000), dirty=P
+ * (CPU 0 writes P pages of a dirtymb=M MiB buffer per count, round-robin,
+ * for bench/migrate's dirtying rows; default 0 and 16). */
 #include "probe.h"
 
 #define RING_WORDS (32768u)  /* 256 KiB of u64 per CPU */
@@ -15,6 +17,8 @@ static volatile uint32_t print_lock;
 static uint64_t *ring[MAX_CPUS];
 static uint64_t delay_us = 1000, limit;
 static volatile int failed;
+static uint8_t *dirty_buf;
+static uint64_t dirty_pages, dirty_total, dirty_next;
 
 static uint64_t num_arg(const char *key, uint64_t dflt)
 {
@@ -59,6 +63,11 @@ static void count_loop(unsigned cpu)
 			unlock();
 		}
 		r[n % RING_WORDS] = n ^ 0x5a5a5a5a00000000ull;
+		if (cpu == 0)
+			for (uint64_t k = 0; k < dirty_pages; k++) {
+				dirty_buf[dirty_next * 4096] = (uint8_t)n;
+				dirty_next = (dirty_next + 1) % dirty_total;
+			}
 		lock();
 		printf("MIG %u %llu\n", cpu, (unsigned long long)n);
 		unlock();
@@ -78,6 +87,17 @@ static int test_migrate(void)
 {
 	delay_us = num_arg("delay", 1000);
 	limit = num_arg("n", 0);
+	dirty_pages = num_arg("dirty", 0);
+	if (dirty_pages) {
+		dirty_total = num_arg("dirtymb", 16) * 256;
+		if (!dirty_total)
+			return probe_fail("dirtymb=0");
+		/* not zeroed: a memset of M MiB takes seconds in ring 0 here */
+		dirty_buf = probe_alloc_raw(dirty_total * 4096, 4096);
+		if (!dirty_buf)
+			return probe_fail("no room for a %llu-page dirty buffer",
+					  (unsigned long long)dirty_total);
+	}
 	for (unsigned i = 0; i < MAX_CPUS; i++)
 		ring[i] = probe_alloc(RING_WORDS * sizeof(uint64_t), 4096);
 	struct probe_cpus cpus;
