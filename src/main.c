@@ -326,6 +326,10 @@ int main(int argc, char **argv)
 	if (cli.sandbox && kl_sandbox_parse(cli.sandbox, &sandbox, &err) < 0)
 		die_err(err);
 	kl_sandbox_configure(&sandbox);
+	/* exec: migration URIs fork and exec a shell: its command would
+	 * inherit the seccomp allow-list (spawn=allow or not), so only
+	 * without the sandbox */
+	kl_mig_set_spawn_allowed(!sandbox.enable);
 	if (cli.show_version) {
 		printf("kvmlite version %s\n", KVMLITE_VERSION);
 		return 0;

@@ -8,7 +8,9 @@
  * page-aligned block, so a restore can map guest RAM privately from the
  * file (pages load on first touch).
  *
- * Transports: unix:PATH, tcp:HOST:PORT (loopback), file:PATH[,offset=N].
+ * Transports: unix:PATH, tcp:HOST:PORT (loopback), file:PATH[,offset=N],
+ * exec:CMD (/bin/sh -c CMD; needs -sandbox off: a command under kvmlite's
+ * seccomp allow-list would die of SIGSYS).
  * The migration is stop-and-copy: the source pauses its vCPUs, sends RAM
  * and every section, and waits for the destination's verdict on socket
  * transports (a return path: "OK" or an error message), so a destination
@@ -101,6 +103,8 @@ int kl_migrate_incoming(struct kl_vm *vm, const char *uri, bool start_paused, ch
 int kl_migrate_incoming_qmp(struct kl_vm *vm, const char *uri, char **err);
 /* QMP cont/stop while the incoming migration loads: run once loaded? */
 void kl_mig_incoming_autostart(bool on);
+/* exec: URIs fork /bin/sh: only without the sandbox; main tells. */
+void kl_mig_set_spawn_allowed(bool on);
 /* Check an -incoming/migrate URI's syntax without opening anything. */
 int kl_mig_uri_check(const char *uri, bool incoming, char **err);
 bool kl_mig_incoming_pending(void); /* -incoming given, not loaded yet */

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvmlite/clock.h"
@@ -24,7 +25,7 @@
 
 #define IO_TIMEOUT_S 30
 
-enum transport { T_UNIX, T_TCP, T_FILE };
+enum transport { T_UNIX, T_TCP, T_FILE, T_EXEC };
 
 struct uri {
 	enum transport t;
@@ -34,12 +35,61 @@ struct uri {
 };
 
 static struct kl_mig_info info;
+static bool spawn_allowed;
+
+void kl_mig_set_spawn_allowed(bool on)
+{
+	spawn_allowed = on;
+}
+
+/* exec: /bin/sh -c cmd with its stdin (to_child) or stdout on a pipe;
+ * returns our end, *pid the child. */
+static int spawn(const char *cmd, bool to_child, pid_t *pid, char **err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		*err = g_strdup_printf("exec: pipe: %s", g_strerror(errno));
+		return -1;
+	}
+	pid_t c = fork();
+	if (c < 0) {
+		*err = g_strdup_printf("exec: fork: %s", g_strerror(errno));
+		close(p[0]);
+		close(p[1]);
+		return -1;
+	}
+	if (c == 0) {
+		/* the child: only async-signal-safe calls until exec */
+		dup2(to_child ? p[0] : p[1], to_child ? STDIN_FILENO : STDOUT_FILENO);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	*pid = c;
+	close(to_child ? p[0] : p[1]);
+	return to_child ? p[1] : p[0];
+}
+
+static int reap(pid_t pid, char **err)
+{
+	int st = 0;
+	pid_t r;
+	do {
+		r = waitpid(pid, &st, 0);
+	} while (r < 0 && errno == EINTR);
+	if (r == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	*err = r < 0 ? g_strdup_printf("exec: waitpid: %s", g_strerror(errno))
+		     : g_strdup_printf("exec: the command exited with status %d",
+				       WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	return -1;
+}
 static struct {
 	bool pending;          /* -incoming given, nothing loaded yet */
 	bool deferred;         /* waiting for migrate-incoming */
 	bool autostart;        /* run once loaded (not -S, or 'cont' meanwhile) */
 	int listen_fd;
 	guint watch;
+	pid_t exec_pid;        /* exec: the command writing the stream */
 	char *unix_path;       /* unlinked at cleanup */
 	struct kl_vm *vm;
 } inc = { .listen_fd = -1 };
@@ -150,9 +200,21 @@ static int parse_uri(const char *s, bool incoming, struct uri *u, char **err)
 		return 0;
 	}
 	if (g_str_has_prefix(s, "exec:")) {
-		*err = g_strdup_printf("migration URI '%s': exec: is not supported by kvmlite "
-				       "(use unix:, tcp: or file:)", s);
-		return -1;
+		u->t = T_EXEC;
+		u->path = g_strdup(s + 5);
+		if (!*u->path) {
+			*err = g_strdup_printf("invalid migration URI '%s': empty command", s);
+			return -1;
+		}
+		if (!spawn_allowed) {
+			*err = g_strdup_printf("migration URI '%s': exec: runs /bin/sh -c '%s', which "
+					       "the sandbox forbids: start kvmlite with -sandbox off "
+					       "(-sandbox on,spawn=allow is not enough: the command "
+					       "would inherit kvmlite's seccomp allow-list and die of "
+					       "SIGSYS)", s, u->path);
+			return -1;
+		}
+		return 0;
 	}
 	(void)incoming;
 	*err = g_strdup_printf("unknown migration protocol: %s", s);
@@ -274,6 +336,7 @@ struct source {
 	uint64_t pass;
 	double bw;               /* bytes/s measured over the last pass */
 	char *uri;
+	pid_t exec_pid;          /* exec: the command reading the stream, or 0 */
 };
 static struct source src = { .out = { .fd = -1 } };
 
@@ -315,6 +378,8 @@ static int read_verdict(int fd, char **err)
 /* After a failed write: a destination that refused says why. */
 static void prefer_verdict(int fd, char **e)
 {
+	if (src.exec_pid)
+		return; /* a pipe: no return path */
 	char *why = NULL;
 	if (read_verdict(fd, &why) < 0 && why && !strstr(why, "without accepting")) {
 		g_free(*e);
@@ -365,6 +430,12 @@ static void source_end(struct kl_vm *vm)
 	if (src.out.fd >= 0)
 		close(src.out.fd);
 	src.out.fd = -1;
+	if (src.exec_pid) { /* cancelled or failed: the command sees EOF */
+		char *e = NULL;
+		reap(src.exec_pid, &e);
+		g_free(e);
+	}
+	src.exec_pid = 0;
 	g_free(src.out.err);
 	src.out.err = NULL;
 	g_free(src.uri);
@@ -402,7 +473,12 @@ static void complete(struct kl_vm *vm, bool was_running)
 	}
 	if (rc == 0)
 		rc = kl_mig_save_devices(vm, &src.out, &e);
-	if (rc == 0) {
+	if (rc == 0 && src.exec_pid) {
+		close(src.out.fd);
+		src.out.fd = -1;
+		rc = reap(src.exec_pid, &e);
+		src.exec_pid = 0;
+	} else if (rc == 0) {
 		rc = read_verdict(src.out.fd, &e);
 	} else {
 		if (!e)
@@ -563,6 +639,8 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 			e = g_strdup_printf("'%s': %s", u.path, g_strerror(errno));
 		src.out.file = true;
 		src.out.pos = u.offset;
+	} else if (u.t == T_EXEC) {
+		src.out.fd = spawn(u.path, true, &src.exec_pid, &e);
 	} else {
 		src.out.fd = sock_open(&u, false, &e);
 		if (src.out.fd >= 0)
@@ -706,6 +784,33 @@ static bool on_accept(int lfd, GIOCondition cond, void *opaque)
 	return false;
 }
 
+/* exec: the command's output is the stream (no return path) */
+static bool on_exec_data(int fd, GIOCondition cond, void *opaque)
+{
+	struct kl_vm *vm = opaque;
+	(void)cond;
+	inc.watch = 0;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0)
+		fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+	char *e = NULL;
+	int rc = load_fd(vm, fd, false, 0, &e);
+	close(fd);
+	if (inc.exec_pid) {
+		char *e2 = NULL;
+		if (reap(inc.exec_pid, &e2) < 0 && rc == 0) {
+			e = e2;
+			rc = -1;
+		} else {
+			g_free(e2);
+		}
+		inc.exec_pid = 0;
+	}
+	incoming_done(vm, rc, e);
+	g_free(e);
+	return false;
+}
+
 static int incoming_start(struct kl_vm *vm, const char *uri, char **err)
 {
 	struct uri u;
@@ -732,6 +837,16 @@ static int incoming_start(struct kl_vm *vm, const char *uri, char **err)
 		incoming_done(vm, rc, e);
 		g_free(e);
 		uri_free(&u);
+		return 0;
+	}
+	if (u.t == T_EXEC) {
+		pid_t pid = 0;
+		int fd = spawn(u.path, false, &pid, err);
+		uri_free(&u);
+		if (fd < 0)
+			return -1;
+		inc.exec_pid = pid;
+		inc.watch = kl_fd_add(fd, G_IO_IN | G_IO_HUP, on_exec_data, vm);
 		return 0;
 	}
 	int fd = sock_open(&u, true, err);

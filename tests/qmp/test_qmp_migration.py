@@ -89,7 +89,8 @@ def running_guest(flavour, binary, probe, tmp):
         check(e is not None and "bogus:1" in e, "unknown protocol refused: %r" % e)
         if flavour == "kvmlite":
             e = err_of(q, "migrate", {"uri": "exec:cat > /dev/null"})
-            check(e is not None and "exec:" in e, "exec: refused naming it: %r" % e)
+            check(e is not None and "exec:" in e and "-sandbox off" in e,
+                  "exec: under the sandbox refused naming -sandbox off: %r" % e)
             e = err_of(q, "migrate", {"uri": "file:" + os.path.join(tmp, "x"), "blk": True})
             check(e is not None and "blk" in e, "blk=true refused: %r" % e)
         e = err_of(q, "migrate-incoming", {"uri": "unix:" + os.path.join(tmp, "in.sock")})
