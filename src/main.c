@@ -18,6 +18,7 @@
 #include "kvmlite/device.h"
 #include "kvmlite/hw.h"
 #include "kvmlite/loop.h"
+#include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
@@ -325,6 +326,10 @@ int main(int argc, char **argv)
 	if (cli.sandbox && kl_sandbox_parse(cli.sandbox, &sandbox, &err) < 0)
 		die_err(err);
 	kl_sandbox_configure(&sandbox);
+	/* exec: migration URIs fork and exec a shell: its command would
+	 * inherit the seccomp allow-list (spawn=allow or not), so only
+	 * without the sandbox */
+	kl_mig_set_spawn_allowed(!sandbox.enable);
 	if (cli.show_version) {
 		printf("kvmlite version %s\n", KVMLITE_VERSION);
 		return 0;
@@ -353,6 +358,8 @@ int main(int argc, char **argv)
 		die("%s%s: %s", cli.run_user_flag, cli.run_user, err);
 	if (kl_privs_init(&privs, cli.run_chroot, &err) < 0)
 		die("%s", err);
+	if (cli.incoming && kl_mig_uri_check(cli.incoming, true, &err) < 0)
+		die("-incoming %s: %s", cli.incoming, err);
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	/* Read and recognise the kernel before touching /dev/kvm; the first
@@ -404,6 +411,7 @@ int main(int argc, char **argv)
 				     .assist_log = cli.assist_log };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
 		die_err(err);
+	kl_mig_set_cpu_model(cli.cpu); /* named in the migration stream's header */
 	vm->sockets = cli.sockets;
 	vm->cores = cli.cores;
 	vm->threads = cli.threads;
@@ -521,10 +529,14 @@ int main(int argc, char **argv)
 	 * vCPUs wait for the BQL, held here, before their first KVM_RUN. */
 	if (kl_sandbox_run_other(add_signal_sources, vm, &err) < 0)
 		die_err(err);
-	if (kl_vm_start(vm, cli.start_paused, &err) < 0)
+	if (kl_vm_start(vm, cli.start_paused || cli.incoming, &err) < 0)
 		die_err(err);
 	if (kl_sandbox_arm(&err) < 0)
 		die_err(err);
+	/* -incoming: the vCPUs stay parked until the state has loaded
+	 * (file: loads here; unix:/tcp: when the source connects) */
+	if (cli.incoming && kl_migrate_incoming(vm, cli.incoming, cli.start_paused, &err) < 0)
+		die("-incoming %s: %s", cli.incoming, err);
 	daemonize_finish();
 
 	kl_loop_run();
@@ -535,6 +547,7 @@ int main(int argc, char **argv)
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();
 	kl_monitor_cleanup();
+	kl_mig_cleanup();
 	kl_serial_restore_tty();
 	remove_pidfile(&pidfile);
 	g_free(kernel_img);

@@ -45,6 +45,14 @@ bool kl_assist_handle_exit(struct kl_assist_vcpu *v);
 /* Before every KVM_RUN: re-arm when the guest has moved its IDT. */
 void kl_assist_pre_run(struct kl_assist_vcpu *v);
 
+/* Migration (src/cpu/assist/state.c): the assist's per-vCPU guest state,
+ * vCPU parked.  load validates before it changes anything; -1 with the
+ * reader failed. */
+struct kl_vms_out;
+struct kl_vms_in;
+void kl_assist_vcpu_save(const struct kl_assist_vcpu *v, struct kl_vms_out *o);
+int kl_assist_vcpu_load(struct kl_assist_vcpu *v, struct kl_vms_in *in);
+
 /* Counters (BQL held): per kind, count and nanoseconds, summed over vCPUs.
  * Fills a JSON-ready description: [{"name":..,"count":..,"ns":..}, ...]. */
 struct kl_assist_counter {

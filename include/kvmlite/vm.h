@@ -31,6 +31,8 @@ enum kl_runstate {
 	KL_RS_PAUSED,     /* stopped by the user (QMP stop) */
 	KL_RS_SHUTDOWN,   /* guest powered off / quit requested, exiting */
 	KL_RS_INTERNAL_ERROR,
+	KL_RS_INMIGRATE,  /* -incoming: waiting for / loading a migration stream */
+	KL_RS_POSTMIGRATE, /* the source after a completed migration (paused) */
 };
 const char *kl_runstate_name(enum kl_runstate s); /* QMP names: "running", ... */
 

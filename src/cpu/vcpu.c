@@ -12,6 +12,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "kvmlite/assist.h"
 #include "kvmlite/loop.h"
@@ -98,6 +99,14 @@ static int set_cpuid(struct kl_vcpu *c, const char *model, char **err)
 		g_free(cpuid);
 		return -1;
 	}
+	/* what the guest sees (not the padding), for migration's CPU check */
+	uLong crc = 0;
+	for (unsigned i = 0; i < cpuid->nent; i++) {
+		const struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
+		uint32_t f[7] = { e->function, e->index, e->flags, e->eax, e->ebx, e->ecx, e->edx };
+		crc = crc32_z(crc, (const Bytef *)f, sizeof(f));
+	}
+	c->cpuid_crc = (uint32_t)crc;
 	g_free(cpuid);
 	return 0;
 }

@@ -18,6 +18,7 @@ struct kl_vcpu {
 	int tid;
 	bool started, exited, parked;
 	struct kl_assist_vcpu *assist; /* emulation assist, NULL when off */
+	uint32_t cpuid_crc;       /* CRC-32 of the CPUID table set (migration check) */
 	bool stop_after_exit;    /* a reset was requested from this vCPU */
 	uint64_t reset_gen;      /* last reset generation applied */
 	/* architectural reset state, captured at creation */

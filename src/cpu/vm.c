@@ -14,6 +14,7 @@
 
 #include "kvmlite/cpu.h"
 #include "kvmlite/loop.h"
+#include "kvmlite/migration.h"
 #include "vcpu_priv.h"
 
 #define KL_TSS_ADDR 0xfffbd000UL
@@ -51,6 +52,8 @@ const char *kl_runstate_name(enum kl_runstate s)
 	case KL_RS_PAUSED: return "paused";
 	case KL_RS_SHUTDOWN: return "shutdown";
 	case KL_RS_INTERNAL_ERROR: return "internal-error";
+	case KL_RS_INMIGRATE: return "inmigrate";
+	case KL_RS_POSTMIGRATE: return "postmigrate";
 	}
 	return "unknown";
 }
@@ -230,6 +233,9 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 			return -1;
 	}
 	vm->reset_gen = 1; /* vCPUs load their reset/boot state before running */
+	/* migration sections: the vCPUs, then irqchip, PIT, kvmclock */
+	kl_vcpu_state_register(vm);
+	kl_vm_state_register(vm);
 	return 0;
 }
 
@@ -440,7 +446,8 @@ void kl_vm_pause(struct kl_vm *vm)
 
 void kl_vm_resume(struct kl_vm *vm)
 {
-	if (vm->state != KL_RS_PAUSED && vm->state != KL_RS_PRELAUNCH)
+	if (vm->state != KL_RS_PAUSED && vm->state != KL_RS_PRELAUNCH &&
+	    vm->state != KL_RS_POSTMIGRATE)
 		return;
 	vm->state = KL_RS_RUNNING;
 	g_cond_broadcast(&vm->state_cond);

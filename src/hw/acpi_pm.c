@@ -6,6 +6,7 @@
 #include "kvmlite/boot.h"
 #include "kvmlite/bus.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 struct acpi_pm {
 	struct kl_vm *vm;
@@ -104,6 +105,44 @@ static void pm_powerdown(void *opaque)
 	update_sci(pm);
 }
 
+/* Migration section "acpi-pm/0": PM1a status, enable, control, SCI line. */
+static int pm_save(void *opaque, struct kl_vms_out *o, char **err)
+{
+	struct acpi_pm *pm = opaque;
+	(void)err;
+	kl_vms_put_u16(o, pm->sts);
+	kl_vms_put_u16(o, pm->en);
+	kl_vms_put_u16(o, pm->cnt);
+	kl_vms_put_u8(o, pm->sci);
+	return 0;
+}
+
+static int pm_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	struct acpi_pm *pm = opaque;
+	(void)version, (void)err;
+	uint16_t sts = kl_vms_get_u16(in), en = kl_vms_get_u16(in), cnt = kl_vms_get_u16(in);
+	uint8_t sci = kl_vms_get_u8(in);
+	if (kl_vms_failed(in))
+		return -1;
+	if (sci > 1) {
+		kl_vms_fail(in, "acpi-pm: impossible SCI level %u", sci);
+		return -1;
+	}
+	pm->sts = sts;
+	pm->en = en;
+	pm->cnt = cnt;
+	pm->sci = sci;
+	kl_vm_set_irq(pm->vm, KL_ACPI_SCI_IRQ, sci);
+	update_sci(pm);
+	return 0;
+}
+
+static const struct kl_vmstate_ops pm_vmstate = {
+	.kind = "acpi-pm", .version = 1, .min_version = 1,
+	.save = pm_save, .load = pm_load,
+};
+
 int kl_acpi_pm_init(struct kl_vm *vm, char **err)
 {
 	struct acpi_pm *pm = g_new0(struct acpi_pm, 1);
@@ -123,6 +162,7 @@ int kl_acpi_pm_init(struct kl_vm *vm, char **err)
 		return -1;
 	}
 	kl_vm_add_reset_handler(vm, pm_reset, pm);
+	kl_vmstate_register(vm, "0", &pm_vmstate, pm);
 	vm->powerdown_fn = pm_powerdown;
 	vm->powerdown_opaque = pm;
 	return 0;

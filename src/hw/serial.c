@@ -16,6 +16,7 @@
 #include "kvmlite/loop.h"
 #include "kvmlite/opts.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/vmstate.h"
 
 #define UART_IER_RDI 0x01
 #define UART_IER_THRI 0x02
@@ -57,6 +58,7 @@ struct serial {
 	guint in_watch, listen_watch;
 };
 
+static const struct kl_vmstate_ops serial_vmstate;
 static struct termios saved_tty;
 static bool tty_saved;
 
@@ -399,8 +401,66 @@ static void serial_free(void *opaque)
 		close(s->out_fd);
 	if (s->listen_fd >= 0)
 		close(s->listen_fd);
+	kl_vmstate_unregister(s->vm, &serial_vmstate, s);
 	g_free(s);
 }
+
+/* Migration section "16550/<port>": the registers, the pending THR
+ * interrupt, the line level and the unread receive bytes. */
+static int serial_save(void *opaque, struct kl_vms_out *o, char **err)
+{
+	struct serial *s = opaque;
+	(void)err;
+	uint8_t regs[9] = { s->ier, s->lcr, s->mcr, s->lsr, s->msr, s->scr, s->fcr, s->dll, s->dlm };
+	kl_vms_put_bytes(o, regs, sizeof(regs));
+	kl_vms_put_u8(o, s->thr_ipending);
+	kl_vms_put_u8(o, (uint8_t)s->irq_level);
+	kl_vms_put_u32(o, s->rx_count);
+	for (unsigned i = 0; i < s->rx_count; i++)
+		kl_vms_put_u8(o, s->rx[(s->rx_head + i) % RX_SIZE]);
+	return 0;
+}
+
+static int serial_load(void *opaque, struct kl_vms_in *in, uint32_t version, char **err)
+{
+	struct serial *s = opaque;
+	(void)version, (void)err;
+	uint8_t regs[9], rx[RX_SIZE];
+	kl_vms_get_bytes(in, regs, sizeof(regs));
+	uint8_t thr = kl_vms_get_u8(in), level = kl_vms_get_u8(in);
+	uint32_t n = kl_vms_get_u32_max(in, RX_SIZE, "16550 receive count");
+	kl_vms_get_bytes(in, rx, n);
+	if (kl_vms_failed(in))
+		return -1;
+	if (thr > 1 || level > 1) {
+		kl_vms_fail(in, "16550: impossible THR-pending %u / line level %u", thr, level);
+		return -1;
+	}
+	s->ier = regs[0] & 0x0f;
+	s->lcr = regs[1];
+	s->mcr = regs[2] & 0x1f;
+	s->lsr = regs[3];
+	s->msr = regs[4];
+	s->scr = regs[5];
+	s->fcr = regs[6];
+	s->dll = regs[7];
+	s->dlm = regs[8];
+	s->thr_ipending = thr;
+	memcpy(s->rx, rx, n);
+	s->rx_head = 0;
+	s->rx_count = n;
+	/* the irqchip section (loaded before) holds the line; agree with it */
+	s->irq_level = level;
+	kl_vm_set_irq(s->vm, s->irq, level);
+	update_irq(s);
+	watch_input(s);
+	return 0;
+}
+
+static const struct kl_vmstate_ops serial_vmstate = {
+	.kind = "16550", .version = 1, .min_version = 1,
+	.save = serial_save, .load = serial_load,
+};
 
 int kl_serial_create(struct kl_vm *vm, const char *spec, unsigned base, unsigned irq,
 		     const char *label, char **err)
@@ -423,6 +483,9 @@ int kl_serial_create(struct kl_vm *vm, const char *spec, unsigned base, unsigned
 	}
 	kl_vm_add_reset_handler(vm, serial_reset, s);
 	kl_vm_add_cleanup(vm, serial_free, s);
+	char inst[16];
+	snprintf(inst, sizeof(inst), "%x", base);
+	kl_vmstate_register(vm, inst, &serial_vmstate, s);
 	watch_input(s);
 	return 0;
 }

@@ -87,6 +87,29 @@ extern const struct kl_qmp_arg kl_qmp_blockstats_args[], kl_qmp_named_nodes_args
 	{ "blockdev-snapshot", kl_qmp_snapshot, kl_qmp_snap_args }, \
 	{ "block_set_io_throttle", kl_qmp_block_set_io_throttle, kl_qmp_set_io_throttle_args },
 
+/* ---- qmp_migration.c: migrate, migrate-incoming, migrate_cancel,
+ * query-migrate ---- */
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_migrate)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_migrate_incoming)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_migrate_cancel)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_migrate)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_migrate_set_parameters)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_migrate_parameters)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_migrate_set_capabilities)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_migrate_capabilities)
+extern const struct kl_qmp_arg kl_qmp_migrate_args[], kl_qmp_migrate_incoming_args[],
+	kl_qmp_migrate_set_caps_args[];
+#define KL_QMP_MIGRATION_CMDS \
+	{ "migrate", kl_qmp_migrate, kl_qmp_migrate_args }, \
+	{ "migrate-incoming", kl_qmp_migrate_incoming, kl_qmp_migrate_incoming_args }, \
+	{ "migrate_cancel", kl_qmp_migrate_cancel, no_args }, \
+	{ "query-migrate", kl_qmp_query_migrate, no_args }, \
+	{ "migrate-set-parameters", kl_qmp_migrate_set_parameters, NULL }, \
+	{ "query-migrate-parameters", kl_qmp_query_migrate_parameters, no_args }, \
+	{ "migrate-set-capabilities", kl_qmp_migrate_set_capabilities, \
+	  kl_qmp_migrate_set_caps_args }, \
+	{ "query-migrate-capabilities", kl_qmp_query_migrate_capabilities, no_args },
+
 /* ---- qmp_net.c: netdev_set_throttle, query-netdev-throttle ---- */
 extern const struct kl_qmp_arg kl_qmp_netdev_set_throttle_args[];
 enum kl_qmp_err kl_qmp_cmd_netdev_set_throttle(struct kl_qmp_session *s, JsonObject *args,

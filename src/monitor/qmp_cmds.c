@@ -5,6 +5,7 @@
 
 #include "kvmlite/assist.h"
 #include "kvmlite/block.h"
+#include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
 #include "monitor_int.h"
 
@@ -91,7 +92,10 @@ static enum kl_qmp_err cmd_stop(struct kl_qmp_session *s, JsonObject *args, Json
 				char **desc)
 {
 	(void)args, (void)ret, (void)desc;
-	/* As QEMU: stopping a VM that is not running is a successful no-op. */
+	/* As QEMU: stopping a VM that is not running is a successful no-op;
+	 * during an incoming migration it keeps the guest paused once loaded. */
+	if (s->vm->state == KL_RS_INMIGRATE)
+		kl_mig_incoming_autostart(false);
 	if (s->vm->state == KL_RS_RUNNING)
 		kl_vm_pause(s->vm);
 	return KL_QMP_OK;
@@ -105,7 +109,10 @@ static enum kl_qmp_err cmd_cont(struct kl_qmp_session *s, JsonObject *args, Json
 		*desc = g_strdup("Resetting the Virtual Machine is required");
 		return KL_QMP_GENERIC;
 	}
-	if (s->vm->state == KL_RS_PRELAUNCH || s->vm->state == KL_RS_PAUSED)
+	if (s->vm->state == KL_RS_INMIGRATE) /* as QEMU: run once loaded */
+		kl_mig_incoming_autostart(true);
+	if (s->vm->state == KL_RS_PRELAUNCH || s->vm->state == KL_RS_PAUSED ||
+	    s->vm->state == KL_RS_POSTMIGRATE)
 		kl_vm_resume(s->vm);
 	return KL_QMP_OK;
 }
@@ -357,6 +364,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "x-query-emulation-assist", cmd_query_emulation_assist, no_args },
 	{ "query-cpus-fast", cmd_query_cpus_fast, no_args },
 	KL_QMP_BLOCK_CMDS
+	KL_QMP_MIGRATION_CMDS
 	{ "query-chardev", cmd_query_chardev, no_args },
 	{ "human-monitor-command", cmd_hmp, hmp_args },
 	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },

@@ -344,6 +344,19 @@ static void alloc_init(void)
 		alloc_limit = 8ull << 30;
 }
 
+void *probe_alloc_raw(size_t size, size_t align)
+{
+	uint64_t p;
+
+	if (align < 16)
+		align = 16;
+	p = (alloc_next + align - 1) & ~(uint64_t)(align - 1);
+	if (p + size > alloc_limit || p + size < p)
+		return NULL;
+	alloc_next = p + size;
+	return (void *)(uintptr_t)p;
+}
+
 void *probe_alloc(size_t size, size_t align)
 {
 	uint64_t p;

@@ -152,6 +152,7 @@ static inline void cpuid(uint32_t leaf, uint32_t sub, uint32_t r[4])
  * freed).  Physical address == pointer.  NULL when RAM is exhausted. */
 void *probe_alloc_pages(size_t npages);
 void *probe_alloc(size_t size, size_t align);   /* zeroed */
+void *probe_alloc_raw(size_t size, size_t align); /* not zeroed (fresh RAM is) */
 uint64_t probe_alloc_end(void);                 /* first free byte */
 /* Make [pa, pa+len) identity-mapped (2 MiB pages, uncached when mmio); the
  * first 8 GiB are always mapped.  -1 if page tables cannot be allocated. */

@@ -4,6 +4,7 @@
 
 #include "fake_vm.h"
 #include "kvmlite/assist.h"
+#include "kvmlite/migration.h"
 #include "../../../src/block/node.h"
 
 struct fake_calls fake;
@@ -16,7 +17,7 @@ struct kl_vcpu {
 const char *kl_runstate_name(enum kl_runstate s)
 {
 	static const char *const n[] = { "prelaunch", "running", "paused", "shutdown",
-					 "internal-error" };
+					 "internal-error", "inmigrate", "postmigrate" };
 	return (unsigned)s < G_N_ELEMENTS(n) ? n[s] : "unknown";
 }
 
@@ -127,6 +128,9 @@ void fake_vm_free(struct kl_vm *vm)
 		g_free(vm->vcpus[i]);
 	g_free(vm->vcpus);
 	kl_bus_destroy(&vm->pio);
+	if (vm->vmstate) /* sections a device registered (acpi-pm's) */
+		g_ptr_array_free(vm->vmstate, TRUE);
+	vm->vmstate = NULL;
 }
 
 /* ---- block layer: two backends, each a raw node over a file node ---- */
@@ -262,3 +266,28 @@ int kl_blockdev_set_throttle(struct kl_blockdev *bd, const struct kl_throttle_co
 	(void)bd, (void)cfg, (void)group;
 	return FAKE_NOGRAPH(err);
 }
+
+/* ---- migration (src/migration/ is not linked into the monitor tests) ---- */
+static struct kl_mig_info fake_mig;
+
+int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
+{
+	(void)vm;
+	*err = g_strdup_printf("fake: no migration to %s", uri);
+	return -1;
+}
+
+int kl_migrate_incoming_qmp(struct kl_vm *vm, const char *uri, char **err)
+{
+	(void)vm, (void)uri;
+	*err = g_strdup("'-incoming' was not specified on the command line");
+	return -1;
+}
+
+void kl_mig_incoming_autostart(bool on) { (void)on; }
+const struct kl_mig_info *kl_mig_info(void) { return &fake_mig; }
+const char *kl_mig_status_name(enum kl_mig_status s) { (void)s; return "none"; }
+void kl_migrate_cancel(struct kl_vm *vm) { (void)vm; }
+static struct kl_mig_params fake_params;
+struct kl_mig_params *kl_mig_params(void) { return &fake_params; }
+void kl_mig_set_event_fn(void (*fn)(const char *, const char *, const char *, int64_t)) { (void)fn; }

@@ -1,0 +1,331 @@
+/* Guest RAM in the migration stream: page data records and zero-page
+ * markers.  On a socket, runs of at most 1 MiB of non-zero pages (RAM
+ * records) and runs of zero pages (ZERO records, no data).  On a file, one
+ * RAM record per RAM region whose data starts page-aligned in the file and
+ * whose zero pages are holes, so that a restore can mmap it privately. */
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "kvmlite/mem.h"
+#include "kvmlite/vm.h"
+#include "dirty_int.h"
+#include "stream_int.h"
+
+bool kl_mig_page_is_zero(const void *p)
+{
+	const uint64_t *q = p;
+	for (unsigned i = 0; i < KL_MIG_PAGE / 8; i += 4)
+		if (q[i] | q[i + 1] | q[i + 2] | q[i + 3])
+			return false;
+	return true;
+}
+
+static int put_block_header(struct kl_mig_out *out, uint8_t type, uint64_t gpa, uint64_t len,
+			    bool with_pad, uint32_t *pad_out)
+{
+	struct kl_vms_out o;
+	kl_vms_out_init(&o);
+	kl_vms_put_u8(&o, type);
+	kl_vms_put_u64(&o, gpa);
+	kl_vms_put_u64(&o, len);
+	uint32_t pad = 0;
+	if (with_pad) {
+		uint64_t data = out->pos + o.buf->len + 4;
+		if (out->file)
+			pad = (uint32_t)((KL_MIG_PAGE - data % KL_MIG_PAGE) % KL_MIG_PAGE);
+		kl_vms_put_u32(&o, pad);
+	}
+	int r = kl_mig_write_vms(out, &o);
+	kl_vms_out_free(&o);
+	if (r == 0 && pad)
+		r = kl_mig_skip_out(out, pad);
+	if (pad_out)
+		*pad_out = pad;
+	return r;
+}
+
+static int put_crc(struct kl_mig_out *out, uint32_t crc)
+{
+	uint8_t b[4] = { (uint8_t)crc, (uint8_t)(crc >> 8), (uint8_t)(crc >> 16), (uint8_t)(crc >> 24) };
+	return kl_mig_write(out, b, 4);
+}
+
+/* A file: the whole region, zero pages as holes. */
+static int save_region_file(struct kl_mig_out *out, const struct kl_mem_region *r,
+			    struct kl_mig_stats *st)
+{
+	if (put_block_header(out, KL_REC_RAM, r->gpa, r->size, true, NULL) < 0)
+		return -1;
+	uint64_t npages = r->size / KL_MIG_PAGE;
+	uint64_t i = 0;
+	while (i < npages) {
+		const uint8_t *p = r->hva + i * KL_MIG_PAGE;
+		bool zero = kl_mig_page_is_zero(p);
+		uint64_t j = i + 1;
+		while (j < npages && j - i < 256 &&
+		       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+			j++;
+		uint64_t n = (j - i) * KL_MIG_PAGE;
+		if (zero) {
+			if (kl_mig_skip_out(out, n) < 0)
+				return -1;
+			st->zero_pages += j - i;
+		} else {
+			if (kl_mig_write(out, p, n) < 0)
+				return -1;
+			st->normal_pages += j - i;
+			st->ram_bytes += n;
+		}
+		i = j;
+	}
+	return put_crc(out, (uint32_t)crc32_z(0, r->hva, r->size));
+}
+
+/* A socket: runs of data pages and zero markers. */
+static int save_region_stream(struct kl_mig_out *out, const struct kl_mem_region *r,
+			      struct kl_mig_stats *st)
+{
+	uint64_t npages = r->size / KL_MIG_PAGE;
+	uint64_t i = 0;
+	while (i < npages) {
+		const uint8_t *p = r->hva + i * KL_MIG_PAGE;
+		bool zero = kl_mig_page_is_zero(p);
+		uint64_t j = i + 1;
+		uint64_t max = zero ? UINT64_MAX : KL_MIG_RAM_RUN / KL_MIG_PAGE;
+		while (j < npages && j - i < max &&
+		       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+			j++;
+		uint64_t n = (j - i) * KL_MIG_PAGE;
+		uint64_t gpa = r->gpa + i * KL_MIG_PAGE;
+		if (zero) {
+			if (put_block_header(out, KL_REC_ZERO, gpa, n, false, NULL) < 0)
+				return -1;
+			st->zero_pages += j - i;
+		} else {
+			if (put_block_header(out, KL_REC_RAM, gpa, n, true, NULL) < 0 ||
+			    kl_mig_write(out, p, n) < 0 ||
+			    put_crc(out, (uint32_t)crc32_z(0, p, n)) < 0)
+				return -1;
+			st->normal_pages += j - i;
+			st->ram_bytes += n;
+		}
+		i = j;
+	}
+	return 0;
+}
+
+int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st)
+{
+	st->total_ram = vm->mem.ram_size;
+	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+		const struct kl_mem_region *r = &vm->mem.regions[i];
+		int rc = out->file ? save_region_file(out, r, st) : save_region_stream(out, r, st);
+		if (rc < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static bool bit(const uint64_t *m, uint64_t p)
+{
+	return (m[p / 64] >> (p % 64)) & 1;
+}
+
+int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_dirty *d,
+			  struct kl_ram_cursor *c, uint64_t budget, struct kl_mig_stats *st)
+{
+	uint64_t sent = 0;
+	while (c->region < d->n) {
+		const struct kl_mem_region *r = &vm->mem.regions[c->region];
+		uint64_t *m = d->map[c->region];
+		uint64_t npages = r->size / KL_MIG_PAGE;
+		while (c->page < npages) {
+			if (sent >= budget)
+				return 0;
+			uint64_t w = c->page / 64;
+			if (!(c->page % 64) && !m[w]) { /* a clean word */
+				c->page += 64;
+				continue;
+			}
+			if (!bit(m, c->page)) {
+				c->page++;
+				continue;
+			}
+			/* a run of dirty pages of one kind (zero or not) */
+			uint64_t i = c->page;
+			bool zero = kl_mig_page_is_zero(r->hva + i * KL_MIG_PAGE);
+			uint64_t j = i + 1;
+			uint64_t max = zero ? 1u << 20 : KL_MIG_RAM_RUN / KL_MIG_PAGE;
+			while (j < npages && j - i < max && bit(m, j) &&
+			       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+				j++;
+			for (uint64_t p = i; p < j; p++)
+				m[p / 64] &= ~(1ull << (p % 64));
+			uint64_t n = (j - i) * KL_MIG_PAGE, gpa = r->gpa + i * KL_MIG_PAGE;
+			const uint8_t *p = r->hva + i * KL_MIG_PAGE;
+			if (zero) {
+				if (put_block_header(out, KL_REC_ZERO, gpa, n, false, NULL) < 0)
+					return -1;
+				st->zero_pages += j - i;
+				sent += 17; /* a marker: no page data */
+			} else {
+				/* the CRC of what is written (the guest may be
+				 * writing the page meanwhile: copy it first) */
+				uint8_t *copy = g_malloc(n);
+				memcpy(copy, p, n);
+				int rc = put_block_header(out, KL_REC_RAM, gpa, n, true, NULL) < 0 ||
+					 kl_mig_write(out, copy, n) < 0 ||
+					 put_crc(out, (uint32_t)crc32_z(0, copy, n)) < 0;
+				g_free(copy);
+				if (rc)
+					return -1;
+				st->normal_pages += j - i;
+				st->ram_bytes += n;
+				sent += n;
+			}
+			c->page = j;
+		}
+		c->region++;
+		c->page = 0;
+	}
+	c->region = 0;
+	c->page = 0;
+	return 1;
+}
+
+/* gpa/len of a RAM or ZERO record: page-aligned, non-empty, inside one RAM
+ * region.  Returns the host address or NULL with *err. */
+static uint8_t *check_block(struct kl_vm *vm, uint64_t gpa, uint64_t len, char **err)
+{
+	uint8_t *hva = NULL;
+	if (len == 0 || (gpa | len) % KL_MIG_PAGE)
+		*err = g_strdup_printf("RAM record at 0x%llx of %llu bytes is not page-aligned",
+				       (unsigned long long)gpa, (unsigned long long)len);
+	else if (!(hva = kl_gpa_to_hva(&vm->mem, gpa, len)))
+		*err = g_strdup_printf("RAM record 0x%llx+0x%llx is outside guest RAM",
+				       (unsigned long long)gpa, (unsigned long long)len);
+	return hva;
+}
+
+/* Map [hva, hva+len) privately from the file at off.  true when done. */
+static bool map_block(struct kl_vm *vm, struct kl_mig_in *in, uint8_t *hva, uint64_t len)
+{
+	if (!in->map_ram || !in->file || in->fd < 0 || vm->mem.memfd >= 0 || !vm->mem.map_base)
+		return false;
+	if (in->pos % KL_MIG_PAGE || (uintptr_t)hva % KL_MIG_PAGE)
+		return false;
+	struct stat sb;
+	/* a mapping past the end of the file would SIGBUS on first touch */
+	if (fstat(in->fd, &sb) < 0 || !S_ISREG(sb.st_mode) || (uint64_t)sb.st_size < in->pos ||
+	    (uint64_t)sb.st_size - in->pos < len)
+		return false;
+	void *p = mmap(hva, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE,
+		       in->fd, (off_t)in->pos);
+	if (p == MAP_FAILED)
+		return false;
+	madvise(p, len, MADV_DONTDUMP);
+	in->mapped++;
+	return true;
+}
+
+/* Discard guest RAM (shmem: MADV_REMOVE) so that only pages this load
+ * writes can be non-zero; where that is not possible every page counts. */
+void kl_mig_ram_load_begin(struct kl_vm *vm, struct kl_mig_in *in)
+{
+	for (unsigned i = 0; i < vm->mem.nregions && i < 8; i++) {
+		const struct kl_mem_region *r = &vm->mem.regions[i];
+		in->written[i] = NULL;
+		if (!vm->mem.map_base || madvise(r->hva, r->size, MADV_REMOVE) < 0)
+			continue;
+		in->written[i] = g_new0(uint64_t, (r->size / KL_MIG_PAGE + 63) / 64);
+	}
+}
+
+void kl_mig_ram_load_end(struct kl_vm *vm, struct kl_mig_in *in)
+{
+	(void)vm;
+	for (unsigned i = 0; i < 8; i++) {
+		g_free(in->written[i]);
+		in->written[i] = NULL;
+	}
+}
+
+/* the region's bitmap and the page index of gpa in it */
+static uint64_t *written_map(struct kl_vm *vm, struct kl_mig_in *in, uint64_t gpa, uint64_t *page)
+{
+	for (unsigned i = 0; i < vm->mem.nregions && i < 8; i++) {
+		const struct kl_mem_region *r = &vm->mem.regions[i];
+		if (gpa >= r->gpa && gpa - r->gpa < r->size) {
+			*page = (gpa - r->gpa) / KL_MIG_PAGE;
+			return in->written[i];
+		}
+	}
+	return NULL;
+}
+
+int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
+{
+	uint8_t h[20];
+	if (kl_mig_read(in, h, sizeof(h), err) < 0)
+		return -1;
+	uint64_t gpa = kl_mig_get_u64(h), len = kl_mig_get_u64(h + 8);
+	uint32_t pad = kl_mig_get_u32(h + 16);
+	if (pad >= KL_MIG_PAGE) {
+		*err = g_strdup_printf("RAM record padding of %u bytes (at most %u)", pad, KL_MIG_PAGE - 1);
+		return -1;
+	}
+	uint8_t *hva = check_block(vm, gpa, len, err);
+	if (!hva || kl_mig_skip_in(in, pad, err) < 0)
+		return -1;
+	if (map_block(vm, in, hva, len)) {
+		/* the data is not read now: the guest's first touch loads it
+		 * (its CRC is not checked on this path; docs/migration.md) */
+		if (kl_mig_skip_in(in, len, err) < 0)
+			return -1;
+		uint8_t c[4];
+		return kl_mig_read(in, c, 4, err);
+	}
+	uint64_t page = 0;
+	uint64_t *w = written_map(vm, in, gpa, &page);
+	for (uint64_t k = 0; w && k < len / KL_MIG_PAGE; k++)
+		w[(page + k) / 64] |= 1ull << ((page + k) % 64);
+	if (kl_mig_read(in, hva, len, err) < 0)
+		return -1;
+	uint8_t c[4];
+	if (kl_mig_read(in, c, 4, err) < 0)
+		return -1;
+	uint32_t want = kl_mig_get_u32(c), got = (uint32_t)crc32_z(0, hva, len);
+	if (want != got) {
+		*err = g_strdup_printf("RAM record at 0x%llx: CRC-32 %08x, the stream says %08x",
+				       (unsigned long long)gpa, got, want);
+		return -1;
+	}
+	return 0;
+}
+
+int kl_mig_zero_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
+{
+	uint8_t h[16];
+	if (kl_mig_read(in, h, sizeof(h), err) < 0)
+		return -1;
+	uint64_t gpa = kl_mig_get_u64(h), len = kl_mig_get_u64(h + 8);
+	uint8_t *hva = check_block(vm, gpa, len, err);
+	if (!hva)
+		return -1;
+	/* only pages this load wrote can be non-zero (and, without the
+	 * bitmap, any page: those are checked, and cleared if need be) */
+	uint64_t page = 0;
+	uint64_t *w = written_map(vm, in, gpa, &page);
+	for (uint64_t k = 0, off = 0; off < len; k++, off += KL_MIG_PAGE) {
+		uint64_t p = page + k;
+		if (w && !((w[p / 64] >> (p % 64)) & 1))
+			continue;
+		if (!kl_mig_page_is_zero(hva + off))
+			memset(hva + off, 0, KL_MIG_PAGE);
+	}
+	return 0;
+}
