@@ -45,6 +45,11 @@ struct kl_guest_mem {
 	void *map_base;      /* what kl_mem_init mapped (NULL for fake memory) */
 	size_t map_size;
 	int memfd;           /* -1 unless opts.memfd */
+	/* Set while a live migration tracks dirty pages (src/migration/
+	 * dirty.c): told of every write the VMM itself makes into guest RAM,
+	 * which KVM's dirty log does not see.  NULL otherwise. */
+	void (*dirty_fn)(void *opaque, uint64_t gpa, uint64_t len);
+	void *dirty_opaque;
 };
 
 /* Allocate ram_size bytes and lay them out; returns 0 or -1 with *err set
@@ -63,6 +68,15 @@ void *kl_gpa_to_hva(const struct kl_guest_mem *m, uint64_t gpa, uint64_t len);
 /* 0, or -1 when the range is not guest RAM. */
 int kl_mem_read(const struct kl_guest_mem *m, uint64_t gpa, void *buf, size_t len);
 int kl_mem_write(const struct kl_guest_mem *m, uint64_t gpa, const void *buf, size_t len);
+
+/* Device writes into guest RAM made through a host pointer (DMA: used
+ * rings, received frames, block reads) are reported here, so a live
+ * migration sends those pages again; kl_mem_write reports its own.  A
+ * no-op (one pointer test) when no migration tracks dirty pages. */
+void kl_mem_mark_dirty(const struct kl_guest_mem *m, uint64_t gpa, uint64_t len);
+/* The same for a host pointer into guest RAM (an iovec of a virtqueue
+ * element); ignored when hva is not inside a RAM region. */
+void kl_mem_mark_dirty_hva(const struct kl_guest_mem *m, const void *hva, uint64_t len);
 
 /* e820 */
 #define KL_E820_RAM 1

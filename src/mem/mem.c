@@ -133,7 +133,31 @@ int kl_mem_write(const struct kl_guest_mem *m, uint64_t gpa, const void *buf, si
 	if (!p)
 		return -1;
 	memcpy(p, buf, len);
+	kl_mem_mark_dirty(m, gpa, len);
 	return 0;
+}
+
+void kl_mem_mark_dirty(const struct kl_guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	if (m->dirty_fn && len)
+		m->dirty_fn(m->dirty_opaque, gpa, len);
+}
+
+void kl_mem_mark_dirty_hva(const struct kl_guest_mem *m, const void *hva, uint64_t len)
+{
+	if (!m->dirty_fn || !len)
+		return;
+	const uint8_t *p = hva;
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct kl_mem_region *r = &m->regions[i];
+		if (p >= r->hva && (uint64_t)(p - r->hva) < r->size) {
+			uint64_t off = (uint64_t)(p - r->hva);
+			if (len > r->size - off)
+				len = r->size - off;
+			m->dirty_fn(m->dirty_opaque, r->gpa + off, len);
+			return;
+		}
+	}
 }
 
 static int e820_add(struct kl_e820_entry *out, int n, int max, uint64_t a, uint64_t s, uint32_t t)

@@ -26,6 +26,12 @@ static int set_logging(struct kl_vm *vm, unsigned i, bool on)
 	return ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &ur);
 }
 
+/* kl_guest_mem's hook: device writes (kl_mem_write, virtqueue pushes) */
+static void dirty_hook(void *opaque, uint64_t gpa, uint64_t len)
+{
+	kl_mig_mark_dirty(opaque, gpa, len);
+}
+
 int kl_dirty_start(struct kl_vm *vm, struct kl_dirty *d, char **err)
 {
 	memset(d, 0, sizeof(*d));
@@ -45,13 +51,18 @@ int kl_dirty_start(struct kl_vm *vm, struct kl_dirty *d, char **err)
 		d->logging[i] = true;
 	}
 	active = d;
+	vm->mem.dirty_opaque = vm;
+	vm->mem.dirty_fn = dirty_hook;
 	return 0;
 }
 
 void kl_dirty_stop(struct kl_dirty *d)
 {
-	if (active == d)
+	if (active == d) {
 		active = NULL;
+		d->vm->mem.dirty_fn = NULL;
+		d->vm->mem.dirty_opaque = NULL;
+	}
 	for (unsigned i = 0; i < d->n; i++) {
 		if (d->logging[i])
 			set_logging(d->vm, i, false);
@@ -105,6 +116,6 @@ void kl_mig_mark_dirty(struct kl_vm *vm, uint64_t gpa, uint64_t len)
 		uint64_t a = (gpa > r->gpa ? gpa : r->gpa) - r->gpa;
 		uint64_t e = (gpa + len < r->gpa + r->size ? gpa + len : r->gpa + r->size) - r->gpa;
 		for (uint64_t p = a / KL_MIG_PAGE; p <= (e - 1) / KL_MIG_PAGE; p++)
-			d->map[i][p / 64] |= 1ull << (p % 64);
+			__atomic_fetch_or(&d->map[i][p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
 	}
 }

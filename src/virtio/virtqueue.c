@@ -278,6 +278,13 @@ bool kl_virtq_push(struct kl_virtq *vq, const struct kl_vq_elem *elem, uint32_t 
 	st16(&vq->used[1], vq->used_idx);
 	if (vq->inflight)
 		vq->inflight--;
+	if (vq->mem->dirty_fn) {
+		/* a live migration must send what the device wrote again */
+		for (unsigned i = 0; i < elem->in_num; i++)
+			kl_mem_mark_dirty_hva(vq->mem, elem->iov[elem->out_num + i].iov_base,
+					      elem->iov[elem->out_num + i].iov_len);
+		kl_mem_mark_dirty(vq->mem, vq->used_gpa, 6 + 8 * (uint64_t)vq->size);
+	}
 	return true;
 }
 
@@ -311,6 +318,7 @@ bool kl_virtq_set_notification(struct kl_virtq *vq, bool enable)
 		st16(&vq->used[0], enable ? f & ~KL_VRING_USED_F_NO_NOTIFY
 					  : f | KL_VRING_USED_F_NO_NOTIFY);
 	}
+	kl_mem_mark_dirty(vq->mem, vq->used_gpa, 6 + 8 * (uint64_t)vq->size);
 	if (!enable)
 		return false;
 	mb(); /* publish before re-checking avail */
