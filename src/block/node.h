@@ -196,6 +196,10 @@ int kl_bnode_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t len
 int kl_bnode_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, size_t len);
 int kl_bnode_flush_sync(struct kl_bnode *bs);
 int kl_bnode_truncate_sync(struct kl_bnode *bs, uint64_t size);
+/* Test hook (meson option block_test_hooks): while armed, the process
+ * SIGKILLs itself before the sync write or flush KVMLITE_BLOCK_CRASH_AT
+ * names (a no-op without the hook).  Arm / disarm nest. */
+void kl_bnode_crash_arm(bool on);
 uint64_t kl_bnode_file_length(struct kl_bnode *bs);
 
 /* Run the main context until bs and everything below it has nothing in
