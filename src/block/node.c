@@ -415,6 +415,12 @@ void kl_bnode_complete_later(kl_blk_cb cb, void *opaque, long ret)
 	}
 }
 
+static inline void note_write(struct kl_bnode *bs, uint64_t off, uint64_t len)
+{
+	if (len && off + len > bs->stats.wr_highest_offset)
+		bs->stats.wr_highest_offset = off + len;
+}
+
 static int check_range(struct kl_bnode *bs, uint64_t off, uint64_t len, bool write,
 		       kl_blk_cb cb, void *opaque)
 {
@@ -450,6 +456,7 @@ int kl_bnode_pwritev(struct kl_bnode *bs, uint64_t off, const struct iovec *iov,
 	uint64_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	if (check_range(bs, off, len, true, cb, opaque))
 		return 0;
+	note_write(bs, off, len);
 	return bs->drv->pwritev(bs, off, iov, iovcnt, len, cb, opaque);
 }
 
@@ -490,6 +497,7 @@ int kl_bnode_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, unsig
 	}
 	if (!bs->drv->write_zeroes)
 		return -ENOTSUP;
+	note_write(bs, off, len);
 	return bs->drv->write_zeroes(bs, off, len, flags, cb, opaque);
 }
 
@@ -542,7 +550,10 @@ int kl_bnode_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, siz
 	if (bs->readonly)
 		return -EROFS;
 	crash_point();
-	return bs->drv->pwrite_sync ? bs->drv->pwrite_sync(bs, off, buf, len) : -ENOTSUP;
+	if (!bs->drv->pwrite_sync)
+		return -ENOTSUP;
+	note_write(bs, off, len);
+	return bs->drv->pwrite_sync(bs, off, buf, len);
 }
 
 int kl_bnode_flush_sync(struct kl_bnode *bs)

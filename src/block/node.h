@@ -121,6 +121,14 @@ struct kl_bdrv {
 		      const char *backing_fmt, char **err);
 };
 
+/* What QEMU 7.2 keeps per node (BlockDriverState) and query-blockstats
+ * shows at node level; the request counters are the backend's. */
+struct kl_bnode_stats {
+	uint64_t wr_highest_offset;     /* end of the furthest write (any kind) */
+	/* protocol nodes: discards passed to the file (driver-specific) */
+	uint64_t discard_nb_ok, discard_nb_failed, discard_bytes_ok;
+};
+
 struct kl_bnode {
 	char *node_name;                /* user's or "#blockNNN" */
 	bool auto_name;
@@ -139,6 +147,7 @@ struct kl_bnode {
 	unsigned refs;                  /* parents + backends + QMP (blockdev-add) */
 	bool user_added;                /* by -blockdev / blockdev-add: a ref of its own */
 	unsigned in_flight;             /* async requests started, not completed */
+	struct kl_bnode_stats stats;
 	/* protocol nodes: the file object */
 	struct kl_bfile *bfile;
 };

@@ -476,6 +476,18 @@ START_TEST(test_wz_fallback)
 	ck_assert_uint_eq(s.wz_ops, 1);
 	ck_assert_uint_eq(s.discard_ops, 1);
 	ck_assert_uint_eq(s.wr_ops, 0);
+	/* per node (query-blockstats query-nodes): the furthest write, zeroes
+	 * included; the file counts the discard it passed on */
+	struct kl_bnode *root = kl_blockdev_root(bd);
+	ck_assert_uint_eq(root->stats.wr_highest_offset, zoff + zlen);
+	ck_assert_uint_eq(fnode->stats.wr_highest_offset, zoff + zlen);
+	ck_assert_uint_eq(fnode->stats.discard_nb_ok, 1);
+	ck_assert_uint_eq(fnode->stats.discard_bytes_ok, 1 << 20);
+	ck_assert_uint_eq(fnode->stats.discard_nb_failed, 0);
+	iov = (struct iovec){ got, 512 };
+	ck_assert_int_eq(run1(bd, KL_BLK_WRITE, SZ - 512, &iov, 1, 0), 512);
+	ck_assert_uint_eq(root->stats.wr_highest_offset, SZ);
+	ck_assert_uint_eq(fnode->stats.wr_highest_offset, SZ);
 	kl_blockdev_close(bd);
 	free(pat);
 	free(got);
