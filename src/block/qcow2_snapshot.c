@@ -396,7 +396,8 @@ static int delete_txn(struct qcow2 *s, const struct qc_snap *sn, struct qc_snap 
 	}
 	g_free(b);
 	/* OFLAG_COPIED of the active tables against the new refcounts */
-	uint64_t *nl1 = g_memdup2(s->l1, (size_t)s->l1_size * 8 + 8);
+	uint64_t *nl1 = g_new0(uint64_t, s->l1_size + 1);
+	memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
 	bool l1_changed = false;
 	for (uint32_t k = 0; k < s->l1_size && r >= 0; k++) {
 		uint64_t l2off = s->l1[k] & QC_L1E_MASK, rc;
