@@ -56,9 +56,10 @@ struct kl_throttle_config;
 struct kl_blockdev *kl_blockdev_open(const struct kl_block_opts *o, char **err);
 void kl_blockdev_close(struct kl_blockdev *bd); /* drains in-flight requests */
 
-/* -drive option string -> opened and registered by id (auto id "drive0",
- * "drive1"... when absent).  Consumes file, id, if, format, cache, aio,
- * readonly, media=disk, index; rejects others.  *if_out gets the if= value
+/* -drive option string -> opened and registered by id (QEMU 7.2's auto id
+ * "<if><unit>" -- "virtio0", "none1" -- when absent; index= picks the
+ * unit).  Consumes file, id, if, format, cache, aio, readonly, media=disk,
+ * index; rejects others.  *if_out gets the if= value
  * ("virtio" default for kvmlite; "none" means a -device will attach it). */
 struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err);
 struct kl_blockdev *kl_blockdev_find(const char *id);

@@ -7,8 +7,43 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <string.h>
 #include <unistd.h>
+
+/* The unit each -drive holds on its interface (QEMU's DriveInfo): index=,
+ * else the first unit no other drive of the interface holds.  An entry is
+ * dropped once no backend has its id (the drive was closed). */
+struct drive_unit {
+	char *id;
+	char *ifname;
+	uint64_t unit;
+};
+static GArray *units;
+
+static struct drive_unit *unit_find(const char *ifname, uint64_t unit)
+{
+	for (guint i = 0; units && i < units->len; i++) {
+		struct drive_unit *u = &g_array_index(units, struct drive_unit, i);
+		if (!strcmp(u->ifname, ifname) && u->unit == unit)
+			return u;
+	}
+	return NULL;
+}
+
+static void units_prune(void)
+{
+	for (guint i = 0; units && i < units->len;) {
+		struct drive_unit *u = &g_array_index(units, struct drive_unit, i);
+		if (kl_blockdev_find(u->id)) {
+			i++;
+			continue;
+		}
+		g_free(u->id);
+		g_free(u->ifname);
+		g_array_remove_index(units, i);
+	}
+}
 
 static int parse_cache(const char *v, enum kl_blk_cache *out)
 {
@@ -54,8 +89,13 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 		*err = g_strdup_printf("drive: media=%s is not supported (only media=disk)", v);
 		return NULL;
 	}
+	bool has_index = kl_opts_get(opts, "index") != NULL;
 	if (kl_opts_get_u64(opts, "index", 0, &index, err) < 0)
 		return NULL;
+	if (has_index && index > INT32_MAX) {
+		*err = g_strdup_printf("drive: index=%" PRIu64 " is out of range", index);
+		return NULL;
+	}
 	if ((v = kl_opts_get(opts, "discard")) && kl_blk_discard_parse(v, &o.discard_unmap) < 0) {
 		*err = g_strdup_printf("drive: invalid discard option '%s' (ignore, unmap)", v);
 		return NULL;
@@ -78,6 +118,21 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 		*err = g_strdup("drive: file= is required");
 		return NULL;
 	}
+	/* QEMU 7.2's drive_new: bus 0 (virtio and none have one bus of any
+	 * number of units); without id= the drive is "<if><unit>" */
+	units_prune();
+	uint64_t unit = 0;
+	if (has_index) {
+		unit = index;
+		if (unit_find(ifv, unit)) {
+			*err = g_strdup_printf("drive with bus=0, unit=%" PRIu64 " (index=%" PRIu64
+					       ") exists", unit, index);
+			return NULL;
+		}
+	} else {
+		while (unit_find(ifv, unit))
+			unit++;
+	}
 	if (o.id) {
 		if (!*o.id) {
 			*err = g_strdup("drive: id= must not be empty");
@@ -88,11 +143,11 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 			return NULL;
 		}
 	} else {
-		for (unsigned n = 0;; n++) {
-			auto_id = g_strdup_printf("drive%u", n);
-			if (!kl_blockdev_find(auto_id))
-				break;
+		auto_id = g_strdup_printf("%s%" PRIu64, ifv, unit);
+		if (kl_blockdev_find(auto_id)) {
+			*err = g_strdup_printf("Device with id '%s' already exists", auto_id);
 			g_free(auto_id);
+			return NULL;
 		}
 		o.id = auto_id;
 	}
@@ -110,6 +165,10 @@ struct kl_blockdev *kl_drive_add(struct kl_opts *opts, char **if_out, char **err
 		return NULL;
 	}
 	kl_blockdev_register(bd);
+	if (!units)
+		units = g_array_new(false, false, sizeof(struct drive_unit));
+	struct drive_unit u = { g_strdup(kl_blockdev_id(bd)), g_strdup(ifv), unit };
+	g_array_append_val(units, u);
 	if (if_out)
 		*if_out = g_strdup(ifv);
 	return bd;

@@ -77,12 +77,42 @@ static int file_flush(struct kl_bnode *bs, kl_blk_cb cb, void *opaque)
 	return kl_bfile_submit(node_file(bs), KL_BLK_FLUSH, 0, NULL, 0, 0, cb, opaque);
 }
 
+/* A discard passed to the file, counted as QEMU's file-posix does
+ * (query-blockstats driver-specific discard-nb-ok/-failed, -bytes-ok). */
+struct file_discard_req {
+	struct kl_bnode *bs;
+	uint64_t len;
+	kl_blk_cb cb;
+	void *opaque;
+};
+
+static void file_discard_done(void *opaque, long ret)
+{
+	struct file_discard_req *d = opaque;
+	if (ret < 0) {
+		d->bs->stats.discard_nb_failed++;
+	} else {
+		d->bs->stats.discard_nb_ok++;
+		d->bs->stats.discard_bytes_ok += d->len;
+	}
+	kl_blk_cb cb = d->cb;
+	void *o = d->opaque;
+	g_free(d);
+	cb(o, ret);
+}
+
 static int file_discard(struct kl_bnode *bs, uint64_t off, uint64_t len, kl_blk_cb cb,
 			void *opaque)
 {
 	if (!bs->discard_unmap)
 		return kl_bnode_complete_later(cb, opaque, 0), 0;
-	return kl_bfile_submit(node_file(bs), KL_BLK_DISCARD, off, NULL, 0, len, cb, opaque);
+	struct file_discard_req *d = g_new(struct file_discard_req, 1);
+	*d = (struct file_discard_req){ bs, len, cb, opaque };
+	int r = kl_bfile_submit(node_file(bs), KL_BLK_DISCARD, off, NULL, 0, len,
+				file_discard_done, d);
+	if (r < 0)
+		g_free(d);
+	return r;
 }
 
 static int file_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, unsigned flags,

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <glib.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,6 +415,12 @@ void kl_bnode_complete_later(kl_blk_cb cb, void *opaque, long ret)
 	}
 }
 
+static inline void note_write(struct kl_bnode *bs, uint64_t off, uint64_t len)
+{
+	if (len && off + len > bs->stats.wr_highest_offset)
+		bs->stats.wr_highest_offset = off + len;
+}
+
 static int check_range(struct kl_bnode *bs, uint64_t off, uint64_t len, bool write,
 		       kl_blk_cb cb, void *opaque)
 {
@@ -449,6 +456,7 @@ int kl_bnode_pwritev(struct kl_bnode *bs, uint64_t off, const struct iovec *iov,
 	uint64_t len = kl_iov_size(iov, (unsigned)iovcnt);
 	if (check_range(bs, off, len, true, cb, opaque))
 		return 0;
+	note_write(bs, off, len);
 	return bs->drv->pwritev(bs, off, iov, iovcnt, len, cb, opaque);
 }
 
@@ -489,6 +497,7 @@ int kl_bnode_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, unsig
 	}
 	if (!bs->drv->write_zeroes)
 		return -ENOTSUP;
+	note_write(bs, off, len);
 	return bs->drv->write_zeroes(bs, off, len, flags, cb, opaque);
 }
 
@@ -497,15 +506,59 @@ int kl_bnode_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t len
 	return bs->drv->pread_sync ? bs->drv->pread_sync(bs, off, buf, len) : -ENOTSUP;
 }
 
+#ifdef KL_BLOCK_TEST_HOOKS
+/* KVMLITE_BLOCK_CRASH_AT=N: SIGKILL the process before the N-th synchronous
+ * write or flush (counted from 1 over the process's life) issued while a
+ * driver has the crash point armed; qcow2 arms it around snapshot create /
+ * delete, so a test can stop the sequence at each step (tests/crash/
+ * snapshot.py).  Off in builds with -Dblock_test_hooks=false. */
+static unsigned crash_armed;
+static long crash_at = -1, crash_n;
+
+void kl_bnode_crash_arm(bool on)
+{
+	if (crash_at < 0) {
+		const char *v = getenv("KVMLITE_BLOCK_CRASH_AT");
+		crash_at = v ? strtol(v, NULL, 10) : 0;
+		if (crash_at < 0)
+			crash_at = 0;
+	}
+	if (on)
+		crash_armed++;
+	else if (crash_armed)
+		crash_armed--;
+}
+
+static void crash_point(void)
+{
+	if (crash_armed && crash_at > 0 && ++crash_n == crash_at)
+		raise(SIGKILL);
+}
+#else
+void kl_bnode_crash_arm(bool on)
+{
+	(void)on;
+}
+
+static void crash_point(void)
+{
+}
+#endif
+
 int kl_bnode_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, size_t len)
 {
 	if (bs->readonly)
 		return -EROFS;
-	return bs->drv->pwrite_sync ? bs->drv->pwrite_sync(bs, off, buf, len) : -ENOTSUP;
+	crash_point();
+	if (!bs->drv->pwrite_sync)
+		return -ENOTSUP;
+	note_write(bs, off, len);
+	return bs->drv->pwrite_sync(bs, off, buf, len);
 }
 
 int kl_bnode_flush_sync(struct kl_bnode *bs)
 {
+	crash_point();
 	return bs->drv->flush_sync ? bs->drv->flush_sync(bs) : 0;
 }
 

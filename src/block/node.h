@@ -121,6 +121,14 @@ struct kl_bdrv {
 		      const char *backing_fmt, char **err);
 };
 
+/* What QEMU 7.2 keeps per node (BlockDriverState) and query-blockstats
+ * shows at node level; the request counters are the backend's. */
+struct kl_bnode_stats {
+	uint64_t wr_highest_offset;     /* end of the furthest write (any kind) */
+	/* protocol nodes: discards passed to the file (driver-specific) */
+	uint64_t discard_nb_ok, discard_nb_failed, discard_bytes_ok;
+};
+
 struct kl_bnode {
 	char *node_name;                /* user's or "#blockNNN" */
 	bool auto_name;
@@ -139,6 +147,7 @@ struct kl_bnode {
 	unsigned refs;                  /* parents + backends + QMP (blockdev-add) */
 	bool user_added;                /* by -blockdev / blockdev-add: a ref of its own */
 	unsigned in_flight;             /* async requests started, not completed */
+	struct kl_bnode_stats stats;
 	/* protocol nodes: the file object */
 	struct kl_bfile *bfile;
 };
@@ -196,6 +205,10 @@ int kl_bnode_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t len
 int kl_bnode_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, size_t len);
 int kl_bnode_flush_sync(struct kl_bnode *bs);
 int kl_bnode_truncate_sync(struct kl_bnode *bs, uint64_t size);
+/* Test hook (meson option block_test_hooks): while armed, the process
+ * SIGKILLs itself before the sync write or flush KVMLITE_BLOCK_CRASH_AT
+ * names (a no-op without the hook).  Arm / disarm nest. */
+void kl_bnode_crash_arm(bool on);
 uint64_t kl_bnode_file_length(struct kl_bnode *bs);
 
 /* Run the main context until bs and everything below it has nothing in

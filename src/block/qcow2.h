@@ -112,6 +112,24 @@ struct qcow2 {
 	char *feature_names[64 * 3];
 };
 
+/* A metadata transaction (qcow2_txn.c): refcounts of the old and the new
+ * image; every change becomes visible at once in qc_txn_commit. */
+struct qc_txn {
+	struct qcow2 *s;
+	GPtrArray *rbs;             /* struct txn_rb *, refcount blocks touched */
+	GHashTable *map;            /* &rti -> struct txn_rb */
+	uint64_t hint;              /* clusters below are not free */
+};
+
+/* What the header switches to (bytes 36..71; the refcount table is the
+ * transaction's). */
+struct qc_txn_hdr {
+	uint32_t l1_size;
+	uint64_t l1_offset;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+};
+
 /* qcow2.c */
 int qc_write_header_field(struct qcow2 *s, uint64_t off, const void *buf, size_t len);
 int qc_mark_corrupt(struct qcow2 *s, const char *what);
@@ -143,6 +161,25 @@ int qc_writeback(struct qcow2 *s);
 int qc_rebuild_refcounts(struct qcow2 *s, char **err);
 /* rc +delta on every cluster of [off,off+len) */
 int qc_rc_range(struct qcow2 *s, uint64_t off, uint64_t len, int64_t delta);
+
+uint64_t qc_rb_get(struct qcow2 *s, const uint8_t *d, uint64_t i);
+void qc_rb_set(struct qcow2 *s, uint8_t *d, uint64_t i, uint64_t v);
+
+/* qcow2_txn.c: begin with both caches written back (qc_writeback); until
+ * the commit nothing the old image uses is written. */
+void qc_txn_begin(struct qcow2 *s, struct qc_txn *t);
+void qc_txn_free(struct qc_txn *t);
+/* refcount of cluster ci in the old image (old) or the new one */
+int qc_txn_rc(struct qc_txn *t, uint64_t ci, bool old, uint64_t *out);
+int qc_txn_add(struct qc_txn *t, uint64_t ci, int64_t delta);
+int qc_txn_add_range(struct qc_txn *t, uint64_t off, uint64_t len, int64_t delta);
+/* n clusters free in both images, refcount 1 in the new one: offset */
+int64_t qc_txn_alloc(struct qc_txn *t, uint64_t n);
+/* Write the refcount blocks and table, then the header; on success the
+ * in-memory state (refcount table, L1 and snapshot table fields, caches)
+ * is the new image's.  An error before the header leaves the old image;
+ * one writing the header marks the image corrupt. */
+int qc_txn_commit(struct qc_txn *t, const struct qc_txn_hdr *h);
 
 /* qcow2_map.c */
 int qc_l2_get(struct qcow2 *s, uint64_t ci, uint64_t *e, uint64_t *bmp);

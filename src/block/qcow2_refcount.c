@@ -7,7 +7,7 @@
 
 #include "qcow2.h"
 
-static uint64_t rb_get(struct qcow2 *s, const uint8_t *d, uint64_t i)
+uint64_t qc_rb_get(struct qcow2 *s, const uint8_t *d, uint64_t i)
 {
 	unsigned b = s->rc_bits;
 	switch (b) {
@@ -22,7 +22,7 @@ static uint64_t rb_get(struct qcow2 *s, const uint8_t *d, uint64_t i)
 	}
 }
 
-static void rb_set(struct qcow2 *s, uint8_t *d, uint64_t i, uint64_t v)
+void qc_rb_set(struct qcow2 *s, uint8_t *d, uint64_t i, uint64_t v)
 {
 	unsigned b = s->rc_bits;
 	switch (b) {
@@ -64,7 +64,7 @@ int qc_rc_get(struct qcow2 *s, uint64_t ci, uint64_t *out)
 	struct qc_slice *sl = qc_cache_get(s, &s->rbc, o, false, &r);
 	if (!sl)
 		return r;
-	*out = rb_get(s, sl->data, ci % s->rb_entries);
+	*out = qc_rb_get(s, sl->data, ci % s->rb_entries);
 	return 0;
 }
 
@@ -132,7 +132,7 @@ static int grow_rt(struct qcow2 *s, uint64_t need_rti)
 		uint64_t first = (T / E + j) * E;
 		for (uint64_t c = T; c < T + k + tc; c++)
 			if (c >= first && c < first + E)
-				rb_set(s, blk, c - first, 1);
+				qc_rb_set(s, blk, c - first, 1);
 		r = kl_bnode_pwrite_sync(s->bs->file, (T + j) * cs, blk, cs);
 	}
 	g_free(blk);
@@ -173,7 +173,7 @@ static int ensure_refblock(struct qcow2 *s, uint64_t rti, bool *created)
 	struct qc_slice *sl = qc_cache_get(s, &s->rbc, o, true, &r);
 	if (!sl)
 		return r;
-	rb_set(s, sl->data, 0, 1);
+	qc_rb_set(s, sl->data, 0, 1);
 	r = kl_bnode_pwrite_sync(s->bs->file, o, sl->data, cs);
 	if (r >= 0)
 		r = kl_bnode_flush_sync(s->bs->file);
@@ -207,13 +207,13 @@ int qc_rc_update(struct qcow2 *s, uint64_t ci, int64_t delta)
 	struct qc_slice *sl = qc_cache_get(s, &s->rbc, o, false, &r);
 	if (!sl)
 		return r;
-	uint64_t v = rb_get(s, sl->data, ci % s->rb_entries);
+	uint64_t v = qc_rb_get(s, sl->data, ci % s->rb_entries);
 	if (delta < 0 && v < (uint64_t)-delta)
 		return qc_mark_corrupt(s, "refcount underflow");
 	if (delta > 0 && s->rc_max - v < (uint64_t)delta)
 		return -ERANGE;
 	v += (uint64_t)delta;
-	rb_set(s, sl->data, ci % s->rb_entries, v);
+	qc_rb_set(s, sl->data, ci % s->rb_entries, v);
 	qc_cache_dirty(&s->rbc, sl);
 	if (v == 0) {
 		if (ci < s->free_hint)
@@ -473,7 +473,7 @@ int qc_rebuild_refcounts(struct qcow2 *s, char **err)
 				r = -ERANGE;
 				break;
 			}
-			rb_set(s, blk, j, rc.c[c]);
+			qc_rb_set(s, blk, j, rc.c[c]);
 		}
 		nrt[b] = (end + b) * cs;
 		if (r >= 0)

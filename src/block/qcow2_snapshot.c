@@ -1,7 +1,7 @@
-/* qcow2 internal snapshots: the snapshot table, create (copy of the active
- * L1, refcount +1 on everything reachable, COPIED cleared), delete
- * (refcount -1 through the snapshot's L1, COPIED restored where the
- * refcount is back to 1) and list. */
+/* qcow2 internal snapshots: the snapshot table, create, delete and list.
+ * Create and delete are metadata transactions (qcow2_txn.c): a SIGKILL at
+ * any moment leaves either the old or the new image, each consistent for
+ * `qemu-img check` (docs/qcow2.md). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -101,11 +101,9 @@ io:
 	return -EIO;
 }
 
-/* Write the table for snaps[0..n) in new clusters, point the header at it,
- * free the old one. */
-static int write_table(struct qcow2 *s, struct qc_snap *snaps, uint32_t n)
+/* The snapshot table for snaps[0..n), as it is on disk. */
+static GByteArray *table_bytes(struct qc_snap *snaps, uint32_t n)
 {
-	uint64_t cs = s->cluster_size;
 	GByteArray *g = g_byte_array_new();
 	for (uint32_t i = 0; i < n; i++) {
 		struct qc_snap *sn = &snaps[i];
@@ -127,73 +125,39 @@ static int write_table(struct qcow2 *s, struct qc_snap *snaps, uint32_t n)
 		while (g->len & 7)
 			g_byte_array_append(g, (const uint8_t *)"", 1);
 	}
-	uint64_t size = g->len, noff = 0;
+	return g;
+}
+
+/* The new snapshot table in new clusters (*off 0: empty); the old one is
+ * freed in the new image. */
+static int txn_table(struct qc_txn *t, struct qc_snap *snaps, uint32_t n, uint64_t *off,
+		     uint64_t *size)
+{
+	struct qcow2 *s = t->s;
+	uint64_t cs = s->cluster_size;
 	int r = 0;
-	if (size) {
-		int64_t a = qc_alloc(s, (size + cs - 1) / cs);
-		if (a < 0) {
-			g_byte_array_free(g, true);
-			return (int)a;
-		}
-		noff = (uint64_t)a;
-		r = kl_bnode_pwrite_sync(s->bs->file, noff, g->data, size);
-		if (r >= 0)
-			r = qc_rc_flush(s);
-		if (r >= 0)
-			r = kl_bnode_flush_sync(s->bs->file);
+	if (s->nb_snapshots && s->snapshots_size)
+		r = qc_txn_add_range(t, s->snapshots_offset, s->snapshots_size, -1);
+	GByteArray *g = table_bytes(snaps, n);
+	*off = 0;
+	*size = g->len;
+	if (r >= 0 && g->len) {
+		int64_t a = qc_txn_alloc(t, (g->len + cs - 1) / cs);
+		r = a < 0 ? (int)a : kl_bnode_pwrite_sync(s->bs->file, (uint64_t)a, g->data, g->len);
+		*off = a < 0 ? 0 : (uint64_t)a;
 	}
 	g_byte_array_free(g, true);
-	uint8_t h[12];
-	kl_put_be32(h, n);
-	kl_put_be64(h + 4, noff);
-	if (r >= 0)
-		r = qc_write_header_field(s, 60, h, 12);
-	if (r >= 0)
-		r = kl_bnode_flush_sync(s->bs->file);
-	if (r < 0)
-		return r;
-	if (s->snapshots_size && s->nb_snapshots)
-		r = qc_free_now(s, s->snapshots_offset, s->snapshots_size);
-	s->snapshots_offset = noff;
-	s->snapshots_size = size;
 	return r;
 }
 
-static int write_l1(struct qcow2 *s)
+static int write_l1_at(struct qcow2 *s, uint64_t off, const uint64_t *l1, uint32_t n)
 {
-	uint8_t *b = g_malloc((size_t)s->l1_size * 8 + 1);
-	for (uint32_t i = 0; i < s->l1_size; i++)
-		kl_put_be64(b + 8 * i, s->l1[i]);
-	int r = kl_bnode_pwrite_sync(s->bs->file, s->l1_offset, b, (size_t)s->l1_size * 8);
+	uint8_t *b = g_malloc((size_t)n * 8 + 1);
+	for (uint32_t i = 0; i < n; i++)
+		kl_put_be64(b + 8 * i, l1[i]);
+	int r = kl_bnode_pwrite_sync(s->bs->file, off, b, (size_t)n * 8);
 	g_free(b);
 	return r;
-}
-
-/* refcount += delta of every cluster reachable from one L1 table entry's
- * L2 table (data clusters); clear_copied: drop COPIED in the L2 entries. */
-static int l2_refs(struct qcow2 *s, uint64_t l2off, int delta, bool clear_copied)
-{
-	uint64_t cs = s->cluster_size;
-	for (uint64_t j = 0; j < s->l2_entries; j++) {
-		uint64_t e, bmp;
-		int r = qc_l2t_get(s, l2off, j, &e, &bmp);
-		if (r < 0)
-			return r;
-		if (e & QC_OFLAG_COMPRESSED) {
-			uint64_t co, cl;
-			qc_compressed_range(s, e, &co, &cl);
-			r = qc_rc_range(s, co, cl, delta);
-		} else if (e & QC_L2E_MASK) {
-			if ((e & QC_L2E_MASK) & (cs - 1))
-				return qc_mark_corrupt(s, "data cluster offset invalid");
-			r = qc_rc_update(s, (e & QC_L2E_MASK) / cs, delta);
-			if (r >= 0 && clear_copied && (e & QC_OFLAG_COPIED))
-				r = qc_l2t_set(s, l2off, j, e & ~QC_OFLAG_COPIED, bmp);
-		}
-		if (r < 0)
-			return r;
-	}
-	return 0;
 }
 
 static bool l2off_ok(struct qcow2 *s, uint64_t o)
@@ -201,10 +165,130 @@ static bool l2off_ok(struct qcow2 *s, uint64_t o)
 	return !(o & (s->cluster_size - 1)) && qc_offset_ok(s, o, s->cluster_size);
 }
 
+/* An L2 table read whole from disk (the cache is written back). */
+static uint8_t *read_l2(struct qcow2 *s, uint64_t l2off, int *r)
+{
+	uint8_t *b = g_malloc(s->cluster_size);
+	*r = kl_bnode_pread_sync(s->bs->file, l2off, b, s->cluster_size);
+	if (*r < 0) {
+		g_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+/* refcount += delta (new image) of the data clusters one L2 table names. */
+static int l2_refs(struct qc_txn *t, const uint8_t *l2, int delta)
+{
+	struct qcow2 *s = t->s;
+	uint64_t cs = s->cluster_size;
+	for (uint64_t j = 0; j < s->l2_entries; j++) {
+		uint64_t e = kl_get_be64(l2 + j * s->l2e_size);
+		int r = 0;
+		if (e & QC_OFLAG_COMPRESSED) {
+			uint64_t co, cl;
+			qc_compressed_range(s, e, &co, &cl);
+			if (co < cs || co >= QC_MAX_HOST_OFFSET)
+				return qc_mark_corrupt(s, "compressed cluster descriptor invalid");
+			r = qc_txn_add_range(t, co, cl, delta);
+		} else if (e & QC_L2E_MASK) {
+			if ((e & QC_L2E_MASK) & (cs - 1))
+				return qc_mark_corrupt(s, "data cluster offset invalid");
+			r = qc_txn_add(t, (e & QC_L2E_MASK) / cs, delta);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* Set OFLAG_COPIED of the normal entries of l2 to "refcount == 1" in the
+ * new image: true when an entry changed. */
+static int l2_fix_copied(struct qc_txn *t, uint8_t *l2, bool *changed)
+{
+	struct qcow2 *s = t->s;
+	*changed = false;
+	for (uint64_t j = 0; j < s->l2_entries; j++) {
+		uint8_t *p = l2 + j * s->l2e_size;
+		uint64_t e = kl_get_be64(p), rc, ne;
+		if ((e & QC_OFLAG_COMPRESSED) || !(e & QC_L2E_MASK))
+			continue;
+		int r = qc_txn_rc(t, (e & QC_L2E_MASK) / s->cluster_size, false, &rc);
+		if (r < 0)
+			return r;
+		ne = rc == 1 ? e | QC_OFLAG_COPIED : e & ~QC_OFLAG_COPIED;
+		if (ne != e) {
+			kl_put_be64(p, ne);
+			*changed = true;
+		}
+	}
+	return 0;
+}
+
+/* The snapshot keeps the active L1 table and the L2 tables as they are on
+ * disk; the active image gets a new L1 table whose entries name, for an L2
+ * table only it used, a copy with OFLAG_COPIED clear (every data cluster is
+ * now shared), and for one already shared the same table (refcount +1).
+ * Every data cluster gets refcount +1.  One header write switches. */
+static int create_txn(struct qcow2 *s, struct qc_snap *tbl, uint32_t n, uint64_t **l1_out,
+		      uint64_t *l1off_out, uint64_t *toff, uint64_t *tsize)
+{
+	uint64_t cs = s->cluster_size;
+	struct qc_txn t;
+	qc_txn_begin(s, &t);
+	uint64_t *nl1 = g_new0(uint64_t, s->l1_size + 1);
+	int r = 0;
+	for (uint32_t i = 0; i < s->l1_size && r >= 0; i++) {
+		uint64_t l2off = s->l1[i] & QC_L1E_MASK, rc;
+		if (!l2off)
+			continue;
+		if (!l2off_ok(s, l2off)) {
+			r = qc_mark_corrupt(s, "L2 table offset invalid");
+			break;
+		}
+		uint8_t *l2 = read_l2(s, l2off, &r);
+		if (!l2)
+			break;
+		r = l2_refs(&t, l2, 1);
+		if (r >= 0)
+			r = qc_txn_rc(&t, l2off / cs, true, &rc);
+		if (r >= 0 && rc == 1) {
+			bool changed;
+			int64_t a = qc_txn_alloc(&t, 1);
+			r = a < 0 ? (int)a : l2_fix_copied(&t, l2, &changed);
+			if (r >= 0)
+				r = kl_bnode_pwrite_sync(s->bs->file, (uint64_t)a, l2, cs);
+			nl1[i] = (uint64_t)a | QC_OFLAG_COPIED;
+		} else if (r >= 0) {
+			r = qc_txn_add(&t, l2off / cs, 1);
+			nl1[i] = l2off;
+		}
+		g_free(l2);
+	}
+	uint64_t l1off = 0;
+	if (r >= 0 && s->l1_size) {
+		int64_t a = qc_txn_alloc(&t, ((uint64_t)s->l1_size * 8 + cs - 1) / cs);
+		r = a < 0 ? (int)a : write_l1_at(s, (uint64_t)a, nl1, s->l1_size);
+		l1off = a < 0 ? 0 : (uint64_t)a;
+	}
+	if (r >= 0)
+		r = txn_table(&t, tbl, n, toff, tsize);
+	struct qc_txn_hdr h = { s->l1_size, l1off, n, *toff };
+	if (r >= 0)
+		r = qc_txn_commit(&t, &h);
+	qc_txn_free(&t);
+	if (r < 0) {
+		g_free(nl1);
+		return r;
+	}
+	*l1_out = nl1;
+	*l1off_out = l1off;
+	return 0;
+}
+
 int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, char **err)
 {
 	struct qcow2 *s = bs->opaque;
-	uint64_t cs = s->cluster_size;
 	char idbuf[32];
 	if (s->readonly || s->corrupt) {
 		*err = g_strdup("qcow2: image is read-only or corrupt");
@@ -241,48 +325,14 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 			return -EEXIST;
 		}
 	int r = qc_writeback(s);
-	for (uint32_t i = 0; i < s->l1_size && r >= 0; i++) {
-		uint64_t l2off = s->l1[i] & QC_L1E_MASK;
-		if (!l2off)
-			continue;
-		if (!l2off_ok(s, l2off)) {
-			r = qc_mark_corrupt(s, "L2 table offset invalid");
-			break;
-		}
-		r = qc_rc_update(s, l2off / cs, 1);
-		if (r >= 0)
-			r = l2_refs(s, l2off, 1, true);
-		s->l1[i] &= ~QC_OFLAG_COPIED;
-	}
-	uint64_t l1bytes = (uint64_t)s->l1_size * 8, l1off = 0;
-	if (r >= 0 && l1bytes) {
-		int64_t a = qc_alloc(s, (l1bytes + cs - 1) / cs);
-		r = a < 0 ? (int)a : 0;
-		l1off = a < 0 ? 0 : (uint64_t)a;
-	}
-	if (r >= 0)
-		r = qc_writeback(s);
-	if (r >= 0)
-		r = write_l1(s);
-	if (r >= 0 && l1bytes) {
-		uint8_t *b = g_malloc(l1bytes);
-		for (uint32_t i = 0; i < s->l1_size; i++)
-			kl_put_be64(b + 8 * i, s->l1[i]);
-		r = kl_bnode_pwrite_sync(bs->file, l1off, b, l1bytes);
-		g_free(b);
-	}
 	if (r >= 0)
 		r = kl_bnode_flush_sync(bs->file);
-	if (r < 0) {
-		*err = g_strdup_printf("qcow2: snapshot create failed: %s", g_strerror(-r));
-		return r;
-	}
 	struct qc_snap *n = g_new0(struct qc_snap, s->nb_snapshots + 1);
 	if (s->nb_snapshots)
 		memcpy(n, s->snaps, sizeof(*n) * s->nb_snapshots);
 	struct qc_snap *sn = &n[s->nb_snapshots];
 	gint64 now = g_get_real_time();
-	sn->l1_offset = l1off;
+	sn->l1_offset = s->l1_offset;
 	sn->l1_size = s->l1_size;
 	sn->id = g_strdup(id);
 	sn->name = g_strdup(name);
@@ -294,23 +344,120 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 	sn->extra = g_malloc0(24);
 	kl_put_be64(sn->extra + 8, s->size);
 	kl_put_be64(sn->extra + 16, UINT64_MAX);
-	r = write_table(s, n, s->nb_snapshots + 1);
+	uint64_t *nl1 = NULL, l1off = 0, toff = 0, tsize = 0;
+	kl_bnode_crash_arm(true);
+	if (r >= 0)
+		r = create_txn(s, n, s->nb_snapshots + 1, &nl1, &l1off, &toff, &tsize);
+	kl_bnode_crash_arm(false);
 	if (r < 0) {
 		snap_clear(sn);
 		g_free(n);
-		*err = g_strdup_printf("qcow2: snapshot table write failed: %s", g_strerror(-r));
+		*err = g_strdup_printf("qcow2: snapshot create failed: %s", g_strerror(-r));
 		return r;
 	}
+	g_free(s->l1);
+	s->l1 = nl1;
 	g_free(s->snaps);
 	s->snaps = n;
-	s->nb_snapshots++;
+	s->snapshots_size = tsize;
+	return 0;
+}
+
+/* The snapshot's references are dropped (its L1 table, its L2 tables and
+ * the data clusters they name); an active L2 table whose data clusters'
+ * OFLAG_COPIED must change is replaced by a corrected copy, and the active
+ * L1 table, when an entry changes, by a new one.  One header write
+ * switches. */
+static int delete_txn(struct qcow2 *s, const struct qc_snap *sn, struct qc_snap *tbl, uint32_t n,
+		      uint64_t **l1_out, uint64_t *l1off_out, uint64_t *toff, uint64_t *tsize)
+{
+	uint64_t cs = s->cluster_size, l1bytes = (uint64_t)sn->l1_size * 8;
+	struct qc_txn t;
+	qc_txn_begin(s, &t);
+	uint8_t *b = g_malloc(l1bytes + 1);
+	int r = kl_bnode_pread_sync(s->bs->file, sn->l1_offset, b, l1bytes);
+	if (r >= 0)
+		r = qc_txn_add_range(&t, sn->l1_offset, l1bytes, -1);
+	for (uint32_t k = 0; k < sn->l1_size && r >= 0; k++) {
+		uint64_t l2off = kl_get_be64(b + 8 * k) & QC_L1E_MASK;
+		if (!l2off)
+			continue;
+		if (!l2off_ok(s, l2off)) {
+			r = qc_mark_corrupt(s, "snapshot L2 table offset invalid");
+			break;
+		}
+		uint8_t *l2 = read_l2(s, l2off, &r);
+		if (!l2)
+			break;
+		r = l2_refs(&t, l2, -1);
+		if (r >= 0)
+			r = qc_txn_add(&t, l2off / cs, -1);
+		g_free(l2);
+	}
+	g_free(b);
+	/* OFLAG_COPIED of the active tables against the new refcounts */
+	uint64_t *nl1 = g_new0(uint64_t, s->l1_size + 1);
+	memcpy(nl1, s->l1, (size_t)s->l1_size * 8);
+	bool l1_changed = false;
+	for (uint32_t k = 0; k < s->l1_size && r >= 0; k++) {
+		uint64_t l2off = s->l1[k] & QC_L1E_MASK, rc;
+		if (!l2off)
+			continue;
+		if (!l2off_ok(s, l2off)) {
+			r = qc_mark_corrupt(s, "L2 table offset invalid");
+			break;
+		}
+		if ((r = qc_txn_rc(&t, l2off / cs, false, &rc)) < 0)
+			break;
+		uint64_t ne = rc == 1 ? nl1[k] | QC_OFLAG_COPIED : nl1[k] & ~QC_OFLAG_COPIED;
+		bool changed = false;
+		uint8_t *l2 = read_l2(s, l2off, &r);
+		if (!l2)
+			break;
+		r = l2_fix_copied(&t, l2, &changed);
+		if (r >= 0 && changed) {
+			/* the active image moves to a corrected copy: refcounts
+			 * of its data clusters are unchanged (one L1 entry names
+			 * either table) */
+			int64_t a = qc_txn_alloc(&t, 1);
+			r = a < 0 ? (int)a : qc_txn_add(&t, l2off / cs, -1);
+			if (r >= 0)
+				r = kl_bnode_pwrite_sync(s->bs->file, (uint64_t)a, l2, cs);
+			ne = (uint64_t)a | QC_OFLAG_COPIED;
+		}
+		g_free(l2);
+		if (ne != nl1[k]) {
+			nl1[k] = ne;
+			l1_changed = true;
+		}
+	}
+	uint64_t l1off = s->l1_offset;
+	if (r >= 0 && l1_changed) {
+		uint64_t l1c = ((uint64_t)s->l1_size * 8 + cs - 1) / cs;
+		int64_t a = qc_txn_alloc(&t, l1c);
+		r = a < 0 ? (int)a : qc_txn_add_range(&t, s->l1_offset, (uint64_t)s->l1_size * 8, -1);
+		if (r >= 0)
+			r = write_l1_at(s, (uint64_t)a, nl1, s->l1_size);
+		l1off = a < 0 ? 0 : (uint64_t)a;
+	}
+	if (r >= 0)
+		r = txn_table(&t, tbl, n, toff, tsize);
+	struct qc_txn_hdr h = { s->l1_size, l1off, n, *toff };
+	if (r >= 0)
+		r = qc_txn_commit(&t, &h);
+	qc_txn_free(&t);
+	if (r < 0) {
+		g_free(nl1);
+		return r;
+	}
+	*l1_out = nl1;
+	*l1off_out = l1off;
 	return 0;
 }
 
 int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, char **err)
 {
 	struct qcow2 *s = bs->opaque;
-	uint64_t cs = s->cluster_size;
 	uint32_t i;
 	if (s->readonly || s->corrupt) {
 		*err = g_strdup("qcow2: image is read-only or corrupt");
@@ -326,76 +473,29 @@ int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, ch
 	}
 	struct qc_snap sn = s->snaps[i];
 	int r = qc_writeback(s);
+	if (r >= 0)
+		r = kl_bnode_flush_sync(bs->file);
 	struct qc_snap *n = g_new0(struct qc_snap, s->nb_snapshots);
 	if (i)
 		memcpy(n, s->snaps, sizeof(*n) * i);
 	if (s->nb_snapshots - i - 1)
 		memcpy(n + i, s->snaps + i + 1, sizeof(*n) * (s->nb_snapshots - i - 1));
+	uint64_t *nl1 = NULL, l1off = 0, toff = 0, tsize = 0;
+	kl_bnode_crash_arm(true);
 	if (r >= 0)
-		r = write_table(s, n, s->nb_snapshots - 1);
+		r = delete_txn(s, &sn, n, s->nb_snapshots - 1, &nl1, &l1off, &toff, &tsize);
+	kl_bnode_crash_arm(false);
 	if (r < 0) {
 		g_free(n);
 		*err = g_strdup_printf("qcow2: snapshot delete failed: %s", g_strerror(-r));
 		return r;
 	}
+	g_free(s->l1);
+	s->l1 = nl1;
 	g_free(s->snaps);
 	s->snaps = n;
-	s->nb_snapshots--;
-	/* drop the snapshot's references */
-	uint64_t l1bytes = (uint64_t)sn.l1_size * 8;
-	uint8_t *b = g_malloc(l1bytes + 1);
-	r = kl_bnode_pread_sync(bs->file, sn.l1_offset, b, l1bytes);
-	for (uint32_t k = 0; k < sn.l1_size && r >= 0; k++) {
-		uint64_t l2off = kl_get_be64(b + 8 * k) & QC_L1E_MASK;
-		if (!l2off)
-			continue;
-		if (!l2off_ok(s, l2off)) {
-			r = qc_mark_corrupt(s, "snapshot L2 table offset invalid");
-			break;
-		}
-		r = l2_refs(s, l2off, -1, false);
-		if (r >= 0)
-			r = qc_rc_update(s, l2off / cs, -1);
-	}
-	g_free(b);
-	if (r >= 0 && l1bytes)
-		r = qc_free_now(s, sn.l1_offset, l1bytes);
+	s->snapshots_size = tsize;
 	snap_clear(&sn);
-	/* COPIED where the refcount is 1 again */
-	for (uint32_t k = 0; k < s->l1_size && r >= 0; k++) {
-		uint64_t l2off = s->l1[k] & QC_L1E_MASK, rc;
-		if (!l2off)
-			continue;
-		if ((r = qc_rc_get(s, l2off / cs, &rc)) < 0)
-			break;
-		if (rc != 1) {
-			s->l1[k] &= ~QC_OFLAG_COPIED;
-			continue;
-		}
-		s->l1[k] |= QC_OFLAG_COPIED;
-		for (uint64_t j = 0; j < s->l2_entries && r >= 0; j++) {
-			uint64_t e, bmp, ne;
-			if ((r = qc_l2t_get(s, l2off, j, &e, &bmp)) < 0)
-				break;
-			if ((e & QC_OFLAG_COMPRESSED) || !(e & QC_L2E_MASK))
-				continue;
-			if ((r = qc_rc_get(s, (e & QC_L2E_MASK) / cs, &rc)) < 0)
-				break;
-			ne = rc == 1 ? e | QC_OFLAG_COPIED : e & ~QC_OFLAG_COPIED;
-			if (ne != e)
-				r = qc_l2t_set(s, l2off, j, ne, bmp);
-		}
-	}
-	if (r >= 0)
-		r = qc_writeback(s);
-	if (r >= 0)
-		r = write_l1(s);
-	if (r >= 0)
-		r = kl_bnode_flush_sync(bs->file);
-	if (r < 0) {
-		*err = g_strdup_printf("qcow2: snapshot delete failed: %s", g_strerror(-r));
-		return r;
-	}
 	return 0;
 }
 

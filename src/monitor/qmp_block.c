@@ -218,7 +218,7 @@ enum kl_qmp_err kl_qmp_query_named_block_nodes(struct kl_qmp_session *s, JsonObj
 
 /* ---- query-blockstats ---- */
 
-static JsonObject *stats_obj(const struct kl_blk_stats *st, bool account)
+static JsonObject *stats_obj(const struct kl_blk_stats *st, uint64_t wr_highest, bool account)
 {
 	JsonObject *s = json_object_new();
 #define I(k, v) json_object_set_int_member(s, k, (gint64)(v))
@@ -233,7 +233,7 @@ static JsonObject *stats_obj(const struct kl_blk_stats *st, bool account)
 	I("wr_total_time_ns", st->wr_total_ns);
 	I("flush_total_time_ns", st->flush_total_ns);
 	I("unmap_total_time_ns", 0);
-	I("wr_highest_offset", 0);
+	I("wr_highest_offset", wr_highest);
 	I("rd_merged", 0);
 	I("wr_merged", 0);
 	I("unmap_merged", 0);
@@ -252,29 +252,29 @@ static JsonObject *stats_obj(const struct kl_blk_stats *st, bool account)
 	return s;
 }
 
-/* BlockStats of a node (no backend): nodes keep no counters of their own;
- * the file under a raw root sees the backend's requests one to one, so it
- * shows the backend's counters (st), any other node zeros. */
-static JsonObject *node_stats(struct kl_bnode *bs, const struct kl_blk_stats *st,
-			      bool with_backing)
+/* BlockStats of a node, as QEMU 7.2's bdrv_query_bds_stats: the request
+ * counters belong to backends (zero at node level), a node has its
+ * wr_highest_offset and, for a file, the discards it passed on
+ * (driver-specific). */
+static JsonObject *node_stats(struct kl_bnode *bs, bool with_backing)
 {
 	static const struct kl_blk_stats zero;
 	JsonObject *o = json_object_new();
 	json_object_set_string_member(o, "node-name", bs->node_name);
-	json_object_set_object_member(o, "stats", stats_obj(st ? st : &zero, false));
-	if (bs->file) {
-		bool same = st && !strcmp(bs->drv->name, "raw");
-		json_object_set_object_member(o, "parent",
-					      node_stats(bs->file, same ? st : NULL, with_backing));
-	}
+	json_object_set_object_member(o, "stats",
+				      stats_obj(&zero, bs->stats.wr_highest_offset, false));
+	if (bs->file)
+		json_object_set_object_member(o, "parent", node_stats(bs->file, with_backing));
 	if (with_backing && bs->backing)
-		json_object_set_object_member(o, "backing", node_stats(bs->backing, NULL, true));
+		json_object_set_object_member(o, "backing", node_stats(bs->backing, true));
 	if (bs->drv->protocol) {
 		JsonObject *drv = json_object_new();
 		json_object_set_string_member(drv, "driver", bs->drv->name);
-		json_object_set_int_member(drv, "discard-nb-ok", (gint64)(st ? st->discard_ops : 0));
-		json_object_set_int_member(drv, "discard-nb-failed", 0);
-		json_object_set_int_member(drv, "discard-bytes-ok", 0);
+		json_object_set_int_member(drv, "discard-nb-ok", (gint64)bs->stats.discard_nb_ok);
+		json_object_set_int_member(drv, "discard-nb-failed",
+					   (gint64)bs->stats.discard_nb_failed);
+		json_object_set_int_member(drv, "discard-bytes-ok",
+					   (gint64)bs->stats.discard_bytes_ok);
 		json_object_set_object_member(o, "driver-specific", drv);
 	}
 	return o;
@@ -293,14 +293,12 @@ static void block_stats(struct kl_blockdev *bd, void *opaque)
 	json_object_set_string_member(o, "node-name", root->node_name);
 	if (kl_blockdev_attached(bd))
 		json_object_set_string_member(o, "qdev", kl_blockdev_attached(bd));
-	json_object_set_object_member(o, "stats", stats_obj(&st, true));
-	if (root->file) {
-		bool same = !strcmp(root->drv->name, "raw");
-		json_object_set_object_member(o, "parent",
-					      node_stats(root->file, same ? &st : NULL, true));
-	}
+	json_object_set_object_member(o, "stats",
+				      stats_obj(&st, root->stats.wr_highest_offset, true));
+	if (root->file)
+		json_object_set_object_member(o, "parent", node_stats(root->file, true));
 	if (root->backing)
-		json_object_set_object_member(o, "backing", node_stats(root->backing, NULL, true));
+		json_object_set_object_member(o, "backing", node_stats(root->backing, true));
 	json_array_add_object_element(a, o);
 }
 
@@ -312,8 +310,7 @@ enum kl_qmp_err kl_qmp_query_blockstats(struct kl_qmp_session *s, JsonObject *ar
 	if (bool_arg(args, "query-nodes")) {
 		GPtrArray *p = all_nodes();
 		for (guint i = 0; i < p->len; i++)
-			json_array_add_object_element(a, node_stats(g_ptr_array_index(p, i), NULL,
-								     false));
+			json_array_add_object_element(a, node_stats(g_ptr_array_index(p, i), false));
 		g_ptr_array_free(p, TRUE);
 	} else {
 		kl_blockdev_foreach(block_stats, a);

@@ -4,12 +4,14 @@
  * in a memfd and opened through the real file driver (/proc/self/fd/N) as
  * format qcow2, read-write unless script[0] bit 0 is set, with small caches
  * and no backing file.  Then script[1] % 8 requests (read, write,
- * write-zeroes, discard, flush) at offsets and lengths from the script, one
- * at a time, then close (metadata write-back).
+ * write-zeroes, discard, flush, internal snapshot create, delete of the
+ * first snapshot) at offsets and lengths from the script, one at a time,
+ * then close (metadata write-back).
  *
  * Asserted: open either succeeds or fails with a message; every request
  * completes exactly once, outside its submitting call, with the byte count
- * or -errno; reads fill the whole buffer.  ASan/UBSan catch the rest. */
+ * or -errno; reads fill the whole buffer; a snapshot operation succeeds
+ * or fails with a message.  ASan/UBSan catch the rest. */
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
@@ -86,7 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	g_free(err);
 	for (unsigned i = 0; i < nops; i++) {
-		uint8_t kind = fuzz_u8(&in) % 5;
+		uint8_t kind = fuzz_u8(&in) % 7;
 		uint64_t off = bs->size ? fuzz_u32(&in) % bs->size : 0;
 		uint64_t len = fuzz_u16(&in) % MAX_IO + 1;
 		if (len > bs->size - off)
@@ -95,6 +97,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct op op = { 0, 0, true };
 		int r;
 		memset(iobuf, 0x5c, len);
+		if (kind >= 5) {
+			/* snapshot metadata transactions (qcow2_txn.c) */
+			char *e = NULL;
+			GArray *a = g_array_new(false, false, sizeof(struct kl_snapshot_info));
+			bs->drv->snapshot_list(bs, a);
+			if (kind == 5)
+				r = bs->drv->snapshot_create(bs, NULL, "fz", &e);
+			else if (a->len)
+				r = bs->drv->snapshot_delete(bs, g_array_index(a, struct kl_snapshot_info,
+									     0).id, NULL, &e);
+			else
+				r = 0;
+			FUZZ_ASSERT(r == 0 || (e && *e));
+			FUZZ_TRACE("snapshot op %u: %d %s\n", kind, r, e ? e : "");
+			g_free(e);
+			g_array_free(a, true);
+			continue;
+		}
 		switch (kind) {
 		case 0: r = kl_bnode_preadv(bs, off, &v, 1, op_cb, &op); break;
 		case 1: r = kl_bnode_pwritev(bs, off, &v, 1, op_cb, &op); break;

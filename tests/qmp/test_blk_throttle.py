@@ -128,11 +128,11 @@ def main():
             check(ins.get("iops") == 100 and ins.get("bps") == 0,
                   "query-block: iops %r bps %r" % (ins.get("iops"), ins.get("bps")))
             zero = dict(bps=0, bps_rd=0, bps_wr=0, iops_rd=0, iops_wr=0)
-            r = q.cmd("block_set_io_throttle", device="drive0", iops=50, **zero)
+            r = q.cmd("block_set_io_throttle", device="virtio0", iops=50, **zero)
             check(r == {"return": {}}, "block_set_io_throttle iops=50: %r" % r)
             slow = window(50, "live iops=50")
             t_set = time.monotonic()
-            r = q.cmd("block_set_io_throttle", device="drive0", iops=100, **zero)
+            r = q.cmd("block_set_io_throttle", device="virtio0", iops=100, **zero)
             check(r == {"return": {}}, "block_set_io_throttle iops=100: %r" % r)
             time.sleep(0.6)
             fast = rate(t_set + 0.2, t_set + 0.6)
@@ -145,7 +145,7 @@ def main():
             r = q.cmd("block_set_io_throttle", device="nope", iops=1, **zero)
             check(r.get("error", {}).get("class") == "DeviceNotFound",
                   "unknown device: %r" % r.get("error"))
-            r = q.cmd("block_set_io_throttle", device="drive0", iops=0, **zero)
+            r = q.cmd("block_set_io_throttle", device="virtio0", iops=0, **zero)
             check(r == {"return": {}} and "iops" in q.cmd("query-block")["return"][0]["inserted"],
                   "limits removed: %r" % r)
             q.cmd("quit")

@@ -206,6 +206,23 @@ def boot_probe(vm, q, what):
         check(False, "probe %s: %s" % (what, e))
 
 
+def stats_by_node(q):
+    """query-blockstats query-nodes: node-name -> BlockStats."""
+    return {x["node-name"]: x for x in q.cmd("query-blockstats", {"query-nodes": True})}
+
+
+def check_node_stats(q, what):
+    """query-blockstats query-nodes as QEMU 7.2's bdrv_query_bds_stats: the
+    request counters belong to backends (zero at node level); a node shows
+    its own wr_highest_offset; a file node its driver-specific discards."""
+    nodes = stats_by_node(q)
+    check(all(x["stats"][k] == 0 for x in nodes.values()
+              for k in ("rd_operations", "wr_operations", "flush_operations", "rd_bytes",
+                        "wr_bytes")),
+          "%s: node-level request counters are zero, as QEMU's" % what)
+    return nodes
+
+
 def probe_pattern():
     """What the blk probe writes at sector 16 (t_virtio_blk.c fill(), seed 5)."""
     return bytes((i * 31 + 5 * 7 + (i >> 8)) & 0xff for i in range(4096))
@@ -335,6 +352,13 @@ def phase_raw(binary, probe, qemu, d):
                       "Parameter 'driver' does not accept value 'qcow2'",
                       "without a qcow2 driver, blockdev-add qcow2 is refused: %r" % r)
         print("kvmlite's qcow2 driver: %s" % ("present" if qcow2 else "absent"), flush=True)
+        nodes = check_node_stats(q, "raw")
+        check(all(x["stats"]["wr_highest_offset"] == 0 for x in nodes.values()) and
+              nodes["libvirt-1-storage"].get("driver-specific") ==
+              {"driver": "file", "discard-nb-ok": 0, "discard-nb-failed": 0,
+               "discard-bytes-ok": 0},
+              "raw: nothing written yet: wr_highest_offset 0, no discards (%r)" %
+              nodes["libvirt-1-storage"])
         boot_probe(vm, q, "through -blockdev raw")
     except (qmplib.QMPError, OSError, ValueError, KeyError, IndexError, TypeError) as e:
         check(False, "phase raw aborted: %r" % e)
@@ -426,6 +450,16 @@ def phase_qcow2(binary, probe, qemu, d):
             im = im.get("backing-image")
         check(ins["node-name"] == "ov2" and ins["backing_file_depth"] == 2 and
               chain == [ov2, ov1, base], "chain ov2 -> ov1 -> base: %r" % chain)
+        # metadata writes count (QEMU's bdrv_pwrite goes through the node
+        # too): the base's file got the internal snapshots, no guest write
+        # reached any format node yet
+        nodes = check_node_stats(q, "qcow2")
+        bst = nodes["libvirt-1-storage"]["stats"]["wr_highest_offset"]
+        check(0 < bst <= os.path.getsize(base) and
+              nodes["libvirt-1-format"]["stats"]["wr_highest_offset"] == 0 and
+              nodes["ov2"]["stats"]["wr_highest_offset"] == 0,
+              "qcow2: the base's file node wr_highest_offset %d within its %d bytes; the "
+              "format nodes 0" % (bst, os.path.getsize(base)))
         boot_probe(vm, q, "through the overlays")
         if FLAVOUR == "kvmlite":
             check_images(vm, qimg, base, ov1, ov2, d)

@@ -530,6 +530,18 @@ START_TEST(test_wz_fallback)
 	ck_assert_uint_eq(s.wz_ops, 1);
 	ck_assert_uint_eq(s.discard_ops, 1);
 	ck_assert_uint_eq(s.wr_ops, 0);
+	/* per node (query-blockstats query-nodes): the furthest write, zeroes
+	 * included; the file counts the discard it passed on */
+	struct kl_bnode *root = kl_blockdev_root(bd);
+	ck_assert_uint_eq(root->stats.wr_highest_offset, zoff + zlen);
+	ck_assert_uint_eq(fnode->stats.wr_highest_offset, zoff + zlen);
+	ck_assert_uint_eq(fnode->stats.discard_nb_ok, 1);
+	ck_assert_uint_eq(fnode->stats.discard_bytes_ok, 1 << 20);
+	ck_assert_uint_eq(fnode->stats.discard_nb_failed, 0);
+	iov = (struct iovec){ got, 512 };
+	ck_assert_int_eq(run1(bd, KL_BLK_WRITE, SZ - 512, &iov, 1, 0), 512);
+	ck_assert_uint_eq(root->stats.wr_highest_offset, SZ);
+	ck_assert_uint_eq(fnode->stats.wr_highest_offset, SZ);
 	kl_blockdev_close(bd);
 	free(pat);
 	free(got);
@@ -676,7 +688,8 @@ START_TEST(test_drive_options)
 	struct kl_blockdev *d0 = drive(s, &ifv, &err);
 	ck_assert_msg(d0, "%s", err ? err : "?");
 	ck_assert_str_eq(ifv, "virtio");
-	ck_assert_str_eq(kl_blockdev_id(d0), "drive0");
+	/* QEMU 7.2 names an id-less drive "<if><unit>" */
+	ck_assert_str_eq(kl_blockdev_id(d0), "virtio0");
 	ck_assert_int_eq(kl_blockdev_cache(d0), KL_CACHE_WRITEBACK);
 	ck_assert_int_eq(kl_blockdev_engine(d0), KL_AIO_THREADS);
 	ck_assert(!kl_blockdev_readonly(d0));
@@ -699,15 +712,29 @@ START_TEST(test_drive_options)
 	s = g_strdup_printf("file=%s,aio=io_uring,cache=unsafe", path);
 	struct kl_blockdev *d2 = drive(s, &ifv, &err);
 	ck_assert_msg(d2, "%s", err ? err : "?");
-	ck_assert_str_eq(kl_blockdev_id(d2), "drive1");
+	ck_assert_str_eq(kl_blockdev_id(d2), "virtio1");
 	ck_assert_str_eq(kl_blk_cache_name(kl_blockdev_cache(d2)), "unsafe");
 	ck_assert_str_eq(kl_blk_engine_name(kl_blockdev_engine(d2)), "io_uring");
 	g_free(ifv);
 	g_free(s);
 
+	/* index= takes that unit; the next id-less drive the first free one */
+	s = g_strdup_printf("file=%s,if=none,index=3,readonly=on", path);
+	struct kl_blockdev *d3 = drive(s, &ifv, &err);
+	ck_assert_msg(d3, "%s", err ? err : "?");
+	ck_assert_str_eq(kl_blockdev_id(d3), "none3");
+	g_free(ifv);
+	g_free(s);
+	s = g_strdup_printf("file=%s,if=none,readonly=on", path);
+	struct kl_blockdev *d4 = drive(s, &ifv, &err);
+	ck_assert_msg(d4, "%s", err ? err : "?");
+	ck_assert_str_eq(kl_blockdev_id(d4), "none0");
+	g_free(ifv);
+	g_free(s);
+
 	GString *ids = g_string_new(NULL);
 	kl_blockdev_foreach(on_each, ids);
-	ck_assert_str_eq(ids->str, "drive0;disk1;drive1;");
+	ck_assert_str_eq(ids->str, "virtio0;disk1;virtio1;none3;none0;");
 	g_string_free(ids, TRUE);
 
 	kl_blockdev_set_attached(d1, "virtio-blk-pci");
@@ -716,6 +743,8 @@ START_TEST(test_drive_options)
 #define FAILS(fmt, expect) do { s = g_strdup_printf(fmt, path); \
 	drive_fails(s, expect); g_free(s); } while (0)
 	FAILS("file=%s,id=disk1", "duplicate id 'disk1'");
+	FAILS("file=%s,if=none,index=1", "drive with bus=0, unit=1 (index=1) exists");
+	FAILS("file=%s,index=0", "drive with bus=0, unit=0 (index=0) exists");
 	FAILS("file=%s,if=ide", "if=ide is not supported");
 	FAILS("file=%s,if=scsi", "if=scsi");
 	FAILS("file=%s,cache=sometimes", "invalid cache option 'sometimes'");
@@ -743,7 +772,15 @@ START_TEST(test_drive_options)
 	kl_blockdev_close(d1);
 	ck_assert_ptr_null(kl_blockdev_find("disk1"));
 	kl_blockdev_close_all();
-	ck_assert_ptr_null(kl_blockdev_find("drive0"));
+	ck_assert_ptr_null(kl_blockdev_find("virtio0"));
+	/* a closed drive's unit is free again */
+	s = g_strdup_printf("file=%s", path);
+	d0 = drive(s, &ifv, &err);
+	ck_assert_msg(d0, "%s", err ? err : "?");
+	ck_assert_str_eq(kl_blockdev_id(d0), "virtio0");
+	g_free(ifv);
+	g_free(s);
+	kl_blockdev_close_all();
 	unlink(path);
 	g_free(path);
 }

@@ -513,6 +513,21 @@ START_TEST(test_snapshots)
 	ck_assert_int_eq(sh("qemu-img snapshot -d snap1 s.qcow2 && qemu-img snapshot -d qsnap "
 			    "s.qcow2"), 0);
 	check_clean("s.qcow2");
+	/* the only snapshot, made and deleted by the driver: every cluster is
+	 * back to refcount 1 and OFLAG_COPIED (tables replaced by copies) */
+	memcpy(ref, at_snap, size);
+	bs = open_img("s.qcow2", false, NULL, NULL);
+	ck_assert_msg(bs->drv->snapshot_create(bs, NULL, "x", &err) == 0, "%s", err);
+	random_writes(bs, ref, size, cs, rnd, 5, true);
+	ck_assert_msg(bs->drv->snapshot_delete(bs, NULL, "x", &err) == 0, "%s", err);
+	random_writes(bs, ref, size, cs, rnd, 5, true);
+	kl_bnode_unref(bs);
+	write_file("cur.raw", ref, size);
+	check_clean("s.qcow2");
+	compare_raw("s.qcow2", "cur.raw");
+	out = sh_out("qemu-img snapshot -l s.qcow2");
+	ck_assert_msg(!strstr(out, "x"), "%s", out);
+	g_free(out);
 	g_array_free(a, true);
 	g_free(at_snap);
 	g_free(ref);

@@ -170,6 +170,12 @@ static void fake_nodes(void)
 					     .drv = &fake_raw_drv, .file = &bd->proto,
 					     .filename = (char *)bd->file, .size = bd->size,
 					     .readonly = bd->ro, .in = in };
+		if (i == 0) {
+			/* drive0 wrote up to 8 KiB; its file passed one discard on */
+			bd->fmt.stats.wr_highest_offset = 8192;
+			bd->proto.stats = (struct kl_bnode_stats){ .wr_highest_offset = 8192,
+				.discard_nb_ok = 1, .discard_bytes_ok = 4096 };
+		}
 	}
 }
 
