@@ -20,7 +20,9 @@
  *               stopped); to every other block (a gap after each write,
  *               so that a VMM merging adjacent requests, as QEMU's
  *               virtio-blk does, still sees each write on its own),
- *               wrapping at the end.
+ *               wrapping at the end; idle= us of polling without a
+ *               completion before the guest sleeps (default 1000, 0:
+ *               never).
  */
 #include "probe.h"
 #include "t_assist.h"
@@ -405,7 +407,12 @@ PROBE_TEST_NAMED(blk_crash, "blk-crash", test_blk_crash);
  * with the next block's sector and kicking once per batch, only when the
  * device has not set VRING_USED_F_NO_NOTIFY.  It comes back to ring 0
  * through a ud2 (#UD, t_syscall.c's handler) every `every` completions of
- * a disk, for the "W<d> <n>" line, when done, or on an error. */
+ * a disk, for the "W<d> <n>" line, when done, on an error, and after
+ * RATE_IDLE_US without a completion: ring 0 then sleeps (HLT) until the
+ * queue's MSI-X interrupt or a LAPIC timer (~2 ms), so that a throttled
+ * guest leaves the host's CPUs to the VMM instead of spinning (on a loaded
+ * host a spinning vCPU thread is descheduled for 100s of ms at a time,
+ * and its "W" lines come late). */
 #define RATE_QSIZE 128
 #define RATE_MAX_SIZE (1u << 20)
 #define VRING_AVAIL_F_NO_INTERRUPT 1
@@ -415,6 +422,11 @@ PROBE_TEST_NAMED(blk_crash, "blk-crash", test_blk_crash);
 #define UR_BAD_STATUS 3
 #define UR_BAD_ID 4
 #define UR_STUCK 5
+#define UR_IDLE 6
+#define VEC_RATE_TIMER 0x40
+#define VEC_RATE_Q0 0x52  /* + disk */
+#define RATE_IDLE_US 1000 /* idle= default: polling this long without a completion: sleep */
+#define RATE_SLEEP_TICKS 2000000 /* LAPIC timer bound on one sleep (~2 ms at KVM's 1 GHz) */
 
 struct urate_disk {
 	volatile uint16_t *avail, *used;
@@ -429,6 +441,8 @@ struct urate_disk {
 struct urate {
 	uint64_t ndisks, depth, every;
 	uint64_t stuck_tsc;  /* no completion for this long: UR_STUCK */
+	uint64_t idle_tsc;   /* nothing to do for this long: UR_IDLE */
+	uint64_t last_tsc;   /* the last completion */
 	uint64_t why, why_disk, why_val;
 	struct urate_disk d[2];
 };
@@ -459,7 +473,7 @@ static void __attribute__((noreturn, noinline)) urate_back(struct urate *u, uint
 /* Ring 3 (entered afresh after every ud2: all state is in *u). */
 static void __attribute__((noreturn, noinline)) urate_run(struct urate *u)
 {
-	uint64_t last = rdtsc();
+	uint64_t busy = rdtsc();  /* the last time there was something to do */
 
 	for (;;) {
 		bool all_done = true, report = false;
@@ -475,7 +489,7 @@ static void __attribute__((noreturn, noinline)) urate_run(struct urate *u)
 			uint16_t uidx = d->used[1];
 			barrier();
 			if (uidx != d->last_used)
-				last = rdtsc();
+				busy = u->last_tsc = rdtsc();
 			while (d->last_used != uidx) {
 				volatile uint32_t *ring = (volatile uint32_t *)(d->used + 2);
 				uint32_t id = ring[2 * (d->last_used % d->size)];
@@ -511,8 +525,11 @@ static void __attribute__((noreturn, noinline)) urate_run(struct urate *u)
 			urate_back(u, UR_DONE, 0, 0);
 		if (report)
 			urate_back(u, UR_REPORT, 0, 0);
-		if (rdtsc() - last > u->stuck_tsc)
+		uint64_t now = rdtsc();
+		if (now - u->last_tsc > u->stuck_tsc)
 			urate_back(u, UR_STUCK, 0, 0);
+		if (now - busy > u->idle_tsc)
+			urate_back(u, UR_IDLE, 0, 0);
 		cpu_relax();
 	}
 }
@@ -552,10 +569,36 @@ static int urate_open(struct blk *b, struct urate_disk *d, unsigned k, unsigned 
 	d->size = (uint16_t)q->size;
 	d->req = b->reqs;
 	d->stride = 2 * (size / 512);
+	if (vdev_msix_enable(&b->d) < 0 || vdev_msix_vector(&b->d, 1, VEC_RATE_Q0 + k) < 0)
+		return -1;
+	if (vdev_set_queue_vector(&b->d, 0, 1) != 1)
+		return probe_fail("disk %u: MSI-X vector not accepted", k);
 	if (probe_map_user(q->notify_addr, 2) < 0)
 		return probe_fail("disk %u: notify page 0x%lx not in the identity map", k,
 				  q->notify_addr);
 	return 0;
+}
+
+static volatile uint64_t rate_irqs;
+static void rate_irq(struct trap_frame *f) { (void)f; rate_irqs++; lapic_eoi(); }
+
+/* Ring 0: wait for a completion interrupt (bounded by the LAPIC timer). */
+static void urate_sleep(struct urate *u)
+{
+	bool ready = false;
+	for (unsigned k = 0; k < u->ndisks; k++)
+		u->d[k].avail[0] = 0;  /* interrupts on */
+	__asm__ volatile("lock; orq $0, (%%rsp)" ::: "memory");
+	for (unsigned k = 0; k < u->ndisks; k++)
+		if (u->d[k].used[1] != u->d[k].last_used)
+			ready = true;
+	if (!ready) {
+		lapic_write(LAPIC_TIMER_INIT, RATE_SLEEP_TICKS);
+		irq_enable_and_halt();
+		irq_disable();
+	}
+	for (unsigned k = 0; k < u->ndisks; k++)
+		u->d[k].avail[0] = VRING_AVAIL_F_NO_INTERRUPT;
 }
 
 static int test_blk_rate(void)
@@ -566,6 +609,7 @@ static int test_blk_rate(void)
 	unsigned ndisks = parse_uint(probe_cmdline_get("disks", v, sizeof(v)), 1);
 	unsigned every = parse_uint(probe_cmdline_get("every", v, sizeof(v)), 1);
 	unsigned count = parse_uint(probe_cmdline_get("count", v, sizeof(v)), 0);
+	unsigned idle = parse_uint(probe_cmdline_get("idle", v, sizeof(v)), RATE_IDLE_US);
 	if (size < 512 || size > RATE_MAX_SIZE || size % 512)
 		return probe_fail("size=%u: want a multiple of 512 in 512..%u", size, RATE_MAX_SIZE);
 	if (depth < 1 || depth > RATE_QSIZE || ndisks < 1 || ndisks > 2 || every < 1)
@@ -578,6 +622,13 @@ static int test_blk_rate(void)
 		return probe_fail("out of memory");
 	fill(buf, size, 1);
 	memset(u, 0, sizeof(*u));
+	irq_set_handler(VEC_RATE_TIMER, rate_irq);
+	for (unsigned k = 0; k < ndisks; k++)
+		irq_set_handler(VEC_RATE_Q0 + k, rate_irq);
+	lapic_enable();
+	pic_init(0x20);  /* as test_blk_common: no legacy IRQ while IF is set */
+	lapic_write(LAPIC_TIMER_DIV, 0x0b);  /* divide by 1 */
+	lapic_write(LAPIC_LVT_TIMER, VEC_RATE_TIMER);  /* one-shot */
 	for (unsigned k = 0; k < ndisks; k++) {
 		if (urate_open(&b[k], &u->d[k], k, size, depth, buf) < 0)
 			return -1;
@@ -586,7 +637,10 @@ static int test_blk_rate(void)
 	u->ndisks = ndisks;
 	u->depth = depth;
 	u->every = every;
-	u->stuck_tsc = (uint64_t)TIMEOUT_US * (tsc_per_us() ? tsc_per_us() : 1000);
+	uint64_t per = tsc_per_us() ? tsc_per_us() : 1000;
+	u->stuck_tsc = (uint64_t)TIMEOUT_US * per;
+	u->idle_tsc = idle ? idle * per : ~0ull;
+	u->last_tsc = rdtsc();
 	/* code, data, rings and requests: the image and the heap */
 	uint64_t lo = (uint64_t)(uintptr_t)_image_start;
 	if (r3_setup() < 0 || probe_map_user(lo, probe_alloc_end() - lo) < 0)
@@ -607,10 +661,14 @@ static int test_blk_rate(void)
 		switch (u->why) {
 		case UR_REPORT:
 			continue;
+		case UR_IDLE:
+			urate_sleep(u);
+			continue;
 		case UR_DONE:
 			for (unsigned k = 0; k < ndisks; k++)
 				printf("RATE disk %u: %lu writes, %lu kicks\n", k, u->d[k].done,
 				       u->d[k].kicks);
+			printf("RATE %lu interrupts\n", rate_irqs);
 			printf("RATE DONE\n");
 			return 0;
 		case UR_BAD_STATUS:
