@@ -623,6 +623,11 @@ static void dev_free(struct kl_pci_dev *d)
 		d->intx_level = 0;
 		pci_intx_update(d);
 	}
+	/* The device first: its exit may complete requests in flight (a
+	 * virtio-blk drain), which signal their MSI-X vectors (ASan saw
+	 * kl_pci_msix_notify read d->vec after it was freed here). */
+	if (d->ops && d->ops->destroy)
+		d->ops->destroy(d, d->opaque);
 	for (unsigned v = 0; v < d->msix_nvec; v++) {
 		struct msix_vec *m = &d->vec[v];
 		vec_watch(d, v, false);
@@ -634,8 +639,6 @@ static void dev_free(struct kl_pci_dev *d)
 			close(m->efd);
 	}
 	g_free(d->vec);
-	if (d->ops && d->ops->destroy)
-		d->ops->destroy(d, d->opaque);
 	g_free(d->name);
 	g_free(d);
 }

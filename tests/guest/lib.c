@@ -415,6 +415,29 @@ int probe_map(uint64_t pa, uint64_t len, bool mmio)
 	return 0;
 }
 
+int probe_map_user(uint64_t pa, uint64_t len)
+{
+	uint64_t end = (pa + len + (2u << 20) - 1) & ~((2ull << 20) - 1);
+
+	for (uint64_t a = pa & ~((2ull << 20) - 1); a < end; a += 2u << 20) {
+		uint64_t *e4 = &pml4[(a >> 39) & 511], *e3, *e2;
+
+		if (a >> 48 || !(*e4 & 1))
+			return -1;
+		e3 = (uint64_t *)(uintptr_t)(*e4 & 0x000ffffffffff000ull) + ((a >> 30) & 511);
+		if (!(*e3 & 1) || (*e3 & 0x80))
+			return -1;
+		e2 = (uint64_t *)(uintptr_t)(*e3 & 0x000ffffffffff000ull) + ((a >> 21) & 511);
+		if (!(*e2 & 1) || !(*e2 & 0x80))
+			return -1;
+		*e4 |= 4;
+		*e3 |= 4;
+		*e2 |= 4;
+	}
+	__asm__ volatile("mov %%cr3, %%rax; mov %%rax, %%cr3" ::: "rax", "memory");
+	return 0;
+}
+
 /* ---- main ------------------------------------------------------------------ */
 void probe_main(uint32_t info_pa);
 void probe_main(uint32_t info_pa)

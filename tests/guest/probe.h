@@ -157,6 +157,12 @@ uint64_t probe_alloc_end(void);                 /* first free byte */
 /* Make [pa, pa+len) identity-mapped (2 MiB pages, uncached when mmio); the
  * first 8 GiB are always mapped.  -1 if page tables cannot be allocated. */
 int probe_map(uint64_t pa, uint64_t len, bool mmio);
+/* Make the 2 MiB pages of the identity map covering [pa, pa+len) (already
+ * mapped: probe_map first for addresses above 8 GiB) user-accessible, for
+ * ring-3 code that runs at its link address (t_virtio_blk.c's blk-rate).
+ * Whole 2 MiB pages: their neighbours become user-accessible too.  -1 when
+ * a page is not mapped with 2 MiB pages. */
+int probe_map_user(uint64_t pa, uint64_t len);
 
 /* ---- time -------------------------------------------------------------- */
 /* TSC ticks per microsecond, calibrated once against PIT channel 2 (~10 ms);

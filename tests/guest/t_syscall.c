@@ -243,11 +243,10 @@ static int run_fault(unsigned i, const char *what, const char *prog, uint64_t ar
 	return 0;
 }
 
-/* Everything one CPU needs to run ring 3, then the programs. */
-static int r3_run_cpu(unsigned i, unsigned ncpu)
+/* This file's GDT and CPU i's TSS on this CPU (once per boot: LTR marks
+ * the TSS busy). */
+static void r3_load_tables(unsigned i)
 {
-	struct r3_cpu *pc = &cpus[i];
-	uint64_t lstar = (uint64_t)(uintptr_t)(i ? r3_entry1 : r3_entry0);
 	struct __attribute__((packed)) { uint16_t lim; uint64_t base; } gdtr = {
 		sizeof(gdt) - 1, (uint64_t)(uintptr_t)gdt };
 
@@ -255,6 +254,38 @@ static int r3_run_cpu(unsigned i, unsigned ncpu)
 	__asm__ volatile("ltr %w0" : : "r"((uint16_t)SEL_TSS(i)));
 	/* GS selector 0 first (a selector load would reset the base) */
 	__asm__ volatile("mov %0, %%gs" : : "r"(0u));
+}
+
+/* Ring 3 for other tests (t_assist.h): the BSP only, no SYSCALL. */
+int r3_setup(void)
+{
+	if (r3_setup_shared())
+		return -1;
+	r3_load_tables(0);
+	return 0;
+}
+
+uint64_t r3_call(uint64_t rip, uint64_t arg, uint64_t *fault_rip)
+{
+	struct r3_cpu *pc = &cpus[0];
+
+	pc->how = 0;
+	r3_gs_for_user(0);
+	/* RSP as after a call (RSP + 8 16-byte aligned) */
+	uint64_t how = r3_enter_user(pc, rip, U_STACK(0) + 8192 - 8, arg, 0);
+	wrmsr(MSR_GS_BASE, 0);
+	wrmsr(MSR_KERNEL_GS_BASE, 0);
+	*fault_rip = pc->f_rip;
+	return how == 2 ? pc->f_vec : ~0ul;
+}
+
+/* Everything one CPU needs to run ring 3, then the programs. */
+static int r3_run_cpu(unsigned i, unsigned ncpu)
+{
+	struct r3_cpu *pc = &cpus[i];
+	uint64_t lstar = (uint64_t)(uintptr_t)(i ? r3_entry1 : r3_entry0);
+
+	r3_load_tables(i);
 	/* EFER.NXE as Linux has it; without NXE (and SMEP) a #PF error code
 	 * never has the instruction-fetch bit: a fetch at LSTAR gives 0x05 */
 	uint64_t efer = rdmsr(MSR_EFER) | EFER_SCE;

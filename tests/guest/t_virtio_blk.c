@@ -11,16 +11,21 @@
  *   blk-crash   numbered block writes, "ACK n" after each acknowledged write
  *               (after FLUSH when flush=1); driven by tests/crash/crash.py.
  *   blk-rate    writes as fast as the device takes them (I/O limit tests,
- *               bench/qos): size= bytes each (512..65536, a multiple of
- *               512), depth= in flight (1..8) on each of disks= devices
- *               (1 or 2, both kept busy at once), "W<d> <n>" after every
- *               every= completions of disk d, count= writes per disk (0:
- *               until the VM is stopped); to every other block (a gap
- *               after each write, so that a VMM merging adjacent requests,
- *               as QEMU's virtio-blk does, still sees each write on its
- *               own), wrapping at the end.
+ *               bench/qos), from a ring-3 driver (below): size= bytes each
+ *               (512..1 MiB, a multiple of 512), depth= in flight (1..128,
+ *               default 64) on each of disks= devices (1 or 2, both kept
+ *               busy at once), "W<d> <n>" (n = writes done) once every=
+ *               or more completions of disk d have arrived since the
+ *               last line, count= writes per disk (0: until the VM is
+ *               stopped); to every other block (a gap after each write,
+ *               so that a VMM merging adjacent requests, as QEMU's
+ *               virtio-blk does, still sees each write on its own),
+ *               wrapping at the end; idle= us of polling without a
+ *               completion before the guest sleeps (default 1000, 0:
+ *               never).
  */
 #include "probe.h"
+#include "t_assist.h"
 #include "virtio_drv.h"
 
 /* PROBE_TEST with a test name that is not a C identifier ("blk-ro") */
@@ -70,7 +75,7 @@ static void cfg_handler(struct trap_frame *f) { (void)f; cfg_irqs++; lapic_eoi()
 static void q_handler(struct trap_frame *f) { (void)f; q_irqs++; lapic_eoi(); }
 
 /* Open the inst-th virtio-blk device with nq queues. */
-static int blk_open_nth(struct blk *b, unsigned inst, unsigned nq, uint64_t extra)
+static int blk_open_nth(struct blk *b, unsigned inst, unsigned nq, unsigned qsize, uint64_t extra)
 {
 	if (vdev_find(VIRTIO_ID_BLOCK, inst, &b->d) < 0)
 		return -1;
@@ -80,10 +85,10 @@ static int blk_open_nth(struct blk *b, unsigned inst, unsigned nq, uint64_t extr
 		return -1;
 	b->nq = nq;
 	for (unsigned i = 0; i < nq; i++)
-		if (vq_setup(&b->d, &b->q[i], i, QSIZE) < 0)
+		if (vq_setup(&b->d, &b->q[i], i, qsize) < 0)
 			return -1;
 	if (!b->reqs)
-		b->reqs = probe_alloc(sizeof(struct blk_req) * QSIZE * 2, 16);
+		b->reqs = probe_alloc(sizeof(struct blk_req) * qsize * 2, 16);
 	if (!b->reqs)
 		return probe_fail("out of memory");
 	b->capacity = vdev_cfg64(&b->d, 0);
@@ -95,7 +100,7 @@ static int blk_open_nth(struct blk *b, unsigned inst, unsigned nq, uint64_t extr
 
 static int blk_open(struct blk *b, unsigned nq, uint64_t extra)
 {
-	return blk_open_nth(b, 0, nq, extra);
+	return blk_open_nth(b, 0, nq, QSIZE, extra);
 }
 
 /* Queue one request (header, data split in up to two descriptors, status);
@@ -391,72 +396,292 @@ static int test_blk_crash(void)
 }
 PROBE_TEST_NAMED(blk_crash, "blk-crash", test_blk_crash);
 
-/* ---- write rate (I/O limits) ---- */
+/* ---- write rate (I/O limits): a ring-3 driver ----
+ * Ring 0 here is KVM's instruction emulator on a PVM host (~0.6 us an
+ * instruction: a ring-0 loop topped out at ~3,000 writes/s); ring 3 runs
+ * natively.  So ring 0 negotiates, prebuilds one indirect chain per slot
+ * (header, data, status: descriptor i = slot i) and makes the probe's
+ * image, heap and the notify page user-accessible; urate_run() then runs
+ * in ring 3 at its link address, polling the used rings (no interrupts:
+ * VRING_AVAIL_F_NO_INTERRUPT), resubmitting each completed slot at once
+ * with the next block's sector and kicking once per batch, only when the
+ * device has not set VRING_USED_F_NO_NOTIFY.  It comes back to ring 0
+ * through a ud2 (#UD, t_syscall.c's handler) every `every` completions of
+ * a disk, for the "W<d> <n>" line, when done, on an error, and after
+ * RATE_IDLE_US without a completion: ring 0 then sleeps (HLT) until the
+ * queue's MSI-X interrupt or a LAPIC timer (~2 ms), so that a throttled
+ * guest leaves the host's CPUs to the VMM instead of spinning (on a loaded
+ * host a spinning vCPU thread is descheduled for 100s of ms at a time,
+ * and its "W" lines come late). */
+#define RATE_QSIZE 128
+#define RATE_MAX_SIZE (1u << 20)
+#define VRING_AVAIL_F_NO_INTERRUPT 1
+#define VRING_USED_F_NO_NOTIFY 1
+#define UR_REPORT 1
+#define UR_DONE 2
+#define UR_BAD_STATUS 3
+#define UR_BAD_ID 4
+#define UR_STUCK 5
+#define UR_IDLE 6
+#define VEC_RATE_TIMER 0x40
+#define VEC_RATE_Q0 0x52  /* + disk */
+#define RATE_IDLE_US 1000 /* idle= default: polling this long without a completion: sleep */
+#define RATE_SLEEP_TICKS 2000000 /* LAPIC timer bound on one sleep (~2 ms at KVM's 1 GHz) */
+
+struct urate_disk {
+	volatile uint16_t *avail, *used;
+	uint64_t notify;
+	uint16_t qidx, size, avail_idx, last_used;
+	struct blk_req *req;  /* slot i: header and status of descriptor i */
+	uint64_t next, done, reported, count, inflight;
+	uint64_t nblk, stride;  /* blocks to cycle through, sectors from one to the next */
+	uint64_t kicks;
+};
+
+struct urate {
+	uint64_t ndisks, depth, every;
+	uint64_t stuck_tsc;  /* no completion for this long: UR_STUCK */
+	uint64_t idle_tsc;   /* nothing to do for this long: UR_IDLE */
+	uint64_t last_tsc;   /* the last completion */
+	uint64_t why, why_disk, why_val;
+	struct urate_disk d[2];
+};
+
+static struct urate urate;
+
+/* Ring 3: put slot s (a prebuilt chain) in the avail ring for the next block. */
+static inline void urate_submit(struct urate_disk *d, unsigned s)
+{
+	d->req[s].sector = (d->next % d->nblk) * d->stride;
+	d->req[s].status = 0xff;
+	d->avail[2 + d->avail_idx % d->size] = (uint16_t)s;
+	d->avail_idx++;
+	d->next++;
+	d->inflight++;
+}
+
+static void __attribute__((noreturn, noinline)) urate_back(struct urate *u, uint64_t why,
+							  uint64_t disk, uint64_t val)
+{
+	u->why = why;
+	u->why_disk = disk;
+	u->why_val = val;
+	for (;;)
+		__asm__ volatile("ud2" ::: "memory");
+}
+
+/* Ring 3 (entered afresh after every ud2: all state is in *u). */
+static void __attribute__((noreturn, noinline)) urate_run(struct urate *u)
+{
+	uint64_t busy = rdtsc();  /* the last time there was something to do */
+
+	for (;;) {
+		bool all_done = true, report = false;
+		for (unsigned k = 0; k < u->ndisks; k++) {
+			struct urate_disk *d = &u->d[k];
+			bool more = !d->count || d->next < d->count;
+			unsigned added = 0;
+			if (!d->next)  /* first entry: every slot */
+				for (unsigned s = 0; s < u->depth && more; s++, added++) {
+					urate_submit(d, s);
+					more = !d->count || d->next < d->count;
+				}
+			uint16_t uidx = d->used[1];
+			barrier();
+			if (uidx != d->last_used)
+				busy = u->last_tsc = rdtsc();
+			while (d->last_used != uidx) {
+				volatile uint32_t *ring = (volatile uint32_t *)(d->used + 2);
+				uint32_t id = ring[2 * (d->last_used % d->size)];
+				d->last_used++;
+				if (id >= u->depth)
+					urate_back(u, UR_BAD_ID, k, id);
+				if (d->req[id].status != S_OK)
+					urate_back(u, UR_BAD_STATUS, k, d->req[id].status);
+				d->inflight--;
+				d->done++;
+				if (more) {
+					urate_submit(d, id);
+					more = !d->count || d->next < d->count;
+					added++;
+				}
+			}
+			if (added) {
+				barrier();
+				d->avail[1] = d->avail_idx;
+				/* the index before the flag is read (store -> load) */
+				__asm__ volatile("lock; orq $0, (%%rsp)" ::: "memory");
+				if (!(d->used[0] & VRING_USED_F_NO_NOTIFY)) {
+					*(volatile uint16_t *)(uintptr_t)d->notify = d->qidx;
+					d->kicks++;
+				}
+			}
+			if (d->done - d->reported >= u->every)
+				report = true;
+			if (!d->count || d->done < d->count)
+				all_done = false;
+		}
+		if (all_done)
+			urate_back(u, UR_DONE, 0, 0);
+		if (report)
+			urate_back(u, UR_REPORT, 0, 0);
+		uint64_t now = rdtsc();
+		if (now - u->last_tsc > u->stuck_tsc)
+			urate_back(u, UR_STUCK, 0, 0);
+		if (now - busy > u->idle_tsc)
+			urate_back(u, UR_IDLE, 0, 0);
+		cpu_relax();
+	}
+}
+
+/* Ring 0: open disk k, one indirect chain per slot. */
+static int urate_open(struct blk *b, struct urate_disk *d, unsigned k, unsigned size,
+		      unsigned depth, uint8_t *buf)
+{
+	if (blk_open_nth(b, k, 1, RATE_QSIZE, 1ULL << VIRTIO_F_INDIRECT_DESC) < 0)
+		return -1;
+	struct vq *q = &b->q[0];
+	if (!(b->features & (1ULL << VIRTIO_F_INDIRECT_DESC)))
+		return probe_fail("disk %u: VIRTIO_F_INDIRECT_DESC not offered", k);
+	if (q->size < depth)
+		return probe_fail("disk %u: queue of %u entries, depth=%u", k, q->size, depth);
+	d->nblk = b->capacity / (2 * (size / 512));
+	if (!d->nblk)
+		return probe_fail("disk %u: %lu sectors, smaller than one write", k, b->capacity);
+	struct vring_desc *t = probe_alloc(depth * 3 * sizeof(*t), 16);
+	if (!t)
+		return probe_fail("out of memory");
+	for (unsigned s = 0; s < depth; s++, t += 3) {
+		struct blk_req *r = &b->reqs[s];
+		r->type = T_OUT;
+		t[0] = (struct vring_desc){ (uint64_t)(uintptr_t)r, 16, VRING_DESC_F_NEXT, 1 };
+		t[1] = (struct vring_desc){ (uint64_t)(uintptr_t)buf, size, VRING_DESC_F_NEXT, 2 };
+		t[2] = (struct vring_desc){ (uint64_t)(uintptr_t)&r->status, 1, VRING_DESC_F_WRITE,
+					    0 };
+		q->desc[s] = (struct vring_desc){ (uint64_t)(uintptr_t)t, 3 * sizeof(*t),
+						  VRING_DESC_F_INDIRECT, 0 };
+	}
+	q->avail[0] = VRING_AVAIL_F_NO_INTERRUPT;
+	d->avail = q->avail;
+	d->used = q->used;
+	d->notify = q->notify_addr;
+	d->qidx = (uint16_t)q->idx;
+	d->size = (uint16_t)q->size;
+	d->req = b->reqs;
+	d->stride = 2 * (size / 512);
+	if (vdev_msix_enable(&b->d) < 0 || vdev_msix_vector(&b->d, 1, VEC_RATE_Q0 + k) < 0)
+		return -1;
+	if (vdev_set_queue_vector(&b->d, 0, 1) != 1)
+		return probe_fail("disk %u: MSI-X vector not accepted", k);
+	if (probe_map_user(q->notify_addr, 2) < 0)
+		return probe_fail("disk %u: notify page 0x%lx not in the identity map", k,
+				  q->notify_addr);
+	return 0;
+}
+
+static volatile uint64_t rate_irqs;
+static void rate_irq(struct trap_frame *f) { (void)f; rate_irqs++; lapic_eoi(); }
+
+/* Ring 0: wait for a completion interrupt (bounded by the LAPIC timer). */
+static void urate_sleep(struct urate *u)
+{
+	bool ready = false;
+	for (unsigned k = 0; k < u->ndisks; k++)
+		u->d[k].avail[0] = 0;  /* interrupts on */
+	__asm__ volatile("lock; orq $0, (%%rsp)" ::: "memory");
+	for (unsigned k = 0; k < u->ndisks; k++)
+		if (u->d[k].used[1] != u->d[k].last_used)
+			ready = true;
+	if (!ready) {
+		lapic_write(LAPIC_TIMER_INIT, RATE_SLEEP_TICKS);
+		irq_enable_and_halt();
+		irq_disable();
+	}
+	for (unsigned k = 0; k < u->ndisks; k++)
+		u->d[k].avail[0] = VRING_AVAIL_F_NO_INTERRUPT;
+}
+
 static int test_blk_rate(void)
 {
 	char v[24];
 	unsigned size = parse_uint(probe_cmdline_get("size", v, sizeof(v)), 512);
-	unsigned depth = parse_uint(probe_cmdline_get("depth", v, sizeof(v)), 1);
+	unsigned depth = parse_uint(probe_cmdline_get("depth", v, sizeof(v)), 64);
 	unsigned ndisks = parse_uint(probe_cmdline_get("disks", v, sizeof(v)), 1);
 	unsigned every = parse_uint(probe_cmdline_get("every", v, sizeof(v)), 1);
 	unsigned count = parse_uint(probe_cmdline_get("count", v, sizeof(v)), 0);
-	if (size < 512 || size > 65536 || size % 512)
-		return probe_fail("size=%u: want a multiple of 512 in 512..65536", size);
-	if (depth < 1 || depth > 8 || ndisks < 1 || ndisks > 2 || every < 1)
-		return probe_fail("depth=%u disks=%u every=%u: want 1..8, 1..2, >= 1", depth, ndisks,
-				  every);
+	unsigned idle = parse_uint(probe_cmdline_get("idle", v, sizeof(v)), RATE_IDLE_US);
+	if (size < 512 || size > RATE_MAX_SIZE || size % 512)
+		return probe_fail("size=%u: want a multiple of 512 in 512..%u", size, RATE_MAX_SIZE);
+	if (depth < 1 || depth > RATE_QSIZE || ndisks < 1 || ndisks > 2 || every < 1)
+		return probe_fail("depth=%u disks=%u every=%u: want 1..%u, 1..2, >= 1", depth, ndisks,
+				  every, RATE_QSIZE);
 	static struct blk b[2];
-	unsigned inflight[2] = { 0 }, done[2] = { 0 }, next[2] = { 0 };
-	uint64_t nblk[2];
-	for (unsigned d = 0; d < ndisks; d++) {
-		if (blk_open_nth(&b[d], d, 1, 0) < 0)
-			return -1;
-		nblk[d] = b[d].capacity / (2 * (size / 512));
-		if (!nblk[d])
-			return probe_fail("disk %u: %lu sectors, smaller than one write", d, b[d].capacity);
-	}
+	struct urate *u = &urate;
 	uint8_t *buf = probe_alloc(size, 4096);
 	if (!buf)
 		return probe_fail("out of memory");
 	fill(buf, size, 1);
-	uint64_t per = tsc_per_us() ? tsc_per_us() : 1000;
-	uint64_t last = rdtsc();
-	printf("RATE START size=%u depth=%u disks=%u\n", size, depth, ndisks);
-	for (;;) {
-		bool all_done = true;
-		for (unsigned d = 0; d < ndisks; d++) {
-			bool kick = false;
-			while (inflight[d] < depth && (!count || next[d] < count)) {
-				uint64_t sec = (next[d] % nblk[d]) * 2 * (size / 512);
-				if (!blk_submit(&b[d], 0, T_OUT, sec, buf, size))
-					return probe_fail("disk %u: vq_add failed", d);
-				next[d]++;
-				inflight[d]++;
-				kick = true;
-			}
-			if (kick)
-				vq_kick(&b[d].q[0]);
-			while (vq_has_used(&b[d].q[0])) {
-				uint32_t len;
-				int head = vq_wait(&b[d].q[0], &len, 0);
-				uint8_t st = b[d].reqs[(unsigned)head % QSIZE].status;
-				if (st != S_OK)
-					return probe_fail("disk %u write %u: status %u", d, done[d], st);
-				inflight[d]--;
-				if (++done[d] % every == 0)
-					printf("W%u %u\n", d, done[d]);
-				last = rdtsc();
-			}
-			if (!count || done[d] < count)
-				all_done = false;
-		}
-		if (all_done)
-			break;
-		if (rdtsc() - last > (uint64_t)TIMEOUT_US * per)
-			return probe_fail("no write completed for %u s", TIMEOUT_US / 1000000);
-		cpu_relax();
+	memset(u, 0, sizeof(*u));
+	irq_set_handler(VEC_RATE_TIMER, rate_irq);
+	for (unsigned k = 0; k < ndisks; k++)
+		irq_set_handler(VEC_RATE_Q0 + k, rate_irq);
+	lapic_enable();
+	pic_init(0x20);  /* as test_blk_common: no legacy IRQ while IF is set */
+	lapic_write(LAPIC_TIMER_DIV, 0x0b);  /* divide by 1 */
+	lapic_write(LAPIC_LVT_TIMER, VEC_RATE_TIMER);  /* one-shot */
+	for (unsigned k = 0; k < ndisks; k++) {
+		if (urate_open(&b[k], &u->d[k], k, size, depth, buf) < 0)
+			return -1;
+		u->d[k].count = count;
 	}
-	printf("RATE DONE\n");
-	return 0;
+	u->ndisks = ndisks;
+	u->depth = depth;
+	u->every = every;
+	uint64_t per = tsc_per_us() ? tsc_per_us() : 1000;
+	u->stuck_tsc = (uint64_t)TIMEOUT_US * per;
+	u->idle_tsc = idle ? idle * per : ~0ull;
+	u->last_tsc = rdtsc();
+	/* code, data, rings and requests: the image and the heap */
+	uint64_t lo = (uint64_t)(uintptr_t)_image_start;
+	if (r3_setup() < 0 || probe_map_user(lo, probe_alloc_end() - lo) < 0)
+		return probe_fail("cannot set up ring 3");
+	printf("RATE START size=%u depth=%u disks=%u ring=3\n", size, depth, ndisks);
+	for (;;) {
+		uint64_t rip, vec = r3_call((uint64_t)(uintptr_t)urate_run, (uint64_t)(uintptr_t)u,
+					    &rip);
+		if (vec != 6)
+			return probe_fail("ring-3 driver: exception %ld at rip 0x%lx", (long)vec, rip);
+		for (unsigned k = 0; k < ndisks; k++) {
+			struct urate_disk *d = &u->d[k];
+			if (d->done - d->reported >= every || (u->why == UR_DONE && d->done != d->reported)) {
+				printf("W%u %lu\n", k, d->done);
+				d->reported = d->done;
+			}
+		}
+		switch (u->why) {
+		case UR_REPORT:
+			continue;
+		case UR_IDLE:
+			urate_sleep(u);
+			continue;
+		case UR_DONE:
+			for (unsigned k = 0; k < ndisks; k++)
+				printf("RATE disk %u: %lu writes, %lu kicks\n", k, u->d[k].done,
+				       u->d[k].kicks);
+			printf("RATE %lu interrupts\n", rate_irqs);
+			printf("RATE DONE\n");
+			return 0;
+		case UR_BAD_STATUS:
+			return probe_fail("disk %lu write %lu: status %lu", u->why_disk,
+					  u->d[u->why_disk].done, u->why_val);
+		case UR_BAD_ID:
+			return probe_fail("disk %lu: used id %lu is not a slot", u->why_disk, u->why_val);
+		case UR_STUCK:
+			return probe_fail("no write completed for %u s (in flight: %lu, %lu)",
+					  TIMEOUT_US / 1000000, u->d[0].inflight, u->d[1].inflight);
+		default:
+			return probe_fail("ring-3 driver stopped with reason %lu", u->why);
+		}
+	}
 }
 PROBE_TEST_NAMED(blk_rate, "blk-rate", test_blk_rate);
