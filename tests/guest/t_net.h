@@ -80,4 +80,10 @@ void net_sink_progress(unsigned long got);
 /* Print "SINK got=N us=T" (t0 = TSC of the first frame) and give the verdict. */
 int net_sink_finish(unsigned long got, unsigned long n, uint64_t t0);
 
+/* Bring up the first NIC of a kind for other probe tests (t_migrate.c):
+ * virtio-net-pci (t_net_virtio.c, MAC feature) or e1000 (t_net_e1000.c).
+ * The interface, or NULL (with probe_fail). */
+struct netif *net_virtio_open(void);
+struct netif *net_e1000_open(void);
+
 #endif

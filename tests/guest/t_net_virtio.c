@@ -402,3 +402,8 @@ static int test_net_sink_virtio(void)
 	return net_sink_finish(got, n, t0);
 }
 PROBE_TEST(net_sink_virtio, test_net_sink_virtio);
+
+struct netif *net_virtio_open(void)
+{
+	return virtio_up(1ull << F_MAC) ? NULL : &virtio_nif;
+}

@@ -27,6 +27,7 @@
 #include "probe.h"
 #include "t_assist.h"
 #include "virtio_drv.h"
+#include "t_blk.h"
 
 /* PROBE_TEST with a test name that is not a C identifier ("blk-ro") */
 #define PROBE_TEST_NAMED(id, tname, func)                                      \
@@ -685,3 +686,18 @@ static int test_blk_rate(void)
 	}
 }
 PROBE_TEST_NAMED(blk_rate, "blk-rate", test_blk_rate);
+
+/* ---- for other probe tests (t_blk.h) ---- */
+static struct blk shared_blk;
+
+uint64_t probe_blk_open(void)
+{
+	if (blk_open(&shared_blk, 1, 0) < 0)
+		return 0;
+	return shared_blk.capacity;
+}
+
+int probe_blk_rw(bool write, uint64_t sector, void *buf, uint32_t len)
+{
+	return blk_do(&shared_blk, 0, write ? T_OUT : T_IN, sector, buf, len);
+}

@@ -1,0 +1,16 @@
+/* The probe virtio-blk driver of t_virtio_blk.c for other probe tests
+ * (t_migrate.c): the first virtio-blk device, one queue, synchronous
+ * polled requests. */
+#ifndef PROBE_T_BLK_H
+#define PROBE_T_BLK_H
+
+#include "probe.h"
+
+/* Open the first virtio-blk device; its capacity in sectors, or 0
+ * (with probe_fail). */
+uint64_t probe_blk_open(void);
+/* One synchronous request of len bytes (a multiple of 512) at sector:
+ * the status byte (0 OK), or -1 on timeout (with probe_fail). */
+int probe_blk_rw(bool write, uint64_t sector, void *buf, uint32_t len);
+
+#endif
