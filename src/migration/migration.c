@@ -427,6 +427,7 @@ static void source_end(struct kl_vm *vm)
 		kl_source_remove(src.tick);
 	src.tick = 0;
 	kl_dirty_stop(&src.dirty);
+	kl_mig_ram_holes_free(&src.cur);
 	if (src.out.fd >= 0)
 		close(src.out.fd);
 	src.out.fd = -1;
@@ -694,6 +695,8 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 		return 0;
 	}
 	kl_dirty_set_all(&src.dirty);
+	/* the first pass sends never-touched pages as zero markers unread */
+	kl_mig_ram_find_holes(vm, &src.cur);
 	info.st.total_ram = vm->mem.ram_size;
 	info.st.bytes = src.out.pos;
 	info.remaining = vm->mem.ram_size;
