@@ -335,6 +335,7 @@ struct source {
 	uint64_t t0, t_setup, pass_t0, pass_bytes, window_t0, window_bytes;
 	uint64_t pass;
 	double bw;               /* bytes/s measured over the last pass */
+	uint64_t last_remaining; /* dirty bytes after the previous pass (UINT64_MAX: none) */
 	char *uri;
 	pid_t exec_pid;          /* exec: the command reading the stream, or 0 */
 };
@@ -427,6 +428,7 @@ static void source_end(struct kl_vm *vm)
 		kl_source_remove(src.tick);
 	src.tick = 0;
 	kl_dirty_stop(&src.dirty);
+	kl_mig_ram_holes_free(&src.cur);
 	if (src.out.fd >= 0)
 		close(src.out.fd);
 	src.out.fd = -1;
@@ -566,8 +568,14 @@ static gboolean tick_cb(gpointer opaque)
 	src.pass++;
 	if (params.events && event_fn)
 		event_fn("MIGRATION_PASS", "pass", NULL, (int64_t)src.pass);
-	if ((uint64_t)info.expected_downtime_ms <= params.downtime_limit_ms ||
-	    src.pass >= params.max_iterations) {
+	/* within downtime-limit: stop now, unless a short live pass still
+	 * halves what the stop-and-copy would send (the guest dirties less
+	 * than a fast pass sends): the downtime shrinks with it */
+	bool fits = (uint64_t)info.expected_downtime_ms <= params.downtime_limit_ms;
+	bool shrinking = info.remaining > 64 * KL_MIG_PAGE &&
+			 info.remaining * 2 <= src.last_remaining;
+	src.last_remaining = info.remaining;
+	if ((fits && !shrinking) || src.pass >= params.max_iterations) {
 		src.tick = 0;
 		complete(vm, src_was_running);
 		return G_SOURCE_REMOVE;
@@ -694,6 +702,8 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 		return 0;
 	}
 	kl_dirty_set_all(&src.dirty);
+	/* the first pass sends never-touched pages as zero markers unread */
+	kl_mig_ram_find_holes(vm, &src.cur);
 	info.st.total_ram = vm->mem.ram_size;
 	info.st.bytes = src.out.pos;
 	info.remaining = vm->mem.ram_size;
@@ -702,6 +712,7 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 	src.cur.page = 0;
 	src.pass = 0;
 	src.bw = 0;
+	src.last_remaining = UINT64_MAX;
 	src.pass_t0 = src.window_t0 = kl_clock_ns();
 	src.pass_bytes = src.window_bytes = 0;
 	src.tick = kl_timer_add_ms(1, tick_cb, vm);

@@ -4,6 +4,7 @@
  * RAM record per RAM region whose data starts page-aligned in the file and
  * whose zero pages are holes, so that a restore can mmap it privately. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -135,6 +136,94 @@ static bool bit(const uint64_t *m, uint64_t p)
 	return (m[p / 64] >> (p % 64)) & 1;
 }
 
+/* No swap configured: a shared anonymous page that is not resident was
+ * never touched.  (With swap, mincore() cannot tell a hole from a page
+ * swapped out of shmem.) */
+static bool no_swap(void)
+{
+	gchar *s = NULL;
+	bool none = false;
+	if (g_file_get_contents("/proc/meminfo", &s, NULL, NULL)) {
+		const char *t = strstr(s, "\nSwapTotal:");
+		none = t && strtoull(t + 11, NULL, 10) == 0;
+	}
+	g_free(s);
+	return none;
+}
+
+/* memfd: the holes between SEEK_DATA extents (exact, swap included). */
+static bool memfd_holes(int fd, uint64_t off, uint64_t npages, uint64_t *h)
+{
+	uint64_t end = off + npages * KL_MIG_PAGE, pos = off;
+	while (pos < end) {
+		off_t d = lseek(fd, (off_t)pos, SEEK_DATA);
+		uint64_t data = d < 0 ? end : (uint64_t)d;
+		if (d < 0 && errno != ENXIO)
+			return false;
+		if (data > end)
+			data = end;
+		for (uint64_t p = (pos - off) / KL_MIG_PAGE; p < (data - off) / KL_MIG_PAGE; p++)
+			h[p / 64] |= 1ull << (p % 64);
+		if (data >= end)
+			break;
+		off_t e = lseek(fd, (off_t)data, SEEK_HOLE);
+		if (e < 0)
+			return false;
+		pos = ((uint64_t)e + KL_MIG_PAGE - 1) / KL_MIG_PAGE * KL_MIG_PAGE;
+	}
+	return true;
+}
+
+static bool mincore_holes(uint8_t *hva, uint64_t npages, uint64_t *h)
+{
+	unsigned char *v = g_malloc(npages);
+	bool ok = mincore(hva, npages * KL_MIG_PAGE, v) == 0;
+	for (uint64_t p = 0; ok && p < npages; p++)
+		if (!(v[p] & 1))
+			h[p / 64] |= 1ull << (p % 64);
+	g_free(v);
+	return ok;
+}
+
+void kl_mig_ram_find_holes(struct kl_vm *vm, struct kl_ram_cursor *c)
+{
+	const struct kl_guest_mem *m = &vm->mem;
+	bool anon = m->memfd < 0 && m->map_base && no_swap();
+	for (unsigned i = 0; i < m->nregions && i < KL_MAX_MEM_REGIONS; i++) {
+		const struct kl_mem_region *r = &m->regions[i];
+		uint64_t npages = r->size / KL_MIG_PAGE;
+		c->holes[i] = NULL;
+		if ((uintptr_t)r->hva % KL_MIG_PAGE || (m->memfd < 0 && !anon))
+			continue;
+		uint64_t *h = g_new0(uint64_t, (npages + 63) / 64);
+		bool ok;
+		if (m->memfd >= 0)
+			ok = memfd_holes(m->memfd, (uint64_t)(r->hva - (uint8_t *)m->map_base),
+					 npages, h);
+		else
+			ok = mincore_holes(r->hva, npages, h);
+		if (ok)
+			c->holes[i] = h;
+		else
+			g_free(h);
+	}
+}
+
+void kl_mig_ram_holes_free(struct kl_ram_cursor *c)
+{
+	for (unsigned i = 0; i < KL_MAX_MEM_REGIONS; i++) {
+		g_free(c->holes[i]);
+		c->holes[i] = NULL;
+	}
+}
+
+/* zero without reading it when it was a hole (reading a hole of shared
+ * memory would allocate a page) */
+static bool dirty_page_is_zero(const struct kl_mem_region *r, const uint64_t *holes, uint64_t p)
+{
+	return (holes && bit(holes, p)) || kl_mig_page_is_zero(r->hva + p * KL_MIG_PAGE);
+}
+
 int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_dirty *d,
 			  struct kl_ram_cursor *c, uint64_t budget, struct kl_mig_stats *st)
 {
@@ -157,11 +246,12 @@ int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_di
 			}
 			/* a run of dirty pages of one kind (zero or not) */
 			uint64_t i = c->page;
-			bool zero = kl_mig_page_is_zero(r->hva + i * KL_MIG_PAGE);
+			const uint64_t *holes = c->region < KL_MAX_MEM_REGIONS ? c->holes[c->region] : NULL;
+			bool zero = dirty_page_is_zero(r, holes, i);
 			uint64_t j = i + 1;
 			uint64_t max = zero ? 1u << 20 : KL_MIG_RAM_RUN / KL_MIG_PAGE;
 			while (j < npages && j - i < max && bit(m, j) &&
-			       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+			       dirty_page_is_zero(r, holes, j) == zero)
 				j++;
 			for (uint64_t p = i; p < j; p++)
 				m[p / 64] &= ~(1ull << (p % 64));
@@ -194,6 +284,7 @@ int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_di
 	}
 	c->region = 0;
 	c->page = 0;
+	kl_mig_ram_holes_free(c); /* a pass ended: later passes read the pages */
 	return 1;
 }
 

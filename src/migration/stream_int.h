@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "kvmlite/migration.h"
+#include "kvmlite/mem.h"
 #include "kvmlite/vmstate.h"
 
 /* record types */
@@ -44,7 +45,14 @@ struct kl_dirty;
 struct kl_ram_cursor {
 	unsigned region;
 	uint64_t page;
+	/* the first pass only: pages that were holes of guest RAM (never
+	 * touched, so zero) when it began, per region; NULL when unknown */
+	uint64_t *holes[KL_MAX_MEM_REGIONS];
 };
+/* Fill c->holes (after dirty logging started: a hole the guest writes
+ * later is in the dirty log) and free them. */
+void kl_mig_ram_find_holes(struct kl_vm *vm, struct kl_ram_cursor *c);
+void kl_mig_ram_holes_free(struct kl_ram_cursor *c);
 int kl_mig_ram_send_dirty(struct kl_vm *vm, struct kl_mig_out *out, struct kl_dirty *d,
 			  struct kl_ram_cursor *c, uint64_t budget, struct kl_mig_stats *st);
 int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st);

@@ -40,6 +40,7 @@ const struct kl_sc_rule kl_sc_rules[] = {
 	R(munmap, ALL, KL_ARG_NONE),          /* free of large blocks, thread stacks */
 	R(mremap, ALL, KL_ARG_NONE),          /* realloc of large blocks (keeps the protection) */
 	R(madvise, ALL, KL_ARG_NONE),         /* malloc trim, freed thread stacks (MADV_DONTNEED) */
+	R(mincore, M, KL_ARG_NONE),           /* live migration: never-touched guest RAM (src/migration/ram.c) */
 	R(brk, ALL, KL_ARG_NONE),             /* malloc's main arena (any thread may use it) */
 	R(write, ALL, KL_ARG_NONE),           /* eventfd signalling, serial/log output, the SIGSYS line */
 	R(gettid, ALL, KL_ARG_NONE),          /* vCPU thread ids, the SIGSYS line */

@@ -1,0 +1,120 @@
+/* Unit tests: the first pass of a live migration finds the never-touched
+ * pages of guest RAM (kl_mig_ram_find_holes, src/migration/ram.c) and sends
+ * them as zero markers without reading them (a read of a hole of shared
+ * memory would allocate it). */
+#include <check.h>
+
+#include "../kl_check.h"
+#include <glib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "kvmlite/vm.h"
+#include "../../../src/migration/dirty_int.h"
+#include "../../../src/migration/stream_int.h"
+
+#define NPAGES 64u
+
+static bool swap_configured(void)
+{
+	gchar *s = NULL;
+	bool some = true;
+	if (g_file_get_contents("/proc/meminfo", &s, NULL, NULL)) {
+		const char *t = strstr(s, "\nSwapTotal:");
+		some = !t || strtoull(t + 11, NULL, 10) != 0;
+	}
+	g_free(s);
+	return some;
+}
+
+static bool resident(const uint8_t *p)
+{
+	unsigned char v = 0;
+	ck_assert_int_eq(mincore((void *)p, 4096, &v), 0);
+	return v & 1;
+}
+
+static void first_pass(bool memfd)
+{
+	struct kl_vm vm;
+	memset(&vm, 0, sizeof(vm));
+	struct kl_mem_opts o = { .memfd = memfd };
+	char *err = NULL;
+	ck_assert_msg(kl_mem_init(&vm.mem, NPAGES * 4096, &o, &err) == 0, "%s", err);
+	ck_assert_uint_eq(vm.mem.nregions, 1);
+	uint8_t *ram = vm.mem.regions[0].hva;
+	ram[3 * 4096 + 5] = 0x11;
+	ram[7 * 4096] = 0x22;
+	volatile uint8_t r = ram[5 * 4096]; /* read: allocated, zero */
+	(void)r;
+	bool expect = memfd || !swap_configured();
+
+	struct kl_ram_cursor c;
+	memset(&c, 0, sizeof(c));
+	kl_mig_ram_find_holes(&vm, &c);
+	if (!expect) {
+		ck_assert_ptr_null(c.holes[0]);
+	} else {
+		ck_assert_ptr_nonnull(c.holes[0]);
+		for (unsigned p = 0; p < NPAGES; p++) {
+			bool hole = (c.holes[0][p / 64] >> (p % 64)) & 1;
+			ck_assert_msg(hole == (p != 3 && p != 5 && p != 7), "page %u: hole %d", p, hole);
+		}
+	}
+
+	/* a whole pass: every page dirty */
+	struct kl_dirty d;
+	memset(&d, 0, sizeof(d));
+	d.vm = &vm;
+	d.n = 1;
+	d.words[0] = NPAGES / 64;
+	d.map[0] = g_new(uint64_t, NPAGES / 64);
+	memset(d.map[0], 0xff, NPAGES / 64 * 8);
+	int fd = memfd_create("mig", MFD_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	struct kl_mig_out out = { .fd = fd };
+	struct kl_mig_stats st;
+	memset(&st, 0, sizeof(st));
+	ck_assert_int_eq(kl_mig_ram_send_dirty(&vm, &out, &d, &c, UINT64_MAX, &st), 1);
+	ck_assert_uint_eq(st.normal_pages, 2);
+	ck_assert_uint_eq(st.zero_pages, NPAGES - 2);
+	for (unsigned w = 0; w < NPAGES / 64; w++)
+		ck_assert_uint_eq(d.map[0][w], 0);
+	ck_assert_ptr_null(c.holes[0]); /* the first pass only */
+	if (expect)
+		for (unsigned p = 8; p < NPAGES; p++)
+			ck_assert_msg(!resident(ram + p * 4096), "page %u was read", p);
+
+	/* a second pass reads the pages: a hole written meanwhile is data */
+	ram[20 * 4096] = 0x33;
+	d.map[0][0] = 1ull << 20;
+	memset(&st, 0, sizeof(st));
+	ck_assert_int_eq(kl_mig_ram_send_dirty(&vm, &out, &d, &c, UINT64_MAX, &st), 1);
+	ck_assert_uint_eq(st.normal_pages, 1);
+	ck_assert_uint_eq(st.zero_pages, 0);
+	close(fd);
+	g_free(d.map[0]);
+	kl_mem_destroy(&vm.mem);
+}
+
+START_TEST(holes_memfd) { first_pass(true); }
+END_TEST
+START_TEST(holes_anon) { first_pass(false); }
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("migration-holes");
+	TCase *t = tcase_create("holes");
+	tcase_add_test(t, holes_memfd);
+	tcase_add_test(t, holes_anon);
+	suite_add_tcase(s, t);
+	return s;
+}
+
+int main(void)
+{
+	return kl_check_run(suite());
+}
