@@ -225,6 +225,28 @@ static int l2_fix_copied(struct qc_txn *t, uint8_t *l2, bool *changed)
 	return 0;
 }
 
+/* The end of create_txn and delete_txn: the new snapshot table, then the
+ * one header write that switches to the new L1 table and table (r: the
+ * result so far; nl1 is freed on failure, handed out on success). */
+static int txn_finish(struct qcow2 *s, struct qc_txn *t, int r, struct qc_snap *tbl, uint32_t n,
+		      uint64_t *nl1, uint64_t l1off, uint64_t **l1_out, uint64_t *l1off_out,
+		      uint64_t *toff, uint64_t *tsize)
+{
+	if (r >= 0)
+		r = txn_table(t, tbl, n, toff, tsize);
+	struct qc_txn_hdr h = { s->l1_size, l1off, n, *toff };
+	if (r >= 0)
+		r = qc_txn_commit(t, &h);
+	qc_txn_free(t);
+	if (r < 0) {
+		g_free(nl1);
+		return r;
+	}
+	*l1_out = nl1;
+	*l1off_out = l1off;
+	return 0;
+}
+
 /* The snapshot keeps the active L1 table and the L2 tables as they are on
  * disk; the active image gets a new L1 table whose entries name, for an L2
  * table only it used, a copy with OFLAG_COPIED clear (every data cluster is
@@ -271,19 +293,7 @@ static int create_txn(struct qcow2 *s, struct qc_snap *tbl, uint32_t n, uint64_t
 		r = a < 0 ? (int)a : write_l1_at(s, (uint64_t)a, nl1, s->l1_size);
 		l1off = a < 0 ? 0 : (uint64_t)a;
 	}
-	if (r >= 0)
-		r = txn_table(&t, tbl, n, toff, tsize);
-	struct qc_txn_hdr h = { s->l1_size, l1off, n, *toff };
-	if (r >= 0)
-		r = qc_txn_commit(&t, &h);
-	qc_txn_free(&t);
-	if (r < 0) {
-		g_free(nl1);
-		return r;
-	}
-	*l1_out = nl1;
-	*l1off_out = l1off;
-	return 0;
+	return txn_finish(s, &t, r, tbl, n, nl1, l1off, l1_out, l1off_out, toff, tsize);
 }
 
 int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, char **err)
@@ -440,19 +450,7 @@ static int delete_txn(struct qcow2 *s, const struct qc_snap *sn, struct qc_snap 
 			r = write_l1_at(s, (uint64_t)a, nl1, s->l1_size);
 		l1off = a < 0 ? 0 : (uint64_t)a;
 	}
-	if (r >= 0)
-		r = txn_table(&t, tbl, n, toff, tsize);
-	struct qc_txn_hdr h = { s->l1_size, l1off, n, *toff };
-	if (r >= 0)
-		r = qc_txn_commit(&t, &h);
-	qc_txn_free(&t);
-	if (r < 0) {
-		g_free(nl1);
-		return r;
-	}
-	*l1_out = nl1;
-	*l1off_out = l1off;
-	return 0;
+	return txn_finish(s, &t, r, tbl, n, nl1, l1off, l1_out, l1off_out, toff, tsize);
 }
 
 int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, char **err)

@@ -22,24 +22,12 @@
 #include <glib.h>
 #include <string.h>
 
+#include "kvmlite/byteorder.h"
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
 #include "pci_priv.h"
 
 #define PCI_STATE_VERSION 1
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = v;
-	p[1] = v >> 8;
-	p[2] = v >> 16;
-	p[3] = v >> 24;
-}
 
 static int pci_save(void *opaque, struct kl_vms_out *out, char **err)
 {
@@ -115,12 +103,12 @@ static bool bar_over_ram(const struct kl_pci_dev *d, const uint8_t *cfg, unsigne
 {
 	const struct pci_bar *b = &d->bars[idx];
 	if (!b->present || b->type == KL_PCI_BAR_IO ||
-	    !(rd32(&cfg[KL_PCI_COMMAND]) & KL_PCI_CMD_MEMORY))
+	    !(kl_le32(&cfg[KL_PCI_COMMAND]) & KL_PCI_CMD_MEMORY))
 		return false;
-	uint32_t lo = rd32(&cfg[KL_PCI_BAR0 + 4 * idx]) & ~0xfu;
+	uint32_t lo = kl_le32(&cfg[KL_PCI_BAR0 + 4 * idx]) & ~0xfu;
 	uint64_t a = lo;
 	if (b->type == KL_PCI_BAR_MEM64)
-		a |= (uint64_t)rd32(&cfg[KL_PCI_BAR0 + 4 * (idx + 1)]) << 32;
+		a |= (uint64_t)kl_le32(&cfg[KL_PCI_BAR0 + 4 * (idx + 1)]) << 32;
 	uint32_t sizing = ~(uint32_t)(b->size - 1) & ~0xfu;
 	uint64_t limit = b->type == KL_PCI_BAR_MEM32 ? KL_4G : (1ULL << 52);
 	if (a == 0 || lo == sizing || a + b->size <= a || a + b->size > limit)
@@ -199,13 +187,13 @@ static int pci_load(void *opaque, struct kl_vms_in *in, uint32_t version, char *
 	for (unsigned o = 0; o < KL_PCI_CFG_SIZE; o++)
 		nc[o] = (d->cfg[o] & ~d->wmask[o]) | (cfg[o] & d->wmask[o]);
 	for (unsigned i = 0; i < NBARS; i++) {
-		uint32_t val = rd32(&cfg[KL_PCI_BAR0 + 4 * i]);
+		uint32_t val = kl_le32(&cfg[KL_PCI_BAR0 + 4 * i]);
 		if (!bar_value_ok(d, i, val)) {
 			*err = g_strdup_printf("BAR%u value %#x does not fit the BAR (type bits or size)",
 					       i, val);
 			goto out;
 		}
-		wr32(&nc[KL_PCI_BAR0 + 4 * i], val);
+		kl_put32(&nc[KL_PCI_BAR0 + 4 * i], val);
 	}
 	for (unsigned i = 0; i < NBARS; i++) {
 		uint64_t a;

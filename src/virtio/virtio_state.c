@@ -25,23 +25,11 @@
 
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
+#include "kvmlite/byteorder.h"
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
 
 #define VIRTIO_STATE_VERSION 1
-
-static uint32_t rd32(const uint8_t *p)
-{
-	return p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-	p[0] = v;
-	p[1] = v >> 8;
-	p[2] = v >> 16;
-	p[3] = v >> 24;
-}
 
 static int vpci_save(void *opaque, struct kl_vms_out *out, char **err)
 {
@@ -65,8 +53,8 @@ static int vpci_save(void *opaque, struct kl_vms_out *out, char **err)
 	kl_vms_put_u16(out, vd->queue_sel);
 	const uint8_t *c = kl_pci_config(vd->pci) + vd->pcicfg_off;
 	kl_vms_put_u8(out, c[4]);
-	kl_vms_put_u32(out, rd32(c + 8));
-	kl_vms_put_u32(out, rd32(c + 12));
+	kl_vms_put_u32(out, kl_le32(c + 8));
+	kl_vms_put_u32(out, kl_le32(c + 12));
 	for (unsigned q = 0; q < vd->nvqs; q++)
 		kl_virtq_save(&vd->vqs[q], out);
 	return 0;
@@ -172,8 +160,8 @@ static int vpci_load(void *opaque, struct kl_vms_in *in, uint32_t version, char 
 	vd->draining = false;
 	uint8_t *c = kl_pci_config(vd->pci) + vd->pcicfg_off;
 	c[4] = cbar;
-	wr32(c + 8, coff);
-	wr32(c + 12, clen);
+	kl_put32(c + 8, coff);
+	kl_put32(c + 12, clen);
 	for (unsigned q = 0; q < vd->nvqs; q++) {
 		tmp[q].gen = vd->vqs[q].gen + 1; /* nothing of before belongs here */
 		vd->vqs[q] = tmp[q];
