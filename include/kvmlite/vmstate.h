@@ -110,6 +110,12 @@ void kl_vmstate_unregister(struct kl_vm *vm, const struct kl_vmstate_ops *ops, v
 unsigned kl_vmstate_count(const struct kl_vm *vm);
 const struct kl_vmstate_entry *kl_vmstate_get(const struct kl_vm *vm, unsigned i);
 const struct kl_vmstate_entry *kl_vmstate_find(const struct kl_vm *vm, const char *name);
+/* Load one section's payload as the migration loader does: the section's
+ * load(), then the reader's error and any bytes left over count as a
+ * failure.  0, or -1 with *err (the section's own message, the reader's, or
+ * "N bytes left over").  post_load is the caller's. */
+int kl_vmstate_load_section(const struct kl_vmstate_entry *e, const void *p, size_t len,
+			    uint32_t version, char **err);
 /* Frees the registry (kl_vm_destroy calls it). */
 void kl_vmstate_free_all(struct kl_vm *vm);
 

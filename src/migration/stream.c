@@ -454,21 +454,11 @@ static int load_section(struct load_ctx *c, struct kl_mig_in *in, char **err)
 		goto out;
 	}
 	const struct kl_vmstate_entry *e = kl_vmstate_get(c->vm, k);
-	struct kl_vms_in vin;
-	kl_vms_in_init(&vin, p, len);
 	char *e2 = NULL;
-	rc = e->ops->load(e->opaque, &vin, ver, &e2);
-	if (rc == 0 && kl_vms_failed(&vin))
-		rc = -1;
-	if (rc == 0 && kl_vms_remaining(&vin)) {
-		e2 = g_strdup_printf("%zu bytes left over", kl_vms_remaining(&vin));
-		rc = -1;
-	}
+	rc = kl_vmstate_load_section(e, p, len, ver, &e2);
 	if (rc < 0)
-		*err = g_strdup_printf("cannot load section '%s': %s", name,
-				       e2 ? e2 : vin.err ? vin.err : "error");
+		*err = g_strdup_printf("cannot load section '%s': %s", name, e2);
 	g_free(e2);
-	kl_vms_in_free(&vin);
 	c->loaded[k] = rc == 0;
 out:
 	g_free(p);

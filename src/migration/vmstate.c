@@ -210,6 +210,27 @@ const struct kl_vmstate_entry *kl_vmstate_find(const struct kl_vm *vm, const cha
 	return NULL;
 }
 
+int kl_vmstate_load_section(const struct kl_vmstate_entry *e, const void *p, size_t len,
+			    uint32_t version, char **err)
+{
+	struct kl_vms_in in;
+	kl_vms_in_init(&in, p, len);
+	char *e2 = NULL;
+	int rc = e->ops->load(e->opaque, &in, version, &e2);
+	if (rc == 0 && kl_vms_failed(&in))
+		rc = -1;
+	if (rc == 0 && kl_vms_remaining(&in)) {
+		e2 = g_strdup_printf("%zu bytes left over", kl_vms_remaining(&in));
+		rc = -1;
+	}
+	if (rc < 0)
+		*err = e2 ? e2 : g_strdup(in.err ? in.err : "error");
+	else
+		g_free(e2);
+	kl_vms_in_free(&in);
+	return rc;
+}
+
 void kl_vmstate_free_all(struct kl_vm *vm)
 {
 	if (vm->vmstate)

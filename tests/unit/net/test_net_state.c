@@ -61,18 +61,7 @@ static GByteArray *save(const char *name)
 static int load(const char *name, const uint8_t *p, size_t n, char **msg)
 {
 	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, name);
-	struct kl_vms_in in;
-	kl_vms_in_init(&in, p, n);
-	char *err = NULL;
-	int r = e->ops->load(e->opaque, &in, e->ops->version, &err);
-	if (r == 0 && (kl_vms_failed(&in) || kl_vms_remaining(&in)))
-		r = -1;
-	if (r < 0)
-		*msg = err ? err : g_strdup(in.err ? in.err : "trailing bytes");
-	else
-		g_free(err);
-	kl_vms_in_free(&in);
-	return r;
+	return kl_vmstate_load_section(e, p, n, e->ops->version, msg);
 }
 
 static void dhcp_discover(struct kl_netdev *nd)

@@ -274,22 +274,7 @@ static int load1(const char *name, const uint8_t *p, size_t len, char **msg)
 {
 	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, name);
 	ck_assert_ptr_nonnull(e);
-	struct kl_vms_in in;
-	kl_vms_in_init(&in, p, len);
-	char *err = NULL;
-	int r = e->ops->load(e->opaque, &in, e->ops->version, &err);
-	if (r == 0 && kl_vms_failed(&in))
-		r = -1;
-	if (r == 0 && kl_vms_remaining(&in)) {
-		r = -1;
-		err = g_strdup("trailing bytes");
-	}
-	if (r < 0)
-		*msg = err ? err : g_strdup(in.err ? in.err : "(no message)");
-	else
-		g_free(err);
-	kl_vms_in_free(&in);
-	return r;
+	return kl_vmstate_load_section(e, p, len, e->ops->version, msg);
 }
 
 static void load_all(GPtrArray *a)
