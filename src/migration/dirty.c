@@ -3,6 +3,7 @@
  * into one bitmap per region, plus the pages the VMM itself writes
  * (device DMA into guest RAM, which KVM does not see: kl_mig_mark_dirty). */
 #include <errno.h>
+#include <sched.h>
 #include <linux/kvm.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -12,6 +13,7 @@
 #include "dirty_int.h"
 
 static struct kl_dirty *active; /* the tracking kl_mig_mark_dirty feeds */
+static unsigned marking;        /* kl_mig_mark_dirty calls in progress */
 
 static int set_logging(struct kl_vm *vm, unsigned i, bool on)
 {
@@ -42,6 +44,7 @@ int kl_dirty_start(struct kl_vm *vm, struct kl_dirty *d, char **err)
 		d->words[i] = (pages + 63) / 64;
 		d->map[i] = g_new0(uint64_t, d->words[i]);
 		d->kvm[i] = g_new0(uint64_t, d->words[i]);
+		d->dev[i] = g_new0(uint64_t, d->words[i]);
 		if (set_logging(vm, i, true) < 0) {
 			*err = g_strdup_printf("cannot log dirty pages of RAM slot %u: %s", i,
 					       g_strerror(errno));
@@ -50,17 +53,21 @@ int kl_dirty_start(struct kl_vm *vm, struct kl_dirty *d, char **err)
 		}
 		d->logging[i] = true;
 	}
-	active = d;
+	__atomic_store_n(&active, d, __ATOMIC_RELEASE);
 	vm->mem.dirty_opaque = vm;
-	vm->mem.dirty_fn = dirty_hook;
+	__atomic_store_n(&vm->mem.dirty_fn, dirty_hook, __ATOMIC_RELEASE);
 	return 0;
 }
 
 void kl_dirty_stop(struct kl_dirty *d)
 {
 	if (active == d) {
-		active = NULL;
-		d->vm->mem.dirty_fn = NULL;
+		__atomic_store_n(&d->vm->mem.dirty_fn, NULL, __ATOMIC_RELEASE);
+		__atomic_store_n(&active, NULL, __ATOMIC_SEQ_CST);
+		/* an I/O thread may be marking a page (a cancel while the guest
+		 * runs): wait until it is out before the bitmaps go */
+		while (__atomic_load_n(&marking, __ATOMIC_SEQ_CST))
+			sched_yield();
 		d->vm->mem.dirty_opaque = NULL;
 	}
 	for (unsigned i = 0; i < d->n; i++) {
@@ -69,7 +76,8 @@ void kl_dirty_stop(struct kl_dirty *d)
 		d->logging[i] = false;
 		g_free(d->map[i]);
 		g_free(d->kvm[i]);
-		d->map[i] = d->kvm[i] = NULL;
+		g_free(d->dev[i]);
+		d->map[i] = d->kvm[i] = d->dev[i] = NULL;
 	}
 	d->n = 0;
 }
@@ -87,7 +95,10 @@ int64_t kl_dirty_sync(struct kl_dirty *d, char **err)
 			return -1;
 		}
 		for (uint64_t w = 0; w < d->words[i]; w++) {
-			d->map[i][w] |= d->kvm[i][w];
+			uint64_t dev = 0;
+			if (__atomic_load_n(&d->dev[i][w], __ATOMIC_RELAXED))
+				dev = __atomic_exchange_n(&d->dev[i][w], 0, __ATOMIC_ACQ_REL);
+			d->map[i][w] |= d->kvm[i][w] | dev;
 			total += __builtin_popcountll(d->map[i][w]);
 		}
 	}
@@ -106,9 +117,14 @@ void kl_dirty_set_all(struct kl_dirty *d)
 
 void kl_mig_mark_dirty(struct kl_vm *vm, uint64_t gpa, uint64_t len)
 {
-	struct kl_dirty *d = active;
-	if (!d || d->vm != vm || !len)
+	if (!len)
 		return;
+	__atomic_fetch_add(&marking, 1, __ATOMIC_SEQ_CST);
+	struct kl_dirty *d = __atomic_load_n(&active, __ATOMIC_SEQ_CST);
+	if (!d || d->vm != vm) {
+		__atomic_fetch_sub(&marking, 1, __ATOMIC_RELEASE);
+		return;
+	}
 	for (unsigned i = 0; i < d->n; i++) {
 		const struct kl_mem_region *r = &vm->mem.regions[i];
 		if (gpa >= r->gpa + r->size || gpa + len <= r->gpa)
@@ -116,6 +132,7 @@ void kl_mig_mark_dirty(struct kl_vm *vm, uint64_t gpa, uint64_t len)
 		uint64_t a = (gpa > r->gpa ? gpa : r->gpa) - r->gpa;
 		uint64_t e = (gpa + len < r->gpa + r->size ? gpa + len : r->gpa + r->size) - r->gpa;
 		for (uint64_t p = a / KL_MIG_PAGE; p <= (e - 1) / KL_MIG_PAGE; p++)
-			__atomic_fetch_or(&d->map[i][p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
+			__atomic_fetch_or(&d->dev[i][p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
 	}
+	__atomic_fetch_sub(&marking, 1, __ATOMIC_RELEASE);
 }

@@ -14,6 +14,13 @@ struct kl_dirty {
 	unsigned n;
 	uint64_t *map[KL_MAX_MEM_REGIONS];  /* pages still to send, per region */
 	uint64_t *kvm[KL_MAX_MEM_REGIONS];  /* KVM_GET_DIRTY_LOG scratch */
+	/* the VMM's own writes (kl_mig_mark_dirty, from any thread), kept
+	 * apart from map as KVM keeps its log: folded into map by
+	 * kl_dirty_sync only, so that the main thread alone touches map and
+	 * a mark made before the cursor passes a page (which it may send as
+	 * a never-touched zero page, or send before the write lands) is
+	 * still there at the next sync */
+	uint64_t *dev[KL_MAX_MEM_REGIONS];
 	uint64_t words[KL_MAX_MEM_REGIONS];
 	bool logging[KL_MAX_MEM_REGIONS];
 };
