@@ -18,6 +18,7 @@
 #include "kvmlite/device.h"
 #include "kvmlite/hw.h"
 #include "kvmlite/loop.h"
+#include "kvmlite/job.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
@@ -548,6 +549,7 @@ int main(int argc, char **argv)
 	kl_thr_group_objects_free();
 	kl_monitor_cleanup();
 	kl_mig_cleanup();
+	kl_job_cleanup();
 	kl_serial_restore_tty();
 	remove_pidfile(&pidfile);
 	g_free(kernel_img);

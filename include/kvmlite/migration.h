@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <glib.h>
+
 struct kl_vm;
 
 #define KL_MIG_MAGIC "KVMLMIG\n"
@@ -55,6 +57,8 @@ struct kl_mig_out {
 	bool file;          /* a regular file: page-aligned RAM, holes for zero pages */
 	uint64_t pos;       /* bytes written (file: the file offset) */
 	char *err;
+	GByteArray *mem;    /* non-NULL: the stream goes here, not to fd
+			       (socket layout; snapshot-save) */
 };
 /* Reads a stream from an fd or from a memory buffer (fd < 0). */
 struct kl_mig_in {
@@ -89,6 +93,15 @@ int kl_mig_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);
 
 /* The CPU model named in the header ("" = the default).  Set by main. */
 void kl_mig_set_cpu_model(const char *model);
+
+/* ---- snapshot-save / snapshot-load / snapshot-delete jobs (snapshot.c):
+ * the VM state in a qcow2 internal snapshot ---- */
+enum kl_snapshot_op { KL_SNAP_SAVE, KL_SNAP_LOAD, KL_SNAP_DELETE };
+/* Start the job (QEMU 7.2's checks and error texts happen in the job; the
+ * command fails only for the job id).  vmstate: NULL for delete. */
+int kl_snapshot_job(struct kl_vm *vm, enum kl_snapshot_op op, const char *job_id,
+		    const char *tag, const char *vmstate, const char *const *devices,
+		    unsigned ndevices, char **err);
 
 /* ---- state machine, transports (migration.c) ---- */
 

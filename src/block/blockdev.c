@@ -290,12 +290,7 @@ static struct kl_bnode *root_bs(const char *device, char **err)
 	return bs;
 }
 
-struct quiesce {
-	struct kl_blockdev *bd[16];
-	unsigned n;
-};
-
-static void quiesce_all(struct kl_bnode *bs, struct quiesce *q)
+void kl_bnode_quiesce_all(struct kl_bnode *bs, struct kl_bnode_quiesce *q)
 {
 	q->n = kl_bnode_backends(bs, q->bd, G_N_ELEMENTS(q->bd));
 	if (q->n > G_N_ELEMENTS(q->bd))
@@ -305,7 +300,7 @@ static void quiesce_all(struct kl_bnode *bs, struct quiesce *q)
 	kl_bnode_drain(bs);
 }
 
-static void resume_all(struct quiesce *q)
+void kl_bnode_resume_all(struct kl_bnode_quiesce *q)
 {
 	for (unsigned i = 0; i < q->n; i++)
 		kl_blockdev_quiesce_end(q->bd[i]);
@@ -356,10 +351,10 @@ int kl_block_snapshot_internal(const char *device, const char *name, char **err)
 				       device);
 		return -1;
 	}
-	struct quiesce q;
-	quiesce_all(bs, &q);
+	struct kl_bnode_quiesce q;
+	kl_bnode_quiesce_all(bs, &q);
 	int r = bs->drv->snapshot_create(bs, NULL, name, err);
-	resume_all(&q);
+	kl_bnode_resume_all(&q);
 	return r < 0 ? -1 : 0;
 }
 
@@ -384,10 +379,10 @@ int kl_block_snapshot_delete_internal(const char *device, const char *id, const 
 				       "internal snapshot deletion", bs->drv->name, device);
 		return -1;
 	}
-	struct quiesce q;
-	quiesce_all(bs, &q);
+	struct kl_bnode_quiesce q;
+	kl_bnode_quiesce_all(bs, &q);
 	int r = bs->drv->snapshot_delete(bs, out->id, out->name, err);
-	resume_all(&q);
+	kl_bnode_resume_all(&q);
 	return r < 0 ? -1 : 0;
 }
 

@@ -109,6 +109,14 @@ struct kl_bdrv {
 	int (*snapshot_delete)(struct kl_bnode *bs, const char *id, const char *name, char **err);
 	/* Appends struct kl_snapshot_info to out. */
 	int (*snapshot_list)(struct kl_bnode *bs, GArray *out);
+	/* snapshot-save / -load (may be NULL): a snapshot with VM state
+	 * (stored in the image's guest-invisible VM state area), revert the
+	 * disk to a snapshot, read the first len bytes of its VM state. */
+	int (*snapshot_create_vm)(struct kl_bnode *bs, const char *id, const char *name,
+				  const uint8_t *vm, uint64_t vmlen, uint64_t vm_clock, char **err);
+	int (*snapshot_goto)(struct kl_bnode *bs, const char *id, char **err);
+	int (*snapshot_vmstate_read)(struct kl_bnode *bs, const char *id, uint8_t *buf,
+				     uint64_t len, char **err);
 
 	/* query-block "format-specific" data (the "data" object of
 	 * ImageInfoSpecific, e.g. compat, cluster-size via image info). */
@@ -246,5 +254,38 @@ int kl_block_snapshot_sync(const char *device, const char *node_name, const char
 			   const char *snap_node, const char *format, bool existing, char **err);
 /* blockdev-snapshot: node becomes overlay's backing; overlay the root. */
 int kl_block_snapshot(const char *node, const char *overlay, char **err);
+
+/* Quiesce the backends on bs (up to 16) and drain bs; resume them. */
+struct kl_bnode_quiesce {
+	struct kl_blockdev *bd[16];
+	unsigned n;
+};
+void kl_bnode_quiesce_all(struct kl_bnode *bs, struct kl_bnode_quiesce *q);
+void kl_bnode_resume_all(struct kl_bnode_quiesce *q);
+
+/* ---- snapshot-save / -load / -delete over explicit node lists
+ * (snapshot_vm.c; QEMU 7.2's bdrv_all_* texts) ---- */
+struct kl_snap_devs {
+	struct kl_bnode **bs;
+	unsigned n;
+};
+/* Node names -> nodes; each must support snapshots ("No block device node
+ * 'x'", "Device 'x' is writable but does not support snapshots"). */
+int kl_snap_devs_resolve(const char *const *names, unsigned n, struct kl_snap_devs *d,
+			 char **err);
+void kl_snap_devs_free(struct kl_snap_devs *d);
+/* The vmstate node: one of d's. */
+struct kl_bnode *kl_snap_vmstate_bs(struct kl_snap_devs *d, const char *vmstate, char **err);
+/* A snapshot whose id or name is tag (QEMU's bdrv_snapshot_find). */
+bool kl_snap_find(struct kl_bnode *bs, const char *tag, struct kl_snapshot_info *out);
+bool kl_snap_any_has(struct kl_snap_devs *d, const char *tag);
+bool kl_snap_all_have(struct kl_snap_devs *d, const char *tag);
+/* Callers stopped the guest and quiesced the devices. */
+int kl_snap_all_create(struct kl_snap_devs *d, const char *tag, struct kl_bnode *vm_bs,
+		       const uint8_t *vm, uint64_t vmlen, uint64_t vm_clock, char **err);
+int kl_snap_all_goto(struct kl_snap_devs *d, const char *tag, char **err);
+int kl_snap_all_delete(struct kl_snap_devs *d, const char *tag, char **err);
+int kl_snap_vmstate_read(struct kl_bnode *bs, const char *id, uint8_t *buf, uint64_t len,
+			 char **err);
 
 #endif

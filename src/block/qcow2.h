@@ -207,5 +207,14 @@ void qc_snapshots_free(struct qcow2 *s);
 int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, char **err);
 int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, char **err);
 int qc_snapshot_list(struct kl_bnode *bs, GArray *out);
+/* A snapshot with VM state vm[0..vmlen) in its VM state area (vm_clock:
+ * guest clock, ns). */
+int qc_snapshot_create_vm(struct kl_bnode *bs, const char *id, const char *name,
+			  const uint8_t *vm, uint64_t vmlen, uint64_t vm_clock, char **err);
+/* Revert the active image to snapshot id. */
+int qc_snapshot_goto(struct kl_bnode *bs, const char *id, char **err);
+/* The first len bytes of snapshot id's VM state. */
+int qc_snapshot_vmstate_read(struct kl_bnode *bs, const char *id, uint8_t *buf, uint64_t len,
+			     char **err);
 
 #endif

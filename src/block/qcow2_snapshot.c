@@ -252,8 +252,65 @@ static int txn_finish(struct qcow2 *s, struct qc_txn *t, int r, struct qc_snap *
  * table only it used, a copy with OFLAG_COPIED clear (every data cluster is
  * now shared), and for one already shared the same table (refcount +1).
  * Every data cluster gets refcount +1.  One header write switches. */
-static int create_txn(struct qcow2 *s, struct qc_snap *tbl, uint32_t n, uint64_t **l1_out,
-		      uint64_t *l1off_out, uint64_t *toff, uint64_t *tsize)
+/* L1 index of the VM state area: right after the L2 tables that map the
+ * virtual disk (QEMU's l1_vm_state_index / qcow2_vm_state_offset). */
+static uint64_t vm_l1_index(struct qcow2 *s)
+{
+	uint64_t span = s->cluster_size * s->l2_entries;
+	return (s->size + span - 1) / span;
+}
+
+/* The VM state (vm[0..len)) goes to data clusters mapped at the VM state
+ * area by new L2 tables, in a new L1 table of the snapshot sn: the active
+ * L1 entries, then those tables.  The snapshot no longer keeps the old
+ * active L1 table, which is freed. */
+static int vm_write(struct qc_txn *t, struct qc_snap *sn, const uint8_t *vm, uint64_t len)
+{
+	struct qcow2 *s = t->s;
+	uint64_t cs = s->cluster_size, ncl = (len + cs - 1) / cs, vmi = vm_l1_index(s);
+	uint64_t nl2 = (ncl + s->l2_entries - 1) / s->l2_entries;
+	uint64_t n = vmi + nl2 > s->l1_size ? vmi + nl2 : s->l1_size;
+	if (n * 8 > QC_MAX_L1_BYTES)
+		return -EFBIG;
+	int64_t data = qc_txn_alloc(t, ncl);
+	if (data < 0)
+		return (int)data;
+	int r = kl_bnode_pwrite_sync(s->bs->file, (uint64_t)data, vm, len);
+	if (r >= 0 && len % cs)
+		r = kl_bnode_pwrite_sync(s->bs->file, (uint64_t)data + len, s->zbuf, cs - len % cs);
+	uint64_t *l1 = g_new0(uint64_t, n);
+	memcpy(l1, s->l1, (size_t)s->l1_size * 8);
+	uint8_t *l2 = g_malloc(cs);
+	for (uint64_t j = 0; j < nl2 && r >= 0; j++) {
+		memset(l2, 0, cs);
+		for (uint64_t k = 0; k < s->l2_entries && j * s->l2_entries + k < ncl; k++) {
+			uint8_t *p = l2 + k * s->l2e_size;
+			kl_put_be64(p, (uint64_t)data + (j * s->l2_entries + k) * cs);
+			if (s->ext_l2)
+				kl_put_be64(p + 8, 0xffffffffull); /* every subcluster allocated */
+		}
+		int64_t a = qc_txn_alloc(t, 1);
+		r = a < 0 ? (int)a : kl_bnode_pwrite_sync(s->bs->file, (uint64_t)a, l2, cs);
+		l1[vmi + j] = (uint64_t)a;
+	}
+	g_free(l2);
+	if (r >= 0 && s->l1_size)
+		r = qc_txn_add_range(t, s->l1_offset, (uint64_t)s->l1_size * 8, -1);
+	int64_t a = r < 0 ? r : qc_txn_alloc(t, (n * 8 + cs - 1) / cs);
+	r = a < 0 ? (int)a : write_l1_at(s, (uint64_t)a, l1, (uint32_t)n);
+	g_free(l1);
+	if (r >= 0) {
+		sn->l1_offset = (uint64_t)a;
+		sn->l1_size = (uint32_t)n;
+		sn->vm_state_size = len;
+		kl_put_be64(sn->extra, len);
+	}
+	return r;
+}
+
+static int create_txn(struct qcow2 *s, struct qc_snap *tbl, uint32_t n, const uint8_t *vm,
+		      uint64_t vmlen, uint64_t **l1_out, uint64_t *l1off_out, uint64_t *toff,
+		      uint64_t *tsize)
 {
 	uint64_t cs = s->cluster_size;
 	struct qc_txn t;
@@ -293,10 +350,18 @@ static int create_txn(struct qcow2 *s, struct qc_snap *tbl, uint32_t n, uint64_t
 		r = a < 0 ? (int)a : write_l1_at(s, (uint64_t)a, nl1, s->l1_size);
 		l1off = a < 0 ? 0 : (uint64_t)a;
 	}
+	if (r >= 0 && vmlen)
+		r = vm_write(&t, &tbl[n - 1], vm, vmlen);
 	return txn_finish(s, &t, r, tbl, n, nl1, l1off, l1_out, l1off_out, toff, tsize);
 }
 
 int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, char **err)
+{
+	return qc_snapshot_create_vm(bs, id, name, NULL, 0, 0, err);
+}
+
+int qc_snapshot_create_vm(struct kl_bnode *bs, const char *id, const char *name,
+			  const uint8_t *vm, uint64_t vmlen, uint64_t vm_clock, char **err)
 {
 	struct qcow2 *s = bs->opaque;
 	char idbuf[32];
@@ -348,6 +413,7 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 	sn->name = g_strdup(name);
 	sn->date_sec = (uint32_t)(now / G_USEC_PER_SEC);
 	sn->date_nsec = (uint32_t)(now % G_USEC_PER_SEC) * 1000;
+	sn->vm_clock = vm_clock;
 	sn->disk_size = s->size;
 	sn->icount = UINT64_MAX;
 	sn->extra_size = 24;
@@ -357,7 +423,7 @@ int qc_snapshot_create(struct kl_bnode *bs, const char *id, const char *name, ch
 	uint64_t *nl1 = NULL, l1off = 0, toff = 0, tsize = 0;
 	kl_bnode_crash_arm(true);
 	if (r >= 0)
-		r = create_txn(s, n, s->nb_snapshots + 1, &nl1, &l1off, &toff, &tsize);
+		r = create_txn(s, n, s->nb_snapshots + 1, vm, vmlen, &nl1, &l1off, &toff, &tsize);
 	kl_bnode_crash_arm(false);
 	if (r < 0) {
 		snap_clear(sn);
@@ -495,6 +561,205 @@ int qc_snapshot_delete(struct kl_bnode *bs, const char *id, const char *name, ch
 	s->snapshots_size = tsize;
 	snap_clear(&sn);
 	return 0;
+}
+
+/* The active image becomes the snapshot's disk: its references are dropped
+ * (L1 table, L2 tables, data), the snapshot's L2 tables below the VM state
+ * area are shared by a new active L1 table (refcount +1, data +1), or, for
+ * one whose OFLAG_COPIED flags disagree with the new refcounts, copied
+ * with the flags corrected.  One header write switches. */
+static int goto_txn(struct qcow2 *s, const struct qc_snap *sn, uint64_t **l1_out,
+		    uint64_t *l1off_out, uint64_t *toff, uint64_t *tsize)
+{
+	uint64_t cs = s->cluster_size, vmi = vm_l1_index(s);
+	uint32_t n = s->l1_size;
+	uint64_t take = sn->l1_size < n ? sn->l1_size : n;
+	if (take > vmi)
+		take = vmi;
+	struct qc_txn t;
+	qc_txn_begin(s, &t);
+	int r = 0;
+	for (uint32_t i = 0; i < n && r >= 0; i++) {
+		uint64_t l2off = s->l1[i] & QC_L1E_MASK;
+		if (!l2off)
+			continue;
+		if (!l2off_ok(s, l2off)) {
+			r = qc_mark_corrupt(s, "L2 table offset invalid");
+			break;
+		}
+		uint8_t *l2 = read_l2(s, l2off, &r);
+		if (!l2)
+			break;
+		r = l2_refs(&t, l2, -1);
+		if (r >= 0)
+			r = qc_txn_add(&t, l2off / cs, -1);
+		g_free(l2);
+	}
+	if (r >= 0 && n)
+		r = qc_txn_add_range(&t, s->l1_offset, (uint64_t)n * 8, -1);
+	uint8_t *b = g_malloc((size_t)sn->l1_size * 8 + 1);
+	if (r >= 0)
+		r = kl_bnode_pread_sync(s->bs->file, sn->l1_offset, b, (size_t)sn->l1_size * 8);
+	uint8_t **l2s = g_new0(uint8_t *, take + 1);
+	for (uint64_t i = 0; i < take && r >= 0; i++) {
+		uint64_t l2off = kl_get_be64(b + 8 * i) & QC_L1E_MASK;
+		if (!l2off)
+			continue;
+		if (!l2off_ok(s, l2off)) {
+			r = qc_mark_corrupt(s, "snapshot L2 table offset invalid");
+			break;
+		}
+		if ((l2s[i] = read_l2(s, l2off, &r)))
+			r = l2_refs(&t, l2s[i], 1);
+	}
+	uint64_t *nl1 = g_new0(uint64_t, n + 1);
+	for (uint64_t i = 0; i < take && r >= 0; i++) {
+		uint64_t l2off = kl_get_be64(b + 8 * i) & QC_L1E_MASK;
+		bool changed;
+		if (!l2s[i])
+			continue;
+		r = l2_fix_copied(&t, l2s[i], &changed);
+		if (r >= 0 && changed) {
+			int64_t a = qc_txn_alloc(&t, 1);
+			r = a < 0 ? (int)a : kl_bnode_pwrite_sync(s->bs->file, (uint64_t)a, l2s[i], cs);
+			nl1[i] = (uint64_t)a | QC_OFLAG_COPIED;
+		} else if (r >= 0) {
+			r = qc_txn_add(&t, l2off / cs, 1);
+			nl1[i] = l2off;
+		}
+	}
+	for (uint64_t i = 0; i < take; i++)
+		g_free(l2s[i]);
+	g_free(l2s);
+	g_free(b);
+	uint64_t l1off = 0;
+	if (r >= 0 && n) {
+		int64_t a = qc_txn_alloc(&t, ((uint64_t)n * 8 + cs - 1) / cs);
+		r = a < 0 ? (int)a : write_l1_at(s, (uint64_t)a, nl1, n);
+		l1off = a < 0 ? 0 : (uint64_t)a;
+	}
+	return txn_finish(s, &t, r, s->snaps, s->nb_snapshots, nl1, l1off, l1_out, l1off_out,
+			  toff, tsize);
+}
+
+static struct qc_snap *snap_by_id(struct qcow2 *s, const char *id, char **err)
+{
+	for (uint32_t i = 0; i < s->nb_snapshots; i++)
+		if (!strcmp(s->snaps[i].id, id))
+			return &s->snaps[i];
+	*err = g_strdup_printf("qcow2: no snapshot with id '%s'", id);
+	return NULL;
+}
+
+int qc_snapshot_goto(struct kl_bnode *bs, const char *id, char **err)
+{
+	struct qcow2 *s = bs->opaque;
+	if (s->readonly || s->corrupt) {
+		*err = g_strdup("qcow2: image is read-only or corrupt");
+		return -EROFS;
+	}
+	struct qc_snap *sn = snap_by_id(s, id, err);
+	if (!sn)
+		return -ENOENT;
+	if (sn->disk_size != s->size) {
+		*err = g_strdup_printf("qcow2: snapshot '%s' has a disk of %" PRIu64 " bytes, the "
+				       "image %" PRIu64 " (kvmlite does not resize on revert)",
+				       sn->name, sn->disk_size, s->size);
+		return -ENOTSUP;
+	}
+	int r = qc_writeback(s);
+	if (r >= 0)
+		r = kl_bnode_flush_sync(bs->file);
+	uint64_t *nl1 = NULL, l1off = 0, toff = 0, tsize = 0;
+	kl_bnode_crash_arm(true);
+	if (r >= 0)
+		r = goto_txn(s, sn, &nl1, &l1off, &toff, &tsize);
+	kl_bnode_crash_arm(false);
+	if (r < 0) {
+		*err = g_strdup_printf("qcow2: snapshot revert failed: %s", g_strerror(-r));
+		return r;
+	}
+	g_free(s->l1);
+	s->l1 = nl1;
+	s->snapshots_size = tsize;
+	return 0;
+}
+
+/* n bytes of guest-invisible VM state at pos of the VM state area through
+ * the snapshot's own L1 table (image content: every offset is checked). */
+static int vm_read_cluster(struct qcow2 *s, const uint8_t *l1, uint32_t l1n, uint64_t voff,
+			   uint8_t *buf, uint64_t n, char **err)
+{
+	uint64_t cs = s->cluster_size, ci = voff / cs, l1i = ci / s->l2_entries, e, bmp;
+	memset(buf, 0, n);
+	if (l1i >= l1n)
+		return 0;
+	uint64_t l2off = kl_get_be64(l1 + 8 * l1i) & QC_L1E_MASK;
+	if (!l2off)
+		return 0;
+	if (!l2off_ok(s, l2off)) {
+		*err = g_strdup("qcow2: VM state: L2 table offset invalid");
+		return -EINVAL;
+	}
+	int r = qc_l2t_get(s, l2off, ci % s->l2_entries, &e, &bmp);
+	if (r < 0)
+		goto io;
+	if (e & QC_OFLAG_COMPRESSED) {
+		*err = g_strdup("qcow2: VM state in compressed clusters is not supported");
+		return -ENOTSUP;
+	}
+	uint64_t host = e & QC_L2E_MASK, in = voff % cs;
+	if (!host || (!s->ext_l2 && (e & QC_OFLAG_ZERO)))
+		return 0;
+	if ((host & (cs - 1)) || !qc_offset_ok(s, host, cs)) {
+		*err = g_strdup("qcow2: VM state: data cluster offset invalid");
+		return -EINVAL;
+	}
+	for (uint64_t done = 0; done < n;) {
+		uint64_t k = n - done, sc = 0;
+		if (s->ext_l2) {
+			sc = (in + done) / s->sc_size;
+			uint64_t end = (sc + 1) * s->sc_size - (in + done);
+			k = k < end ? k : end;
+		}
+		if (!s->ext_l2 || ((bmp >> sc) & 1)) {
+			r = kl_bnode_pread_sync(s->bs->file, host + in + done, buf + done, k);
+			if (r < 0)
+				goto io;
+		}
+		done += k;
+	}
+	return 0;
+io:
+	*err = g_strdup_printf("qcow2: cannot read the VM state: %s", g_strerror(-r));
+	return r;
+}
+
+int qc_snapshot_vmstate_read(struct kl_bnode *bs, const char *id, uint8_t *buf, uint64_t len,
+			     char **err)
+{
+	struct qcow2 *s = bs->opaque;
+	struct qc_snap *sn = snap_by_id(s, id, err);
+	if (!sn)
+		return -ENOENT;
+	if (len > sn->vm_state_size) {
+		*err = g_strdup_printf("qcow2: snapshot '%s' has %" PRIu64 " bytes of VM state",
+				       sn->name, sn->vm_state_size);
+		return -EINVAL;
+	}
+	uint64_t cs = s->cluster_size, base = vm_l1_index(s) * cs * s->l2_entries;
+	uint8_t *l1 = g_malloc((size_t)sn->l1_size * 8 + 1);
+	int r = kl_bnode_pread_sync(s->bs->file, sn->l1_offset, l1, (size_t)sn->l1_size * 8);
+	if (r < 0)
+		*err = g_strdup("qcow2: cannot read the snapshot's L1 table");
+	for (uint64_t pos = 0; pos < len && r >= 0;) {
+		uint64_t k = cs - (base + pos) % cs;
+		k = k < len - pos ? k : len - pos;
+		r = vm_read_cluster(s, l1, sn->l1_size, base + pos, buf + pos, k, err);
+		pos += k;
+	}
+	g_free(l1);
+	return r < 0 ? r : 0;
 }
 
 int qc_snapshot_list(struct kl_bnode *bs, GArray *out)

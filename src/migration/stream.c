@@ -29,6 +29,16 @@ static const char *model_name(void)
 int kl_mig_write(struct kl_mig_out *out, const void *p, size_t n)
 {
 	const uint8_t *b = p;
+	if (out->mem) {
+		if (n > G_MAXUINT - out->mem->len) {
+			if (!out->err)
+				out->err = g_strdup("the VM state exceeds 4 GiB");
+			return -1;
+		}
+		g_byte_array_append(out->mem, b, (guint)n);
+		out->pos += n;
+		return 0;
+	}
 	while (n) {
 		ssize_t r = write(out->fd, b, n);
 		if (r < 0 && errno == EINTR)

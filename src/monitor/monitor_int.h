@@ -110,6 +110,21 @@ extern const struct kl_qmp_arg kl_qmp_migrate_args[], kl_qmp_migrate_incoming_ar
 	  kl_qmp_migrate_set_caps_args }, \
 	{ "query-migrate-capabilities", kl_qmp_query_migrate_capabilities, no_args },
 
+/* ---- qmp_job.c: query-jobs, job-dismiss, snapshot-save/-load/-delete ---- */
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_jobs)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_job_dismiss)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_save)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_load)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_snapshot_delete)
+extern const struct kl_qmp_arg kl_qmp_job_id_args[], kl_qmp_snapshot_save_args[],
+	kl_qmp_snapshot_delete_args[];
+#define KL_QMP_JOB_CMDS \
+	{ "query-jobs", kl_qmp_query_jobs, no_args }, \
+	{ "job-dismiss", kl_qmp_job_dismiss, kl_qmp_job_id_args }, \
+	{ "snapshot-save", kl_qmp_snapshot_save, kl_qmp_snapshot_save_args }, \
+	{ "snapshot-load", kl_qmp_snapshot_load, kl_qmp_snapshot_save_args }, \
+	{ "snapshot-delete", kl_qmp_snapshot_delete, kl_qmp_snapshot_delete_args },
+
 /* ---- qmp_net.c: netdev_set_throttle, query-netdev-throttle ---- */
 extern const struct kl_qmp_arg kl_qmp_netdev_set_throttle_args[];
 enum kl_qmp_err kl_qmp_cmd_netdev_set_throttle(struct kl_qmp_session *s, JsonObject *args,

@@ -365,6 +365,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "query-cpus-fast", cmd_query_cpus_fast, no_args },
 	KL_QMP_BLOCK_CMDS
 	KL_QMP_MIGRATION_CMDS
+	KL_QMP_JOB_CMDS
 	{ "query-chardev", cmd_query_chardev, no_args },
 	{ "human-monitor-command", cmd_hmp, hmp_args },
 	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },

@@ -146,6 +146,8 @@ const unsigned long kl_sc_ioctl_main[] = {
 	KVM_GET_DEBUGREGS, KVM_SET_DEBUGREGS,
 	KVM_GET_CLOCK, KVM_SET_CLOCK,   /* migration: the kvmclock section */
 	KVM_GET_DIRTY_LOG,              /* migration: pre-copy */
+	KVM_SET_GUEST_DEBUG,            /* snapshot-load: the assist's breakpoints of a
+					   vCPU that ran are cleared (re-armed later) */
 	TCGETS, TCSETS, TCSETSW, TCSETSF, TIOCGWINSZ, FIONBIO,
 	TUNSETOFFLOAD, TUNSETVNETHDRSZ,
 	BLKSSZGET, BLKGETSIZE64,

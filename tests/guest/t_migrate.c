@@ -15,7 +15,12 @@
  * the migration did not resend shows on the destination).  With net=virtio
  * or net=e1000 it sends one broadcast frame (ethertype 0x88b5, "KLMIGNET",
  * big-endian n) per count on that NIC and prints "TX n" once the NIC took
- * it (tests/guest/run-migrate --io). */
+ * it (tests/guest/run-migrate --io).
+ * With blk=1 gen=1, sector 0 holds the generation: the count whose block
+ * was written last (magic, n); each count first reads it back and checks
+ * it is the previous count, then writes its block and the new generation.
+ * Memory and disk restored from different instants (snapshot-load,
+ * tests/guest/run-snapshot-vm) disagree there: "MIGFAIL generation". */
 #include "probe.h"
 #include "t_blk.h"
 #include "t_net.h"
@@ -33,6 +38,7 @@ static uint64_t dirty_pages, dirty_total, dirty_next;
 #define BLK_MAGIC 0x47494d4c4b4c4bull /* "KLKLMIG" */
 #define NREAD 16
 static uint64_t blk_cap, *wblk, *rblk[NREAD], pending_read; /* 0: none */
+static uint64_t *genblk; /* gen=1: sector 0 buffer */
 static struct netif *nif;
 static uint8_t *frame;
 
@@ -64,9 +70,23 @@ static int io_step(uint64_t n)
 			printf("MIGFAIL disk full at count %llu\n", (unsigned long long)n);
 			return -1;
 		}
+		if (genblk && n > 1) {
+			int gs = probe_blk_rw(false, 0, genblk, 512);
+			if (gs || genblk[0] != BLK_MAGIC || genblk[1] != n - 1) {
+				printf("MIGFAIL generation at count %llu: the disk's is %llu "
+				       "(status %d)\n", (unsigned long long)n,
+				       (unsigned long long)genblk[1], gs);
+				return -1;
+			}
+		}
 		for (unsigned k = 0; k < 64; k++)
 			wblk[k] = blk_word(n, k);
 		int st = probe_blk_rw(true, n, wblk, 512);
+		if (!st && genblk) {
+			genblk[0] = BLK_MAGIC;
+			genblk[1] = n;
+			st = probe_blk_rw(true, 0, genblk, 512);
+		}
 		if (st) {
 			printf("MIGFAIL write of block %llu: status %d\n", (unsigned long long)n, st);
 			return -1;
@@ -186,6 +206,8 @@ static int test_migrate(void)
 		wblk = probe_alloc(512, 512);
 		for (unsigned i = 0; i < NREAD; i++)
 			rblk[i] = probe_alloc(4096, 4096);
+		if (num_arg("gen", 0))
+			genblk = probe_alloc(512, 512);
 	}
 	char nv[16];
 	if (probe_cmdline_get("net", nv, sizeof(nv))) {

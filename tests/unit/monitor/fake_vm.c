@@ -297,3 +297,12 @@ void kl_migrate_cancel(struct kl_vm *vm) { (void)vm; }
 static struct kl_mig_params fake_params;
 struct kl_mig_params *kl_mig_params(void) { return &fake_params; }
 void kl_mig_set_event_fn(void (*fn)(const char *, const char *, const char *, int64_t)) { (void)fn; }
+
+int kl_snapshot_job(struct kl_vm *vm, enum kl_snapshot_op op, const char *job_id,
+		    const char *tag, const char *vmstate, const char *const *devices,
+		    unsigned ndevices, char **err)
+{
+	(void)vm, (void)op, (void)job_id, (void)tag, (void)vmstate, (void)devices, (void)ndevices;
+	*err = g_strdup("fake: no snapshots");
+	return -1;
+}
