@@ -104,7 +104,8 @@ static uint8_t *read_vmstate(struct kl_vm *vm, struct kl_bnode *vbs, const char 
 		return NULL;
 	}
 	if (!in.vm_state_size) {
-		*err = g_strdup("This is a disk-only snapshot. Revert to it offline using qemu-img");
+		/* sic: QEMU 7.2's text has the two spaces */
+		*err = g_strdup("This is a disk-only snapshot. Revert to it  offline using qemu-img");
 		return NULL;
 	}
 	if (in.vm_state_size > vm->mem.ram_size + VMSTATE_SLACK) {
@@ -138,7 +139,6 @@ static int do_load(struct kl_vm *vm, const char *tag, struct kl_snap_devs *d,
 	uint8_t *buf = read_vmstate(vm, vbs, tag, &len, err);
 	if (!buf)
 		return -1;
-	kl_vm_pause(vm);
 	char *e = NULL;
 	int rc = kl_mig_quiesce(vm, &e);
 	if (rc < 0) {
@@ -169,18 +169,23 @@ static int job_run(void *opaque, char **err)
 	int rc = kl_snap_devs_resolve((const char *const *)j->devices, j->n, &d, err);
 	if (rc == 0 && j->op == KL_SNAP_SAVE) {
 		rc = do_save(j, &d, err);
-	} else if (rc == 0 && j->op == KL_SNAP_LOAD) {
+	} else if (j->op == KL_SNAP_LOAD) {
+		/* as QEMU's snapshot_load_job_bh: the guest stops first and
+		 * runs again only after a successful load */
+		bool was_running = j->vm->state == KL_RS_RUNNING;
 		struct kl_bnode *vbs = NULL;
-		if (!kl_snap_all_have(&d, j->tag)) {
+		kl_vm_pause(j->vm);
+		if (rc == 0 && !kl_snap_all_have(&d, j->tag)) {
 			*err = g_strdup_printf("Snapshot '%s' does not exist in one or more devices",
 					       j->tag);
 			rc = -1;
-		} else if (!(vbs = kl_snap_vmstate_bs(&d, j->vmstate, err)) || migration_busy(err)) {
+		} else if (rc == 0 && (!(vbs = kl_snap_vmstate_bs(&d, j->vmstate, err)) ||
+				       migration_busy(err))) {
 			rc = -1;
-		} else {
-			rc = do_load(j->vm, j->tag, &d, vbs, j->vm->state == KL_RS_RUNNING, err);
+		} else if (rc == 0) {
+			rc = do_load(j->vm, j->tag, &d, vbs, was_running, err);
 		}
-	} else if (rc == 0) {
+	} else if (rc == 0 && j->op == KL_SNAP_DELETE) {
 		rc = kl_snap_all_delete(&d, j->tag, err);
 	}
 	kl_snap_devs_free(&d);
