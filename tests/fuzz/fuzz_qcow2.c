@@ -5,8 +5,9 @@
  * format qcow2, read-write unless script[0] bit 0 is set, with small caches
  * and no backing file.  Then script[1] % 8 requests (read, write,
  * write-zeroes, discard, flush, internal snapshot create, delete of the
- * first snapshot) at offsets and lengths from the script, one at a time,
- * then close (metadata write-back).
+ * first snapshot, create with VM state, revert to the first snapshot, read
+ * of the first snapshot's VM state: snapshot-save / -load) at offsets and
+ * lengths from the script, one at a time, then close (metadata write-back).
  *
  * Asserted: open either succeeds or fails with a message; every request
  * completes exactly once, outside its submitting call, with the byte count
@@ -88,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	g_free(err);
 	for (unsigned i = 0; i < nops; i++) {
-		uint8_t kind = fuzz_u8(&in) % 7;
+		uint8_t kind = fuzz_u8(&in) % 10;
 		uint64_t off = bs->size ? fuzz_u32(&in) % bs->size : 0;
 		uint64_t len = fuzz_u16(&in) % MAX_IO + 1;
 		if (len > bs->size - off)
@@ -98,13 +99,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		int r;
 		memset(iobuf, 0x5c, len);
 		if (kind >= 5) {
-			/* snapshot metadata transactions (qcow2_txn.c) */
+			/* snapshot metadata transactions (qcow2_txn.c), VM state */
 			char *e = NULL;
 			GArray *a = g_array_new(false, false, sizeof(struct kl_snapshot_info));
 			bs->drv->snapshot_list(bs, a);
+			struct kl_snapshot_info *first =
+				a->len ? &g_array_index(a, struct kl_snapshot_info, 0) : NULL;
 			if (kind == 5)
 				r = bs->drv->snapshot_create(bs, NULL, "fz", &e);
-			else if (a->len)
+			else if (kind == 7)
+				r = bs->drv->snapshot_create_vm(bs, NULL, "fzvm", iobuf, len, off, &e);
+			else if (kind == 8 && first)
+				r = bs->drv->snapshot_goto(bs, first->id, &e);
+			else if (kind == 9 && first)
+				r = bs->drv->snapshot_vmstate_read(bs, first->id, iobuf,
+								   first->vm_state_size < MAX_IO ?
+								   first->vm_state_size : MAX_IO, &e);
+			else if (kind == 6 && first)
 				r = bs->drv->snapshot_delete(bs, g_array_index(a, struct kl_snapshot_info,
 									     0).id, NULL, &e);
 			else
