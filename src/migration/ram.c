@@ -55,50 +55,80 @@ static int put_crc(struct kl_mig_out *out, uint32_t crc)
 	return kl_mig_write(out, b, 4);
 }
 
+/* Page i of region r is zero; a hole of guest RAM (never touched) is, and
+ * is not read (reading a hole of shared memory would allocate it). */
+static bool zero_page(const struct kl_mem_region *r, const uint64_t *holes, uint64_t i)
+{
+	if (holes && ((holes[i / 64] >> (i % 64)) & 1))
+		return true;
+	return kl_mig_page_is_zero(r->hva + i * KL_MIG_PAGE);
+}
+
+/* crc extended by npages zero pages, without a buffer of that size:
+ * zlib's crc32_combine over CRCs of 2^k zero pages. */
+static uint32_t crc_zero_pages(uint32_t crc, uint64_t npages)
+{
+	static uint32_t zc[64];
+	static bool init;
+	if (!init) {
+		static const uint8_t zeros[KL_MIG_PAGE];
+		zc[0] = (uint32_t)crc32_z(0, zeros, KL_MIG_PAGE);
+		for (unsigned k = 1; k < 40; k++)
+			zc[k] = (uint32_t)crc32_combine(zc[k - 1], zc[k - 1],
+						       (z_off_t)((uint64_t)KL_MIG_PAGE << (k - 1)));
+		init = true;
+	}
+	for (unsigned k = 0; k < 40 && npages; k++, npages >>= 1)
+		if (npages & 1)
+			crc = (uint32_t)crc32_combine(crc, zc[k], (z_off_t)((uint64_t)KL_MIG_PAGE << k));
+	return crc;
+}
+
 /* A file: the whole region, zero pages as holes. */
 static int save_region_file(struct kl_mig_out *out, const struct kl_mem_region *r,
-			    struct kl_mig_stats *st)
+			    const uint64_t *holes, struct kl_mig_stats *st)
 {
 	if (put_block_header(out, KL_REC_RAM, r->gpa, r->size, true, NULL) < 0)
 		return -1;
 	uint64_t npages = r->size / KL_MIG_PAGE;
 	uint64_t i = 0;
+	uint32_t crc = 0;
 	while (i < npages) {
 		const uint8_t *p = r->hva + i * KL_MIG_PAGE;
-		bool zero = kl_mig_page_is_zero(p);
+		bool zero = zero_page(r, holes, i);
 		uint64_t j = i + 1;
-		while (j < npages && j - i < 256 &&
-		       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+		while (j < npages && j - i < 256 && zero_page(r, holes, j) == zero)
 			j++;
 		uint64_t n = (j - i) * KL_MIG_PAGE;
 		if (zero) {
 			if (kl_mig_skip_out(out, n) < 0)
 				return -1;
+			crc = crc_zero_pages(crc, j - i);
 			st->zero_pages += j - i;
 		} else {
 			if (kl_mig_write(out, p, n) < 0)
 				return -1;
+			crc = (uint32_t)crc32_z(crc, p, n);
 			st->normal_pages += j - i;
 			st->ram_bytes += n;
 		}
 		i = j;
 	}
-	return put_crc(out, (uint32_t)crc32_z(0, r->hva, r->size));
+	return put_crc(out, crc);
 }
 
 /* A socket: runs of data pages and zero markers. */
 static int save_region_stream(struct kl_mig_out *out, const struct kl_mem_region *r,
-			      struct kl_mig_stats *st)
+			      const uint64_t *holes, struct kl_mig_stats *st)
 {
 	uint64_t npages = r->size / KL_MIG_PAGE;
 	uint64_t i = 0;
 	while (i < npages) {
 		const uint8_t *p = r->hva + i * KL_MIG_PAGE;
-		bool zero = kl_mig_page_is_zero(p);
+		bool zero = zero_page(r, holes, i);
 		uint64_t j = i + 1;
 		uint64_t max = zero ? UINT64_MAX : KL_MIG_RAM_RUN / KL_MIG_PAGE;
-		while (j < npages && j - i < max &&
-		       kl_mig_page_is_zero(r->hva + j * KL_MIG_PAGE) == zero)
+		while (j < npages && j - i < max && zero_page(r, holes, j) == zero)
 			j++;
 		uint64_t n = (j - i) * KL_MIG_PAGE;
 		uint64_t gpa = r->gpa + i * KL_MIG_PAGE;
@@ -121,14 +151,20 @@ static int save_region_stream(struct kl_mig_out *out, const struct kl_mem_region
 
 int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st)
 {
+	/* stop-and-copy (vCPUs parked): pages that were never touched are
+	 * zero and not read, as the first pass of a live migration */
+	struct kl_ram_cursor c;
+	memset(&c, 0, sizeof(c));
+	kl_mig_ram_find_holes(vm, &c);
 	st->total_ram = vm->mem.ram_size;
-	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+	int rc = 0;
+	for (unsigned i = 0; i < vm->mem.nregions && rc == 0; i++) {
 		const struct kl_mem_region *r = &vm->mem.regions[i];
-		int rc = out->file ? save_region_file(out, r, st) : save_region_stream(out, r, st);
-		if (rc < 0)
-			return -1;
+		const uint64_t *h = i < KL_MAX_MEM_REGIONS ? c.holes[i] : NULL;
+		rc = out->file ? save_region_file(out, r, h, st) : save_region_stream(out, r, h, st);
 	}
-	return 0;
+	kl_mig_ram_holes_free(&c);
+	return rc < 0 ? -1 : 0;
 }
 
 static bool bit(const uint64_t *m, uint64_t p)
@@ -185,10 +221,15 @@ static bool mincore_holes(uint8_t *hva, uint64_t npages, uint64_t *h)
 	return ok;
 }
 
+/* Set once guest RAM was mapped privately from a snapshot file: a page of
+ * such a mapping that is not resident is the file's, not a hole, so
+ * mincore() tells nothing any more. */
+static bool ram_file_mapped;
+
 void kl_mig_ram_find_holes(struct kl_vm *vm, struct kl_ram_cursor *c)
 {
 	const struct kl_guest_mem *m = &vm->mem;
-	bool anon = m->memfd < 0 && m->map_base && no_swap();
+	bool anon = m->memfd < 0 && m->map_base && !ram_file_mapped && no_swap();
 	for (unsigned i = 0; i < m->nregions && i < KL_MAX_MEM_REGIONS; i++) {
 		const struct kl_mem_region *r = &m->regions[i];
 		uint64_t npages = r->size / KL_MIG_PAGE;
@@ -319,6 +360,7 @@ static bool map_block(struct kl_vm *vm, struct kl_mig_in *in, uint8_t *hva, uint
 	if (p == MAP_FAILED)
 		return false;
 	madvise(p, len, MADV_DONTDUMP);
+	ram_file_mapped = true;
 	in->mapped++;
 	return true;
 }
