@@ -361,6 +361,8 @@ int main(int argc, char **argv)
 		die("%s", err);
 	if (cli.incoming && kl_mig_uri_check(cli.incoming, true, &err) < 0)
 		die("-incoming %s: %s", cli.incoming, err);
+	if (cli.loadvm && cli.incoming)
+		die("-loadvm and -incoming cannot be used together");
 	if (!cli.kernel)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	/* Read and recognise the kernel before touching /dev/kvm; the first
@@ -530,10 +532,17 @@ int main(int argc, char **argv)
 	 * vCPUs wait for the BQL, held here, before their first KVM_RUN. */
 	if (kl_sandbox_run_other(add_signal_sources, vm, &err) < 0)
 		die_err(err);
-	if (kl_vm_start(vm, cli.start_paused || cli.incoming, &err) < 0)
+	if (kl_vm_start(vm, cli.start_paused || cli.incoming || cli.loadvm, &err) < 0)
 		die_err(err);
 	if (kl_sandbox_arm(&err) < 0)
 		die_err(err);
+	/* -loadvm: the snapshot's state before the first instruction */
+	if (cli.loadvm) {
+		if (kl_snapshot_loadvm(vm, cli.loadvm, &err) < 0)
+			die_err(err);
+		if (!cli.start_paused)
+			kl_vm_resume(vm);
+	}
 	/* -incoming: the vCPUs stay parked until the state has loaded
 	 * (file: loads here; unix:/tcp: when the source connects) */
 	if (cli.incoming && kl_migrate_incoming(vm, cli.incoming, cli.start_paused, &err) < 0)

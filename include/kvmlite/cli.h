@@ -26,6 +26,7 @@ struct kl_cli {
 	const char *run_user_flag, *run_chroot_flag; /* "-runas " or "-run-with user=" */
 	char *sandbox;           /* -sandbox: parsed by kl_sandbox_parse (kvmlite/seccomp.h) */
 	char *incoming;          /* -incoming URI|defer (kvmlite/migration.h) */
+	char *loadvm;            /* -loadvm TAG (kl_snapshot_loadvm) */
 	bool start_paused;       /* -S */
 	bool nographic, nodefaults, daemonize, no_reboot, no_shutdown;
 	bool show_version, show_help;

@@ -103,6 +103,11 @@ int kl_snapshot_job(struct kl_vm *vm, enum kl_snapshot_op op, const char *job_id
 		    const char *tag, const char *vmstate, const char *const *devices,
 		    unsigned ndevices, char **err);
 
+/* -loadvm TAG (QEMU's load_snapshot without a device list): every writable
+ * qcow2 node a device uses is reverted to TAG, the VM state comes from the
+ * first of them; the guest stays stopped.  -1 with *err. */
+int kl_snapshot_loadvm(struct kl_vm *vm, const char *tag, char **err);
+
 /* ---- state machine, transports (migration.c) ---- */
 
 /* QMP migrate: 0 once the migration has ended (query-migrate tells how),

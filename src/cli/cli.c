@@ -268,6 +268,7 @@ STRFLAG(f_append, append)
 STRFLAG(f_pidfile, pidfile)
 STRFLAG(f_sandbox, sandbox)
 STRFLAG(f_incoming, incoming)
+STRFLAG(f_loadvm, loadvm)
 
 FLAGFN(f_name_opts)
 {
@@ -416,6 +417,8 @@ static const struct flag flags[] = {
 	{ "uuid", ARG, f_uuid, "-uuid UUID" },
 	{ "incoming", ARG, f_incoming, "-incoming unix:PATH|tcp:HOST:PORT|file:PATH[,offset=N]|defer\n"
 				       "                       wait for an incoming migration (defer: QMP migrate-incoming; docs/migration.md)" },
+	{ "loadvm", ARG, f_loadvm, "-loadvm TAG          start from the snapshot TAG (snapshot-load of every qcow2 disk,\n"
+				   "                       the VM state from the first; docs/migration.md)" },
 	{ "S", NOARG, f_S, "-S                   do not start the CPUs (QMP 'cont' starts them)" },
 	{ "nographic", NOARG, f_nographic, "-nographic           serial on stdio (kvmlite never has a display)" },
 	{ "display", ARG, f_display, "-display none" },
@@ -512,6 +515,7 @@ void kl_cli_free(struct kl_cli *c)
 	g_free(c->run_chroot);
 	g_free(c->sandbox);
 	g_free(c->incoming);
+	g_free(c->loadvm);
 	GPtrArray *arrs[] = { c->drives, c->blockdevs, c->devices, c->netdevs, c->chardevs, c->serials,
 			      c->qmps, c->mons, c->objects };
 	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)

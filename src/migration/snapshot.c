@@ -192,6 +192,36 @@ static int job_run(void *opaque, char **err)
 	return rc;
 }
 
+static void add_snap_node(struct kl_bnode *bs, void *opaque)
+{
+	GPtrArray *a = opaque;
+	struct kl_blockdev *bd;
+	/* QEMU's bdrv_all_snapshots_includes_bs: writable nodes a device
+	 * uses (a backend's root) */
+	if (!bs->readonly && bs->drv->snapshot_goto && kl_bnode_backends(bs, &bd, 1) >= 1)
+		g_ptr_array_add(a, bs->node_name);
+}
+
+int kl_snapshot_loadvm(struct kl_vm *vm, const char *tag, char **err)
+{
+	GPtrArray *names = g_ptr_array_new();
+	kl_bnode_foreach(add_snap_node, names);
+	struct kl_snap_devs d;
+	int rc = kl_snap_devs_resolve((const char *const *)names->pdata, names->len, &d, err);
+	if (rc == 0 && !d.n) {
+		*err = g_strdup("No block device can accept snapshots");
+		rc = -1;
+	} else if (rc == 0 && !kl_snap_all_have(&d, tag)) {
+		*err = g_strdup_printf("Snapshot '%s' does not exist in one or more devices", tag);
+		rc = -1;
+	} else if (rc == 0) {
+		rc = do_load(vm, tag, &d, d.bs[0], false, err);
+	}
+	kl_snap_devs_free(&d);
+	g_ptr_array_free(names, TRUE);
+	return rc;
+}
+
 static const char *const types[] = { "snapshot-save", "snapshot-load", "snapshot-delete" };
 
 int kl_snapshot_job(struct kl_vm *vm, enum kl_snapshot_op op, const char *job_id,

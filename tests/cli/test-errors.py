@@ -216,6 +216,8 @@ with tempfile.TemporaryDirectory() as d:
                          ("on,bogus=1", "bogus")):
         run(["-sandbox", spec, "-kernel", garbage], needle=needle, name="-sandbox " + spec)
     run(["-kernel"], needle="requires an argument", name="flag without value")
+    run(["-loadvm", "s", "-incoming", "defer", "-kernel", garbage],
+        needle="-loadvm and -incoming cannot be used together", name="-loadvm with -incoming")
     run([], needle="-kernel is required", name="no kernel")
     # -run-with / -runas / -chroot (checked before the kernel is read)
     run(["-run-with", "user=kl-no-such-user", "-kernel", garbage],
