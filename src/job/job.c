@@ -10,6 +10,7 @@ struct job {
 	kl_job_fn fn;
 	void (*free_fn)(void *opaque);
 	void *opaque;
+	bool ran;           /* the bottom half ran (opaque freed) */
 };
 
 static GPtrArray *jobs;   /* struct job * */
@@ -74,6 +75,7 @@ static void run_bh(void *opaque)
 	if (j->free_fn)
 		j->free_fn(j->opaque);
 	j->opaque = NULL;
+	j->ran = true;
 	if (rc < 0) {
 		j->info.error = err ? err : g_strdup("job failed");
 		transition(j, KL_JOB_ABORTING);
@@ -145,7 +147,7 @@ void kl_job_cleanup(void)
 	/* a job whose bottom half has not run yet keeps its opaque */
 	for (guint i = 0; i < jobs->len; i++) {
 		struct job *j = g_ptr_array_index(jobs, i);
-		if (j->opaque && j->free_fn)
+		if (!j->ran && j->free_fn)
 			j->free_fn(j->opaque);
 	}
 	g_ptr_array_free(jobs, TRUE);
