@@ -21,6 +21,7 @@
 #include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
+#include "kvmlite/microvm.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
 #include "kvmlite/seccomp.h"
@@ -342,7 +343,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (cli.machine && !strcmp(cli.machine, "help")) {
-		printf("Supported machines are:\nmicrovm  kvmlite PC (alias)\npc       kvmlite PC (alias)\n"
+		printf("Supported machines are:\nmicrovm  microvm: virtio-mmio devices, no PCI unless "
+		       "pcie=on\npc       kvmlite PC (alias)\n"
 		       "q35      kvmlite PC (alias)\nkvmlite  kvmlite PC: in-kernel irqchip and PIT, "
 		       "16550A, PCI host with MSI-X\n");
 		return 0;
@@ -427,7 +429,16 @@ int main(int argc, char **argv)
 		die_err(err);
 	if (kl_acpi_pm_init(vm, &err) < 0)
 		die_err(err);
-	if (!kl_pci_host_create(vm, NULL, &err))
+	/* -M microvm: virtio-mmio transports, PCI only with pcie=on */
+	bool microvm = cli.machine && !strcmp(cli.machine, "microvm");
+	if (!microvm && cli.machine_pcie >= 0)
+		die("-machine pcie=%s: property 'pcie' exists only on -M microvm",
+		    cli.machine_pcie ? "on" : "off");
+	if (!microvm && cli.machine_auto_cmdline >= 0)
+		die("-machine auto-kernel-cmdline: property exists only on -M microvm");
+	if (microvm && kl_microvm_init(vm, &err) < 0)
+		die_err(err);
+	if ((!microvm || cli.machine_pcie == 1) && !kl_pci_host_create(vm, NULL, &err))
 		die_err(err);
 
 	/* Serial ports: COM1..COM4. */
@@ -474,6 +485,11 @@ int main(int argc, char **argv)
 	boot_cfg.kernel = cli.kernel;
 	boot_cfg.initrd = cli.initrd;
 	boot_cfg.cmdline = cli.append ? cli.append : "";
+	static char *microvm_cmdline; /* lives as long as boot_cfg */
+	if (microvm && cli.machine_auto_cmdline != 0) {
+		microvm_cmdline = kl_microvm_cmdline(vm, boot_cfg.cmdline);
+		boot_cfg.cmdline = microvm_cmdline;
+	}
 	boot_cfg.image = kernel_img;
 	boot_cfg.image_len = kernel_len;
 	/* After a chroot or a user change the files may not open again: a

@@ -265,11 +265,6 @@ static int add_vcap(struct kl_pci_dev *d, uint8_t type, uint32_t off, uint32_t l
 struct kl_virtio_dev *kl_virtio_pci_create(struct kl_vm *vm, const struct kl_virtio_pci_info *info,
 					   const struct kl_virtio_ops *ops, void *opaque, char **err)
 {
-	if (!kl_pci_host_get(vm)) {
-		*err = g_strdup_printf("%s: this machine has no PCI bus (-M microvm: use the "
-				       "virtio-mmio variant, or -M microvm,pcie=on)", info->name);
-		return NULL;
-	}
 	struct kl_virtio_dev *vd = kl_virtio_dev_new(vm, &pci_transport, NULL, info, 0x1000, ops,
 						     opaque, err);
 	if (!vd)
