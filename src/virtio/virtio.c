@@ -6,6 +6,7 @@
 #include "kvmlite/virtio.h"
 
 #include <glib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -69,7 +70,10 @@ void kl_virtio_set_broken(struct kl_virtio_dev *vd, const char *why)
 {
 	if (vd->broken)
 		return;
-	g_printerr("kvmlite: %s: %s; device needs reset\n", vd->name, why);
+	/* stdio, not g_printerr: this may run on a vCPU thread (a bad
+	 * QueueReady), whose seccomp filter has no openat for GLib's first
+	 * charset lookup */
+	fprintf(stderr, "kvmlite: %s: %s; device needs reset\n", vd->name, why);
 	vd->broken = true;
 	vd->status |= KL_VIRTIO_S_NEEDS_RESET;
 	if (vd->status & KL_VIRTIO_S_DRIVER_OK)
