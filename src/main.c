@@ -34,6 +34,7 @@
 
 static struct kl_vm the_vm;
 static struct kl_boot_config boot_cfg;
+static struct kl_boot_opts boot_opts;
 static int daemon_pipe = -1;
 /* -pidfile: write_pidfile(); removed by remove_pidfile() on every exit */
 struct pidfile {
@@ -72,7 +73,8 @@ static int load_boot(struct kl_vm *vm)
 	struct kvm_sregs sregs;
 	char *err = NULL;
 	kl_vcpu_get_reset_state(vm->vcpus[0], &regs, &sregs);
-	if (kl_boot_load(&vm->mem, &boot_cfg, vm->ncpus, &regs, &sregs, &err) < 0) {
+	if (kl_boot_load_ex(&vm->mem, &boot_cfg, vm->ncpus, &boot_opts, &regs, &sregs, NULL,
+			    &err) < 0) {
 		fprintf(stderr, "kvmlite: %s\n", err);
 		g_free(err);
 		return -1;
@@ -440,6 +442,7 @@ int main(int argc, char **argv)
 		die_err(err);
 	if ((!microvm || cli.machine_pcie == 1) && !kl_pci_host_create(vm, NULL, &err))
 		die_err(err);
+	boot_opts.no_pci = microvm && cli.machine_pcie != 1;
 
 	/* Serial ports: COM1..COM4. */
 	static const unsigned com_base[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
