@@ -21,9 +21,9 @@
  *     static int x_create(struct kl_vm *vm, struct kl_opts *o,
  *                         enum kl_virtio_transport_kind t, char **err)
  * which fills struct kl_virtio_pci_info with .name = kl_virtio_type_name(
- * "virtio-x", t) (slot/class_code are used only by PCI; read "addr" only
- * when t == KL_VIRTIO_TRANSPORT_PCI so that virtio-x-device rejects it as
- * unknown, as QEMU does) and calls kl_virtio_create(vm, t, &info, ...);
+ * "virtio-x", t) (slot/class_code are used only by PCI: read "addr" only
+ * when t == KL_VIRTIO_TRANSPORT_PCI; the macro below refuses addr= on
+ * virtio-x-device) and calls kl_virtio_create(vm, t, &info, ...);
  * then register both types with
  *     KL_VIRTIO_DEVICE_TYPES(virtio_x, "virtio-x", "help text", x_create)
  * (kvmlite/device.h must be included).  virtio-X-device needs a machine
@@ -514,7 +514,8 @@ uint64_t kl_virtio_pci_bar_read(struct kl_virtio_dev *vd, uint64_t off, unsigned
 void kl_virtio_pci_bar_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t val, unsigned size);
 
 /* Register "BASE-pci" and "BASE-device" -device types whose create calls
- * fn(vm, opts, kind, err) (include kvmlite/device.h first). */
+ * fn(vm, opts, kind, err) (include kvmlite/device.h and <glib.h> first);
+ * "BASE-device" refuses addr=. */
 #define KL_VIRTIO_DEVICE_TYPES(var, base, helptext, fn)                                         \
 	static int var##_pci_create(struct kl_vm *vm, struct kl_opts *o, char **err)           \
 	{                                                                                      \
@@ -522,6 +523,11 @@ void kl_virtio_pci_bar_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t va
 	}                                                                                      \
 	static int var##_mmio_create(struct kl_vm *vm, struct kl_opts *o, char **err)          \
 	{                                                                                      \
+		if (kl_opts_get(o, "addr")) { /* QEMU: no such property */                     \
+			*err = g_strdup(base "-device: addr= is a PCI property (this is a "   \
+					"virtio-mmio device)");                                \
+			return -1;                                                             \
+		}                                                                              \
 		return fn(vm, o, KL_VIRTIO_TRANSPORT_MMIO, err);                               \
 	}                                                                                      \
 	static const struct kl_device_type var##_pci = {                                       \
