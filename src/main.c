@@ -22,6 +22,7 @@
 #include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
+#include "kvmlite/microvm.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
 #include "kvmlite/seccomp.h"
@@ -34,6 +35,7 @@
 
 static struct kl_vm the_vm;
 static struct kl_boot_config boot_cfg;
+static struct kl_boot_opts boot_opts;
 static int daemon_pipe = -1;
 /* -pidfile: write_pidfile(); removed by remove_pidfile() on every exit */
 struct pidfile {
@@ -72,7 +74,8 @@ static int load_boot(struct kl_vm *vm)
 	struct kvm_sregs sregs;
 	char *err = NULL;
 	kl_vcpu_get_reset_state(vm->vcpus[0], &regs, &sregs);
-	if (kl_boot_load(&vm->mem, &boot_cfg, vm->ncpus, &regs, &sregs, &err) < 0) {
+	if (kl_boot_load_ex(&vm->mem, &boot_cfg, vm->ncpus, &boot_opts, &regs, &sregs, NULL,
+			    &err) < 0) {
 		fprintf(stderr, "kvmlite: %s\n", err);
 		g_free(err);
 		return -1;
@@ -343,7 +346,8 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	if (cli.machine && !strcmp(cli.machine, "help")) {
-		printf("Supported machines are:\nmicrovm  kvmlite PC (alias)\npc       kvmlite PC (alias)\n"
+		printf("Supported machines are:\nmicrovm  microvm: virtio-mmio devices, no PCI unless "
+		       "pcie=on\npc       kvmlite PC (alias)\n"
 		       "q35      kvmlite PC (alias)\nkvmlite  kvmlite PC: in-kernel irqchip and PIT, "
 		       "16550A, PCI host with MSI-X\n");
 		return 0;
@@ -430,8 +434,18 @@ int main(int argc, char **argv)
 		die_err(err);
 	if (kl_acpi_pm_init(vm, &err) < 0)
 		die_err(err);
-	if (!kl_pci_host_create(vm, NULL, &err))
+	/* -M microvm: virtio-mmio transports, PCI only with pcie=on */
+	bool microvm = cli.machine && !strcmp(cli.machine, "microvm");
+	if (!microvm && cli.machine_pcie >= 0)
+		die("-machine pcie=%s: property 'pcie' exists only on -M microvm",
+		    cli.machine_pcie ? "on" : "off");
+	if (!microvm && cli.machine_auto_cmdline >= 0)
+		die("-machine auto-kernel-cmdline: property exists only on -M microvm");
+	if (microvm && kl_microvm_init(vm, &err) < 0)
 		die_err(err);
+	if ((!microvm || cli.machine_pcie == 1) && !kl_pci_host_create(vm, NULL, &err))
+		die_err(err);
+	boot_opts.no_pci = microvm && cli.machine_pcie != 1;
 
 	/* Serial ports: COM1..COM4. */
 	static const unsigned com_base[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
@@ -477,6 +491,11 @@ int main(int argc, char **argv)
 	boot_cfg.kernel = cli.kernel;
 	boot_cfg.initrd = cli.initrd;
 	boot_cfg.cmdline = cli.append ? cli.append : "";
+	static char *microvm_cmdline; /* lives as long as boot_cfg */
+	if (microvm && cli.machine_auto_cmdline != 0) {
+		microvm_cmdline = kl_microvm_cmdline(vm, boot_cfg.cmdline);
+		boot_cfg.cmdline = microvm_cmdline;
+	}
 	boot_cfg.image = kernel_img;
 	boot_cfg.image_len = kernel_len;
 	/* After a chroot or a user change the files may not open again: a

@@ -104,6 +104,8 @@ struct kl_boot_opts {
 	 * is always written.  Without ACPI a Linux guest uses the MP table and
 	 * scans PCI itself, but has no \_S5 soft-off / power button. */
 	bool no_acpi;
+	/* No PCI host: none in the DSDT (-M microvm without pcie=on). */
+	bool no_pci;
 };
 /* kl_boot_load with options (NULL = defaults: all zero, same as
  * kl_boot_load) and an optional (NULL ok) report of the placement. */
@@ -115,6 +117,10 @@ int kl_boot_load_ex(const struct kl_guest_mem *m, const struct kl_boot_config *c
  * and the PCI root bridge \_SB.PCI0 with _CRS and _PRT) in
  * [KL_ACPI_TABLES_ADDR, KL_ACPI_TABLES_END); *rsdp gets the RSDP address. */
 int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, char **err);
+/* The same; pci=false leaves the PCI root bridge out of the DSDT (-M
+ * microvm without pcie=on). */
+int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uint64_t *rsdp,
+		     char **err);
 
 /* Fixed platform resources shared by the boot tables and the devices. */
 #define KL_ACPI_PM1A_EVT 0x600  /* PM1a event block: STS (2 bytes) + EN (2) */

@@ -17,6 +17,8 @@ struct kl_cli {
 	bool log_cpu_reset;      /* -d cpu_reset */
 	char *machine;           /* -M/-machine type */
 	char *mem_backend;       /* -machine memory-backend=ID */
+	int machine_pcie;        /* -M microvm,pcie=on|off: 1/0, -1 unset (off) */
+	int machine_auto_cmdline; /* -M microvm,auto-kernel-cmdline=on|off: -1 unset (on) */
 	GPtrArray *drives, *blockdevs, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
 	char *name;
 	char *uuid;

@@ -1,12 +1,33 @@
-/* virtio 1.x: split virtqueue core (src/virtio/virtqueue.c) and the modern
- * PCI transport (src/virtio/virtio_pci.c).
+/* virtio 1.x: split virtqueue core (src/virtio/virtqueue.c), the
+ * transport-neutral device core (src/virtio/virtio.c: features, status,
+ * queues, config space, notifications, in-flight accounting, and the VM
+ * state of that part in src/virtio/virtio_state.c), and two transports:
+ * modern PCI (src/virtio/virtio_pci.c) and virtio-mmio version 2
+ * (src/virtio/virtio_mmio.c).
  *
  * A device file (blk.c, net.c) fills a struct kl_virtio_ops and calls
- * kl_virtio_pci_create().  The transport handles feature negotiation
- * (VIRTIO_F_VERSION_1 is mandatory; the core adds VERSION_1, EVENT_IDX,
- * INDIRECT_DESC), device status, queue setup, MSI-X vectors, notifications
- * (ioeventfd watched on the main loop, or the plain MMIO write) and
- * interrupts (MSI-X irqfd, or INTx + ISR).
+ * kl_virtio_create() (or kl_virtio_pci_create(), the PCI-only form).  It
+ * never looks at the transport: it uses kl_virtio_pop/complete/notify,
+ * vd->config, and vd->inst (the instance name of its VM state section).
+ * The core handles feature negotiation (VIRTIO_F_VERSION_1 is mandatory;
+ * the core adds VERSION_1, EVENT_IDX, INDIRECT_DESC), device status, queue
+ * setup, notifications (ioeventfd watched on the main loop, or the plain
+ * MMIO write) and raises interrupts through the transport's ops table
+ * (PCI: MSI-X irqfd, or INTx + ISR; MMIO: one level-triggered GSI per
+ * device + InterruptStatus).
+ *
+ * Offering a -device variant of a device ("virtio-X-pci" and
+ * "virtio-X-device"): write the create function as
+ *     static int x_create(struct kl_vm *vm, struct kl_opts *o,
+ *                         enum kl_virtio_transport_kind t, char **err)
+ * which fills struct kl_virtio_pci_info with .name = kl_virtio_type_name(
+ * "virtio-x", t) (slot/class_code are used only by PCI: read "addr" only
+ * when t == KL_VIRTIO_TRANSPORT_PCI; the macro below refuses addr= on
+ * virtio-x-device) and calls kl_virtio_create(vm, t, &info, ...);
+ * then register both types with
+ *     KL_VIRTIO_DEVICE_TYPES(virtio_x, "virtio-x", "help text", x_create)
+ * (kvmlite/device.h must be included).  virtio-X-device needs a machine
+ * with virtio-mmio slots (-M microvm); virtio-X-pci needs a PCI host.
  *
  * PCI layout: vendor 0x1af4, device 0x1040 + device_id, revision 1,
  * subsystem 0x1af4:device_id.
@@ -15,6 +36,14 @@
  *                       notify 0x3000 (notify_off_multiplier 4, queue i at
  *                       0x3000 + 4*i)
  *   caps: MSI-X, virtio common/notify/isr/device/pci-cfg vendor caps.
+ *
+ * MMIO layout (virtio 1.x 4.2.2, version 2; 512 bytes per transport as
+ * QEMU's microvm places them): registers 0x000..0x0ff are 32-bit accesses
+ * only (any other size reads 0 / is dropped), device config from 0x100 in
+ * 1/2/4-byte accesses.  Vendor id 0x554d4551 ("QEMU"), as QEMU.  QueueNum
+ * writes of 0 or above QueueNumMax are ignored; QueueReady=1 with a ring
+ * outside guest RAM marks the device NEEDS_RESET; QueueReady=0 resets the
+ * queue.  No shared memory regions (SHMLen reads all-ones).
  *
  * Hostile guests: the descriptor walker bounds every walk (chain length <=
  * queue size, indirect table length multiple of 16 and <= KL_VIRTQ_MAX_SIZE
@@ -237,20 +266,44 @@ struct kl_virtio_ops {
 struct kl_virtio_pci_info {
 	const char *name;        /* "virtio-blk-pci" */
 	uint16_t device_id;      /* virtio device id: 1 net, 2 blk ... */
-	uint32_t class_code;     /* PCI class, e.g. 0x010000 (SCSI storage) */
+	uint32_t class_code;     /* PCI class, e.g. 0x010000 (SCSI storage); PCI only */
 	unsigned num_queues;     /* 1..KL_VPCI_MAX_QUEUES */
 	uint16_t queue_size;     /* max queue size (power of two <= 1024) */
-	unsigned config_len;     /* <= 0x1000 */
-	int slot;                /* -1: first free */
+	unsigned config_len;     /* <= 0x1000 (MMIO: <= 0x100) */
+	int slot;                /* -1: first free; PCI only */
 };
+
+enum kl_virtio_transport_kind {
+	KL_VIRTIO_TRANSPORT_PCI,   /* "virtio-X-pci" */
+	KL_VIRTIO_TRANSPORT_MMIO,  /* "virtio-X-device" */
+};
+
+/* What the core needs from a transport (PCI: virtio_pci.c, MMIO:
+ * virtio_mmio.c). */
+struct kl_virtio_transport {
+	const char *name;        /* "virtio-pci", "virtio-mmio" */
+	/* Interrupt for a queue (vector: the queue's MSI-X vector) or the
+	 * config space (vector: config_vector); isr_bit: 1 queue, 2 config. */
+	void (*raise)(struct kl_virtio_dev *vd, uint16_t vector, uint8_t isr_bit);
+	/* The ISR was cleared (device reset): deassert the line. */
+	void (*lower)(struct kl_virtio_dev *vd);
+	/* May the device touch guest RAM now (PCI: COMMAND.MASTER)? NULL: yes. */
+	bool (*dma_ok)(const struct kl_virtio_dev *vd);
+};
+
+/* Instance name of the device's VM state sections: "0000:00:SS.0" on PCI,
+ * the transport's base address "0xfeb00000" on MMIO. */
+#define KL_VIRTIO_INST_LEN 32
 
 struct kl_virtio_dev {
 	struct kl_vm *vm;
 	const struct kl_guest_mem *mem;
-	struct kl_pci_dev *pci;
+	struct kl_pci_dev *pci;   /* PCI transport only */
 	const struct kl_virtio_ops *ops;
+	const struct kl_virtio_transport *transport;
 	void *opaque;
 	const char *name;
+	char inst[KL_VIRTIO_INST_LEN];
 	uint16_t device_id;
 
 	uint64_t host_features;   /* offered */
@@ -274,24 +327,99 @@ struct kl_virtio_dev {
 	struct kl_virtq *vqs;
 
 	const struct kl_pci_platform_ops *plat;
-	/* notify ioeventfds */
+	/* notify ioeventfds: queue q at notify_base + notify_stride * q,
+	 * notify_len bytes, matching the value q when notify_datamatch */
 	struct kl_virtio_notify_ctx *notify_ctx;
 	int *notify_efd;          /* per queue, -1 if none */
 	unsigned *notify_watch;
 	bool *notify_assigned;
 	uint64_t notify_base;     /* guest address of the notify area (when mapped) */
 	bool notify_mapped;
+	unsigned notify_stride, notify_len;
+	bool notify_datamatch;
 
 	/* pci-cfg access capability */
 	unsigned pcicfg_off;      /* config offset of the cap */
-	bool created;             /* kl_virtio_pci_create succeeded */
+	/* MMIO transport */
+	uint64_t mmio_base;
+	unsigned mmio_gsi;
+	bool created;             /* the transport's create succeeded */
 };
+
+/* Create a device on transport t: PCI (kl_virtio_pci_create) or the next
+ * free virtio-mmio slot of the machine (vm->virtio_mmio, -M microvm); a
+ * machine without that transport fails with an error naming info->name. */
+struct kl_virtio_dev *kl_virtio_create(struct kl_vm *vm, enum kl_virtio_transport_kind t,
+				       const struct kl_virtio_pci_info *info,
+				       const struct kl_virtio_ops *ops, void *opaque, char **err);
+/* "virtio-blk" -> "virtio-blk-pci" / "virtio-blk-device" (static storage
+ * for the two kinds: the returned string lives as long as base). */
+const char *kl_virtio_type_name(const char *base, enum kl_virtio_transport_kind t);
 
 struct kl_virtio_dev *kl_virtio_pci_create(struct kl_vm *vm, const struct kl_virtio_pci_info *info,
 					   const struct kl_virtio_ops *ops, void *opaque, char **err);
 /* Unregister the PCI device and free everything (in-flight requests of the
  * device must be finished or abandoned by the device first). */
 void kl_virtio_pci_destroy(struct kl_virtio_dev *vd);
+
+/* ---- virtio-mmio (src/virtio/virtio_mmio.c) ---- */
+#define KL_VMMIO_MAGIC 0x74726976     /* "virt" */
+#define KL_VMMIO_VERSION 2
+#define KL_VMMIO_VENDOR 0x554d4551    /* "QEMU" */
+#define KL_VMMIO_SIZE 0x200           /* bytes per transport */
+#define KL_VMMIO_MAGIC_VALUE 0x000
+#define KL_VMMIO_VERSION_REG 0x004
+#define KL_VMMIO_DEVICE_ID 0x008
+#define KL_VMMIO_VENDOR_ID 0x00c
+#define KL_VMMIO_DEVICE_FEATURES 0x010
+#define KL_VMMIO_DEVICE_FEATURES_SEL 0x014
+#define KL_VMMIO_DRIVER_FEATURES 0x020
+#define KL_VMMIO_DRIVER_FEATURES_SEL 0x024
+#define KL_VMMIO_QUEUE_SEL 0x030
+#define KL_VMMIO_QUEUE_NUM_MAX 0x034
+#define KL_VMMIO_QUEUE_NUM 0x038
+#define KL_VMMIO_QUEUE_READY 0x044
+#define KL_VMMIO_QUEUE_NOTIFY 0x050
+#define KL_VMMIO_INTERRUPT_STATUS 0x060
+#define KL_VMMIO_INTERRUPT_ACK 0x064
+#define KL_VMMIO_STATUS 0x070
+#define KL_VMMIO_QUEUE_DESC_LOW 0x080
+#define KL_VMMIO_QUEUE_DESC_HIGH 0x084
+#define KL_VMMIO_QUEUE_AVAIL_LOW 0x090
+#define KL_VMMIO_QUEUE_AVAIL_HIGH 0x094
+#define KL_VMMIO_QUEUE_USED_LOW 0x0a0
+#define KL_VMMIO_QUEUE_USED_HIGH 0x0a4
+#define KL_VMMIO_SHM_SEL 0x0ac
+#define KL_VMMIO_SHM_LEN_LOW 0x0b0
+#define KL_VMMIO_SHM_LEN_HIGH 0x0b4
+#define KL_VMMIO_SHM_BASE_LOW 0x0b8
+#define KL_VMMIO_SHM_BASE_HIGH 0x0bc
+#define KL_VMMIO_CONFIG_GENERATION 0x0fc
+#define KL_VMMIO_CONFIG 0x100
+
+/* The virtio-mmio slots of a machine (vm->virtio_mmio; -M microvm sets
+ * them up in src/hw/microvm.c): transport i at base + i * KL_VMMIO_SIZE,
+ * interrupt gsi[i]; kl_virtio_create takes them in order. */
+#define KL_VMMIO_MAX_SLOTS 8
+struct kl_virtio_mmio_slots {
+	uint64_t base;
+	unsigned count;                       /* <= KL_VMMIO_MAX_SLOTS */
+	uint8_t gsi[KL_VMMIO_MAX_SLOTS];
+	unsigned used;                        /* slots taken */
+};
+
+/* One transport at base (KL_VMMIO_SIZE bytes on vm->mmio) raising gsi
+ * through plat (NULL: kl_pci_default_platform_ops). */
+struct kl_virtio_dev *kl_virtio_mmio_create(struct kl_vm *vm, const struct kl_pci_platform_ops *plat,
+					    uint64_t base, unsigned gsi,
+					    const struct kl_virtio_pci_info *info,
+					    const struct kl_virtio_ops *ops, void *opaque, char **err);
+/* Unregister the transport and free the device: for a platform without
+ * add_cleanup (unit tests); with one, the VM's teardown frees it. */
+void kl_virtio_mmio_destroy(struct kl_virtio_dev *vd);
+/* Register accesses by offset, as the guest does them (for tests). */
+uint64_t kl_virtio_mmio_read(struct kl_virtio_dev *vd, uint64_t off, unsigned size);
+void kl_virtio_mmio_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t val, unsigned size);
 
 bool kl_virtio_has_feature(const struct kl_virtio_dev *vd, unsigned bit);
 /* Device is usable: DRIVER_OK set and not broken. */
@@ -320,16 +448,94 @@ void kl_virtio_set_broken(struct kl_virtio_dev *vd, const char *why);
 /* Full device reset (what a status write of 0 does). */
 void kl_virtio_reset(struct kl_virtio_dev *vd);
 
-/* VM state (src/virtio/virtio_state.c): the transport's section
+/* ---- for the transports (src/virtio/virtio.c) ---- */
+/* Allocate a device with nvqs queues (parameters checked: -1 with *err
+ * naming info->name); the transport fills pci/inst/notify_* and sets
+ * created. */
+struct kl_virtio_dev *kl_virtio_dev_new(struct kl_vm *vm, const struct kl_virtio_transport *t,
+					const struct kl_pci_platform_ops *plat,
+					const struct kl_virtio_pci_info *info, unsigned max_config,
+					const struct kl_virtio_ops *ops, void *opaque, char **err);
+/* Per-queue notify eventfds watched on the main loop (after plat is set). */
+void kl_virtio_notify_init(struct kl_virtio_dev *vd);
+/* (De)assign the eventfds at notify_base (see the notify_* fields). */
+void kl_virtio_notify_assign(struct kl_virtio_dev *vd, bool on);
+/* Unassign and close the eventfds, call ops->destroy when created, free. */
+void kl_virtio_dev_free(struct kl_virtio_dev *vd);
+/* Driver side of the common registers, the same on every transport. */
+uint32_t kl_virtio_get_device_features(const struct kl_virtio_dev *vd, uint32_t sel);
+uint32_t kl_virtio_get_driver_features(const struct kl_virtio_dev *vd, uint32_t sel);
+void kl_virtio_set_driver_features(struct kl_virtio_dev *vd, uint32_t sel, uint32_t val);
+uint8_t kl_virtio_get_status(const struct kl_virtio_dev *vd);
+void kl_virtio_set_status(struct kl_virtio_dev *vd, uint8_t val);
+/* QueueReady / queue_enable = 1 for queue q (ring checks; broken on failure). */
+void kl_virtio_queue_enable(struct kl_virtio_dev *vd, unsigned q);
+/* The driver kicked queue q. */
+void kl_virtio_queue_kick(struct kl_virtio_dev *vd, unsigned q);
+/* Device config space by offset (bytes past config_len read 0; writes go to
+ * ops->config_write when inside). */
+uint64_t kl_virtio_config_read(const struct kl_virtio_dev *vd, uint64_t off, unsigned size);
+void kl_virtio_config_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t val, unsigned size);
+
+/* VM state (src/virtio/virtio_state.c): the PCI transport's section
  * "virtio-pci/0000:00:SS.0", registered by kl_virtio_pci_create and removed
- * when the device is freed. */
+ * when the device is freed (the MMIO transport registers its own
+ * "virtio-mmio/0xBASE" in virtio_mmio.c). */
 void kl_virtio_state_register(struct kl_virtio_dev *vd);
 void kl_virtio_state_unregister(struct kl_virtio_dev *vd);
 /* Kick every enabled queue that has buffers available (after a load). */
 void kl_virtio_kick_pending(struct kl_virtio_dev *vd);
+/* The transport-neutral part of a transport section: the registers
+ * (features, selectors, status, ISR, generation, config vector, queue
+ * select) and the queues, validated before anything changes (nvec: MSI-X
+ * vectors of the transport, 0 when it has none). */
+struct kl_virtio_regs_state {
+	uint64_t guest_features, features;
+	uint32_t dfselect, gfselect;
+	uint8_t status, broken, isr, config_generation;
+	uint16_t config_vector, queue_sel;
+	struct kl_virtq *vqs;     /* nvqs loaded queues (g_free'd by commit/abort) */
+};
+void kl_virtio_state_save_regs(const struct kl_virtio_dev *vd, struct kl_vms_out *out);
+void kl_virtio_state_save_queues(const struct kl_virtio_dev *vd, struct kl_vms_out *out);
+int kl_virtio_state_load_regs(const struct kl_virtio_dev *vd, struct kl_vms_in *in, unsigned nvec,
+			      struct kl_virtio_regs_state *st, char **err);
+int kl_virtio_state_load_queues(const struct kl_virtio_dev *vd, struct kl_vms_in *in,
+				unsigned nvec, struct kl_virtio_regs_state *st, char **err);
+/* Apply a loaded state (frees st->vqs); -1 when the device refuses the
+ * features. */
+int kl_virtio_state_commit(struct kl_virtio_dev *vd, struct kl_virtio_regs_state *st, char **err);
+void kl_virtio_state_abort(struct kl_virtio_regs_state *st);
+/* Refuse to save while requests are in flight. */
+int kl_virtio_state_check_quiesced(const struct kl_virtio_dev *vd, char **err);
 
 /* Register accesses by BAR offset, as the guest does them (for tests). */
 uint64_t kl_virtio_pci_bar_read(struct kl_virtio_dev *vd, uint64_t off, unsigned size);
 void kl_virtio_pci_bar_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t val, unsigned size);
+
+/* Register "BASE-pci" and "BASE-device" -device types whose create calls
+ * fn(vm, opts, kind, err) (include kvmlite/device.h and <glib.h> first);
+ * "BASE-device" refuses addr=. */
+#define KL_VIRTIO_DEVICE_TYPES(var, base, helptext, fn)                                         \
+	static int var##_pci_create(struct kl_vm *vm, struct kl_opts *o, char **err)           \
+	{                                                                                      \
+		return fn(vm, o, KL_VIRTIO_TRANSPORT_PCI, err);                                \
+	}                                                                                      \
+	static int var##_mmio_create(struct kl_vm *vm, struct kl_opts *o, char **err)          \
+	{                                                                                      \
+		if (kl_opts_get(o, "addr")) { /* QEMU: no such property */                     \
+			*err = g_strdup(base "-device: addr= is a PCI property (this is a "   \
+					"virtio-mmio device)");                                \
+			return -1;                                                             \
+		}                                                                              \
+		return fn(vm, o, KL_VIRTIO_TRANSPORT_MMIO, err);                               \
+	}                                                                                      \
+	static const struct kl_device_type var##_pci = {                                       \
+		.name = base "-pci", .help = helptext, .create = var##_pci_create };            \
+	static const struct kl_device_type var##_mmio = {                                      \
+		.name = base "-device", .help = helptext " (virtio-mmio)",                     \
+		.create = var##_mmio_create };                                                  \
+	KL_DEVICE_TYPE(var##_pci)                                                              \
+	KL_DEVICE_TYPE(var##_mmio)
 
 #endif

@@ -17,6 +17,7 @@
 
 struct kl_vcpu;
 struct kl_assist;
+struct kl_virtio_mmio_slots;
 
 /* The CPU side of kl_vm_create. */
 struct kl_cpu_opts {
@@ -66,6 +67,8 @@ struct kl_vm {
 	unsigned sockets, cores, threads;
 	struct kl_vcpu **vcpus;
 	struct kl_assist *assist;  /* emulation assist, NULL when off */
+	struct kl_virtio_mmio_slots *virtio_mmio; /* -M microvm's virtio-mmio
+						     transports (virtio.h), or NULL */
 
 	/* run state: protected by the BQL */
 	enum kl_runstate state;

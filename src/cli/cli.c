@@ -140,8 +140,23 @@ FLAGFN(f_machine)
 	/* Properties with no effect on kvmlite's one machine. */
 	if (kl_opts_get_bool(o, "acpi", true, &b, err) < 0 || kl_opts_get_bool(o, "pic", true, &b, err) < 0 ||
 	    kl_opts_get_bool(o, "pit", true, &b, err) < 0 || kl_opts_get_bool(o, "rtc", true, &b, err) < 0 ||
-	    kl_opts_get_bool(o, "isa-serial", true, &b, err) < 0 || kl_opts_get_bool(o, "pcie", true, &b, err) < 0)
+	    kl_opts_get_bool(o, "isa-serial", true, &b, err) < 0)
 		goto out;
+	/* microvm (src/hw/microvm.c): pcie=on gives it kvmlite's PCI host;
+	 * the virtio-mmio devices go on the kernel command line unless
+	 * auto-kernel-cmdline=off; one IOAPIC (ioapic2=on is refused) */
+	bool pcie = false, autocl = true;
+	const char *ioapic2 = kl_opts_get(o, "ioapic2");
+	if (kl_opts_get(o, "pcie") && kl_opts_get_bool(o, "pcie", false, &pcie, err) < 0)
+		goto out;
+	if (kl_opts_get(o, "auto-kernel-cmdline") &&
+	    kl_opts_get_bool(o, "auto-kernel-cmdline", true, &autocl, err) < 0)
+		goto out;
+	if (ioapic2 && strcmp(ioapic2, "off") && strcmp(ioapic2, "auto")) {
+		*err = g_strdup_printf("%s %s: ioapic2=%s is not supported (kvmlite's microvm has one "
+				       "IOAPIC: off or auto)", flag, v, ioapic2);
+		goto out;
+	}
 	kl_opts_get(o, "kernel-irqchip");
 	if (kl_opts_check_unused(o, flag, err) < 0)
 		goto out;
@@ -150,8 +165,8 @@ FLAGFN(f_machine)
 		for (int i = 0; types[i]; i++)
 			ok |= !strcmp(t, types[i]);
 		if (!ok) {
-			*err = g_strdup_printf("%s %s: unsupported machine type '%s' (microvm, pc and q35 "
-					       "are accepted as names of kvmlite's one machine)", flag, v, t);
+			*err = g_strdup_printf("%s %s: unsupported machine type '%s' (supported: pc, q35, "
+					       "pc-*, kvmlite, microvm)", flag, v, t);
 			goto out;
 		}
 		set_str(&c->machine, t);
@@ -162,6 +177,10 @@ FLAGFN(f_machine)
 	}
 	if (mb)
 		set_str(&c->mem_backend, mb);
+	if (kl_opts_get(o, "pcie"))
+		c->machine_pcie = pcie;
+	if (kl_opts_get(o, "auto-kernel-cmdline"))
+		c->machine_auto_cmdline = autocl;
 	r = 0;
 out:
 	kl_opts_free(o);
@@ -391,7 +410,7 @@ static const struct flag flags[] = {
 	{ "m", ARG, f_m, "-m [size=]SIZE       guest RAM (default 128M; suffixes K, M, G, T)" },
 	{ "smp", ARG, f_smp, "-smp N[,sockets=S][,cores=C][,threads=T]  number of vCPUs" },
 	{ "cpu", ARG, f_cpu, "-cpu MODEL[,+feat][,-feat]  CPU model (-cpu help lists them)" },
-	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID]  microvm/pc/q35 all name kvmlite's machine" },
+	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID][,pcie=on]  pc/q35: PC with PCI; microvm: virtio-mmio, no PCI unless pcie=on" },
 	{ "machine", ARG, f_machine, NULL },
 	{ "accel", ARG, f_accel, "-accel kvm[,emulation-assist=on|off|auto]  the only accelerator; the emulation\n"
 				 "                       assist (docs/cpu.md) is on by default where /dev/kvm has no VMX/SVM" },
@@ -456,6 +475,7 @@ int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
 	memset(c, 0, sizeof(*c));
 	c->ram_size = 128ULL << 20;
 	c->smp = c->sockets = c->cores = c->threads = 1;
+	c->machine_pcie = c->machine_auto_cmdline = -1;
 	c->drives = g_ptr_array_new_with_free_func(g_free);
 	c->blockdevs = g_ptr_array_new_with_free_func(g_free);
 	c->devices = g_ptr_array_new_with_free_func(g_free);

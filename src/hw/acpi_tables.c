@@ -247,6 +247,12 @@ static void gas_io(uint8_t *g, uint64_t port, uint8_t bits, uint8_t access)
 
 int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, char **err)
 {
+	return kl_acpi_write_ex(m, ncpus, true, rsdp, err);
+}
+
+int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uint64_t *rsdp,
+		     char **err)
+{
 	if (ncpus < 1 || ncpus > ACPI_MAX_CPUS) {
 		*err = g_strdup_printf("ACPI: %u CPUs is out of range (1-%d)", ncpus,
 				       ACPI_MAX_CPUS);
@@ -255,7 +261,8 @@ int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, 
 	const uint64_t base = KL_ACPI_TABLES_ADDR;
 	GByteArray *aml = g_byte_array_new();
 	aml_bytes(aml, aml_s5, sizeof(aml_s5));
-	aml_pci_root(aml);
+	if (pci)
+		aml_pci_root(aml);
 	uint32_t dsdt_len = HDR_SIZE + aml->len;
 	uint32_t madt_off = (DSDT_OFF + dsdt_len + 15) & ~15u;
 	uint32_t madt_len = 44 + 8 * ncpus + 12 + 4 * 10 + 6;

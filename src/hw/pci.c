@@ -677,6 +677,11 @@ struct kl_pci_dev *kl_pci_register(struct kl_vm *vm, const struct kl_pci_dev_inf
 				   const struct kl_pci_dev_ops *ops, void *opaque, char **err)
 {
 	struct kl_pci_host *h = kl_pci_host_get(vm);
+	if (!h && vm->virtio_mmio) { /* -M microvm without pcie=on */
+		*err = g_strdup_printf("%s: -M microvm has no PCI bus (pcie=on adds one; "
+				       "virtio devices: use their -device variant)", info->name);
+		return NULL;
+	}
 	if (!h && !(h = kl_pci_host_create(vm, NULL, err)))
 		return NULL;
 	int slot = info->slot;

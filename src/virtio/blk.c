@@ -1,4 +1,5 @@
-/* virtio-blk-pci: -device virtio-blk-pci,drive=ID[,num-queues=N][,serial=S][,addr=SLOT]
+/* virtio-blk: -device virtio-blk-pci,drive=ID[,num-queues=N][,serial=S][,addr=SLOT]
+ * and -device virtio-blk-device,... (virtio-mmio, -M microvm)
  *
  * Requests: IN, OUT, FLUSH, GET_ID, DISCARD, WRITE_ZEROES through the block
  * layer (kl_blk_submit); completions run on the main loop, write the status
@@ -274,8 +275,10 @@ static void vblk_reset(struct kl_virtio_dev *vd)
 	(void)vd;
 }
 
-/* ---- VM state: section "virtio-blk/0000:00:SS.0" (kvmlite/vmstate.h) ----
- * The transport and the queues are in "virtio-pci/..." (virtio_state.c).
+/* ---- VM state: section "virtio-blk/INST" (kvmlite/vmstate.h; INST: the
+ * PCI address or the virtio-mmio base) ----
+ * The transport and the queues are in "virtio-pci/..." (virtio_state.c) or
+ * "virtio-mmio/..." (virtio_mmio.c).
  * Quiesce, as QEMU's vm_stop: drain the backend (requests held by I/O
  * limits are released), so every request taken from the ring has completed
  * and its used entry and status byte are in guest RAM before anything is
@@ -375,16 +378,18 @@ static uint64_t vblk_features(struct vblk *b)
 	return f;
 }
 
-static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
+static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, enum kl_virtio_transport_kind t,
+		       char **err)
 {
+	const char *tname = kl_virtio_type_name("virtio-blk", t);
 	const char *drive = kl_opts_get(opts, "drive");
 	const char *serial = kl_opts_get(opts, "serial");
-	uint64_t nq, slot;
+	uint64_t nq, slot = 0;
 	if (kl_opts_get_u64(opts, "num-queues", 1, &nq, err) < 0 ||
-	    kl_opts_get_u64(opts, "addr", 0, &slot, err) < 0)
+	    (t == KL_VIRTIO_TRANSPORT_PCI && kl_opts_get_u64(opts, "addr", 0, &slot, err) < 0))
 		return -1;
 	if (!drive) {
-		*err = g_strdup("virtio-blk-pci: drive= is required");
+		*err = g_strdup_printf("%s: drive= is required", tname);
 		return -1;
 	}
 	struct kl_blockdev *bd = kl_blockdev_find(drive);
@@ -392,33 +397,33 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 		char *e = NULL;
 		bd = kl_blockdev_for_device(drive, &e);
 		if (!bd) {
-			*err = g_strdup_printf("virtio-blk-pci: %s", e);
+			*err = g_strdup_printf("%s: %s", tname, e);
 			g_free(e);
 			return -1;
 		}
 	}
 	if (!bd) {
-		*err = g_strdup_printf("virtio-blk-pci: drive '%s' not found", drive);
+		*err = g_strdup_printf("%s: drive '%s' not found", tname, drive);
 		return -1;
 	}
 	if (kl_blockdev_attached(bd)) {
-		*err = g_strdup_printf("virtio-blk-pci: drive '%s' is already in use by %s", drive,
+		*err = g_strdup_printf("%s: drive '%s' is already in use by %s", tname, drive,
 				       kl_blockdev_attached(bd));
 		return -1;
 	}
 	if (nq < 1 || nq > KL_VPCI_MAX_QUEUES) {
-		*err = g_strdup_printf("virtio-blk-pci: num-queues=%" G_GUINT64_FORMAT
-				       " is out of range (1..%d)", (guint64)nq, KL_VPCI_MAX_QUEUES);
+		*err = g_strdup_printf("%s: num-queues=%" G_GUINT64_FORMAT
+				       " is out of range (1..%d)", tname, (guint64)nq, KL_VPCI_MAX_QUEUES);
 		return -1;
 	}
 	if (serial && strlen(serial) > ID_BYTES) {
-		*err = g_strdup_printf("virtio-blk-pci: serial '%s' is longer than %d bytes", serial,
+		*err = g_strdup_printf("%s: serial '%s' is longer than %d bytes", tname, serial,
 				       ID_BYTES);
 		return -1;
 	}
 	if (slot >= KL_PCI_NSLOTS) {
-		*err = g_strdup_printf("virtio-blk-pci: addr=%" G_GUINT64_FORMAT " is not a PCI slot (1..31)",
-				       (guint64)slot);
+		*err = g_strdup_printf("%s: addr=%" G_GUINT64_FORMAT " is not a PCI slot (1..31)",
+				       tname, (guint64)slot);
 		return -1;
 	}
 	struct vblk *b = g_new0(struct vblk, 1);
@@ -434,11 +439,11 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	ops->reset = vblk_reset;
 	ops->destroy = vblk_destroy;
 	struct kl_virtio_pci_info info = {
-		.name = "virtio-blk-pci", .device_id = VIRTIO_ID_BLOCK, .class_code = 0x010000,
+		.name = tname, .device_id = VIRTIO_ID_BLOCK, .class_code = 0x010000,
 		.num_queues = nq, .queue_size = QUEUE_SIZE, .config_len = CONFIG_LEN,
 		.slot = slot ? (int)slot : -1,
 	};
-	b->vd = kl_virtio_pci_create(vm, &info, ops, b, err);
+	b->vd = kl_virtio_create(vm, t, &info, ops, b, err);
 	if (!b->vd) {
 		g_free(ops);
 		g_free(b);
@@ -456,23 +461,19 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	put_le(c + C_MAX_WZ_SECTORS, MAX_DISCARD_SECTORS, 4);
 	put_le(c + C_MAX_WZ_SEG, 1, 4);
 	c[C_WZ_MAY_UNMAP] = 0;
-	char inst[KL_PCI_ADDR_STR_LEN];
-	kl_pci_addr_str(b->vd->pci, inst, sizeof(inst));
-	kl_vmstate_register(vm, inst, &vblk_vmstate_ops, b);
-	/* query-block's qdev: QEMU's path of the virtio-blk child of the proxy */
-	if (kl_device_path()) {
+	kl_vmstate_register(vm, b->vd->inst, &vblk_vmstate_ops, b);
+	/* query-block's qdev: QEMU's path of the virtio-blk child of the PCI
+	 * proxy; virtio-blk-device is the virtio-blk device itself */
+	if (kl_device_path() && t == KL_VIRTIO_TRANSPORT_PCI) {
 		char *q = g_strdup_printf("%s/virtio-backend", kl_device_path());
 		kl_blockdev_set_attached(bd, q);
 		g_free(q);
 	} else {
-		kl_blockdev_set_attached(bd, "virtio-blk-pci");
+		kl_blockdev_set_attached(bd, kl_device_path() ? kl_device_path() : tname);
 	}
 	return 0;
 }
 
-static const struct kl_device_type virtio_blk_pci = {
-	.name = "virtio-blk-pci",
-	.help = "virtio block device (drive=ID, num-queues=N, serial=S, addr=SLOT)",
-	.create = vblk_create,
-};
-KL_DEVICE_TYPE(virtio_blk_pci)
+KL_VIRTIO_DEVICE_TYPES(virtio_blk, "virtio-blk",
+		       "virtio block device (drive=ID, num-queues=N, serial=S, addr=SLOT on PCI)",
+		       vblk_create)

@@ -1,4 +1,5 @@
-/* virtio-net-pci: -device virtio-net-pci[,netdev=ID][,mac=MAC][,addr=SLOT]
+/* virtio-net: -device virtio-net-pci[,netdev=ID][,mac=MAC][,addr=SLOT]
+ * and -device virtio-net-device,... (virtio-mmio, -M microvm)
  *
  * Queues: 0 receive, 1 transmit, 2 control.  Every buffer starts with the
  * 12-byte struct virtio_net_hdr_v1 (VERSION_1 is mandatory).
@@ -486,7 +487,8 @@ static void vnet_reset(struct kl_virtio_dev *vd)
 		kl_netdev_set_offload(n->nd, false, false, false, false);
 }
 
-/* ---- VM state: section "virtio-net/0000:00:SS.0" (kvmlite/vmstate.h) ----
+/* ---- VM state: section "virtio-net/INST" (kvmlite/vmstate.h; INST: the PCI
+ * address or the virtio-mmio base) ----
  * The transport and the queues are in "virtio-pci/..." (virtio_state.c), the
  * back-end's state (the user-mode stack) in its netdev's section.
  * Quiesce: transmit what the driver queued (frames the back-end cannot take
@@ -634,22 +636,25 @@ static void vnet_destroy(struct kl_virtio_dev *vd)
 	 * only at teardown */
 }
 
-static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
+static int vnet_create(struct kl_vm *vm, struct kl_opts *o, enum kl_virtio_transport_kind t,
+		       char **err)
 {
+	const char *tname = kl_virtio_type_name("virtio-net", t);
 	const char *ndid = kl_opts_get(o, "netdev");
 	const char *macs = kl_opts_get(o, "mac");
-	uint64_t slot;
-	if (kl_opts_get_u64(o, "addr", 0, &slot, err) < 0)
+	uint64_t slot = 0;
+	if (t == KL_VIRTIO_TRANSPORT_PCI && kl_opts_get_u64(o, "addr", 0, &slot, err) < 0)
 		return -1;
 	if (slot >= KL_PCI_NSLOTS) {
-		*err = g_strdup_printf("virtio-net-pci: addr=%" G_GUINT64_FORMAT " is not a PCI slot (1..31)",
-				       (guint64)slot);
+		*err = g_strdup_printf("%s: addr=%" G_GUINT64_FORMAT " is not a PCI slot (1..31)",
+				       tname, (guint64)slot);
 		return -1;
 	}
 	struct vnet *n = g_new0(struct vnet, 1);
 	if (macs) {
 		if (kl_net_parse_mac(macs, n->mac) < 0) {
-			*err = g_strdup_printf("virtio-net-pci: mac=%s: expected a unicast XX:XX:XX:XX:XX:XX", macs);
+			*err = g_strdup_printf("%s: mac=%s: expected a unicast XX:XX:XX:XX:XX:XX", tname,
+					       macs);
 			g_free(n);
 			return -1;
 		}
@@ -657,7 +662,7 @@ static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 		kl_net_default_mac(n->mac);
 	}
 	struct kl_net_peer peer = {
-		.model = "virtio-net-pci",
+		.model = tname,
 		.can_receive = vnet_can_receive,
 		.receive = vnet_receive,
 		.tx_ready = vnet_tx_ready,
@@ -666,7 +671,7 @@ static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	if (ndid) {
 		n->nd = kl_netdev_attach_id(ndid, &peer, err);
 		if (!n->nd) {
-			char *m = g_strdup_printf("virtio-net-pci: %s", *err);
+			char *m = g_strdup_printf("%s: %s", tname, *err);
 			g_free(*err);
 			*err = m;
 			g_free(n);
@@ -699,11 +704,11 @@ static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	ops->reset = vnet_reset;
 	ops->destroy = vnet_destroy;
 	struct kl_virtio_pci_info info = {
-		.name = "virtio-net-pci", .device_id = VIRTIO_ID_NET, .class_code = 0x020000,
+		.name = tname, .device_id = VIRTIO_ID_NET, .class_code = 0x020000,
 		.num_queues = 3, .queue_size = QUEUE_SIZE, .config_len = CONFIG_LEN,
 		.slot = slot ? (int)slot : -1,
 	};
-	n->vd = kl_virtio_pci_create(vm, &info, ops, n, err);
+	n->vd = kl_virtio_create(vm, t, &info, ops, n, err);
 	if (!n->vd) {
 		kl_netdev_detach(n->nd);
 		g_free(n->txbuf);
@@ -717,16 +722,10 @@ static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	put_le16(c + 6, 1);            /* VIRTIO_NET_S_LINK_UP */
 	put_le16(c + 8, 1);            /* max_virtqueue_pairs */
 	put_le16(c + 10, 1500);        /* mtu (F_MTU not offered) */
-	char inst[KL_PCI_ADDR_STR_LEN];
-	kl_pci_addr_str(n->vd->pci, inst, sizeof(inst));
-	kl_vmstate_register(vm, inst, &vnet_vmstate_ops, n);
+	kl_vmstate_register(vm, n->vd->inst, &vnet_vmstate_ops, n);
 	kl_netdev_vmstate_register(vm, n->nd);
 	return 0;
 }
 
-static const struct kl_device_type virtio_net_pci = {
-	.name = "virtio-net-pci",
-	.help = "virtio network device (netdev=ID, mac=MAC, addr=SLOT)",
-	.create = vnet_create,
-};
-KL_DEVICE_TYPE(virtio_net_pci)
+KL_VIRTIO_DEVICE_TYPES(virtio_net, "virtio-net", "virtio network device (netdev=ID, mac=MAC, addr=SLOT on PCI)",
+		       vnet_create)

@@ -248,6 +248,20 @@ with tempfile.TemporaryDirectory() as d:
             name="unknown device")
         run(["-kernel", probe, "-device", "isa-debug-exit,bogus=1"], needle="bogus",
             name="unknown device property")
+        # -M microvm: virtio-mmio only, PCI devices name themselves
+        run(["-kernel", probe, "-M", "microvm", "-device", "virtio-net-pci"],
+            needle="virtio-net-pci: -M microvm has no PCI bus", name="microvm + PCI device")
+        run(["-kernel", probe, "-device", "virtio-net-device"],
+            needle="virtio-net-device: this machine has no virtio-mmio transport",
+            name="virtio-mmio device on pc")
+        run(["-kernel", probe, "-M", "microvm", "-device", "virtio-net-device,addr=3"],
+            needle="addr= is a PCI property", name="virtio-net-device addr=")
+        run(["-kernel", probe, "-M", "microvm"] + ["-device", "virtio-net-device"] * 8,
+            needle="all 7 virtio-mmio transports are in use", name="microvm: 8 transports")
+        run(["-kernel", probe, "-M", "microvm,ioapic2=on"], needle="ioapic2=on is not supported",
+            name="microvm ioapic2=on")
+        run(["-kernel", probe, "-M", "pc,pcie=on"], needle="exists only on -M microvm",
+            name="pc,pcie=on")
         run(["-kernel", probe, "-serial", "tcp:1.2.3.4:5"], needle="tcp:1.2.3.4:5",
             name="bad serial back-end")
         run(["-kernel", probe, "-drive", "file=%s,if=ide" % garbage], needle="ide",

@@ -1,13 +1,18 @@
 /* libFuzzer target: guest-controlled split virtqueues through the real
- * virtio-pci transport (src/virtio/virtio_pci.c + virtqueue.c + pci.c) with
- * a fake platform (no /dev/kvm).
+ * virtio-pci transport (src/virtio/virtio_pci.c + virtqueue.c + pci.c), or
+ * the virtio-mmio one (virtio_mmio.c; hdr[3] bit0), with a fake platform
+ * (no /dev/kvm).
  *
  * Input: [hdr 4 bytes][script: hdr[2] bytes][guest RAM image]
  *   hdr[0] bit0 EVENT_IDX, bit1 INDIRECT_DESC, bit2 enable queue 1,
  *          bit3 the device holds requests (completes them on a script op),
  *          bit4 the device uses set_notification like virtio-blk / -net,
  *          bit5 MSI-X on (vectors programmed and unmasked)
- *   hdr[1] log2 of the queue size (mod 9: 1..256); hdr[3] unused
+ *   hdr[1] log2 of the queue size (mod 9: 1..256)
+ *   hdr[3] bit0: the virtio-mmio transport (src/virtio/virtio_mmio.c) at
+ *          MMIO_GPA instead of virtio-pci: the same script drives its
+ *          registers (kicks through QueueNotify, register accesses of any
+ *          size and offset in its 512-byte window)
  * The RAM image lands at GPA 0 of a 64 KiB RAM region (a second 16 KiB
  * region sits at 0x30000, after a hole).  Rings are laid out compactly from
  * GPA 0: desc0, avail0, used0, then queue 1's.  BAR1 (MSI-X) is mapped at
@@ -42,6 +47,8 @@
 #define HELD_MAX 64
 #define BAR1_GPA 0xc0000000u
 #define BAR4_GPA 0xc0010000u
+#define MMIO_GPA 0xfeb00000u
+#define MMIO_GSI 5
 
 static struct kl_vm vm;
 static uint8_t *ram_a, *ram_b;
@@ -51,6 +58,7 @@ static unsigned qsize;
 static struct { struct kl_vq_elem *e; unsigned q; } held[HELD_MAX];
 static unsigned nheld;
 static uint64_t ring_gpa[NQ][3];
+static bool mmio_mode;
 
 /* ---- fake platform: accepts everything, checks the arguments ---- */
 static void (*vm_reset_fn)(void *opaque);
@@ -186,7 +194,8 @@ static void check_status(struct kl_virtio_dev *d)
 		was_broken = false;
 		return;
 	}
-	FUZZ_ASSERT(kl_virtio_pci_bar_read(d, KL_VPCI_STATUS, 1) & KL_VIRTIO_S_NEEDS_RESET);
+	FUZZ_ASSERT((mmio_mode ? kl_virtio_mmio_read(d, KL_VMMIO_STATUS, 4)
+			       : kl_virtio_pci_bar_read(d, KL_VPCI_STATUS, 1)) & KL_VIRTIO_S_NEEDS_RESET);
 	for (unsigned q = 0; q < NQ; q++) {
 		const struct kl_virtq *vq = &d->vqs[q];
 		if (was_broken && snap[q].gen == vq->gen)
@@ -247,6 +256,11 @@ static void wr(unsigned off, unsigned size, uint64_t v)
 	kl_virtio_pci_bar_write(vd, off, v, size);
 }
 
+static void mwr(unsigned off, uint32_t v)
+{
+	kl_virtio_mmio_write(vd, off, v, 4);
+}
+
 static unsigned slot;
 
 static void cfg_wr(unsigned off, unsigned size, uint32_t v)
@@ -282,13 +296,23 @@ static void pci_init(void)
 
 static void set_features(void)
 {
-	wr(KL_VPCI_STATUS, 1, 0);
-	wr(KL_VPCI_STATUS, 1, KL_VIRTIO_S_ACKNOWLEDGE | KL_VIRTIO_S_DRIVER);
 	uint64_t f = 1ULL << KL_VIRTIO_F_VERSION_1;
 	if (feat_byte & 1)
 		f |= 1ULL << KL_VIRTIO_F_EVENT_IDX;
 	if (feat_byte & 2)
 		f |= 1ULL << KL_VIRTIO_F_INDIRECT_DESC;
+	if (mmio_mode) {
+		mwr(KL_VMMIO_STATUS, 0);
+		mwr(KL_VMMIO_STATUS, KL_VIRTIO_S_ACKNOWLEDGE | KL_VIRTIO_S_DRIVER);
+		mwr(KL_VMMIO_DRIVER_FEATURES_SEL, 0);
+		mwr(KL_VMMIO_DRIVER_FEATURES, (uint32_t)f);
+		mwr(KL_VMMIO_DRIVER_FEATURES_SEL, 1);
+		mwr(KL_VMMIO_DRIVER_FEATURES, (uint32_t)(f >> 32));
+		mwr(KL_VMMIO_STATUS, 3 | KL_VIRTIO_S_FEATURES_OK);
+		return;
+	}
+	wr(KL_VPCI_STATUS, 1, 0);
+	wr(KL_VPCI_STATUS, 1, KL_VIRTIO_S_ACKNOWLEDGE | KL_VIRTIO_S_DRIVER);
 	wr(KL_VPCI_GFSELECT, 4, 0);
 	wr(KL_VPCI_GF, 4, (uint32_t)f);
 	wr(KL_VPCI_GFSELECT, 4, 1);
@@ -298,6 +322,18 @@ static void set_features(void)
 
 static void queue_setup(unsigned q, unsigned size, uint64_t desc, uint64_t avail, uint64_t used)
 {
+	if (mmio_mode) {
+		mwr(KL_VMMIO_QUEUE_SEL, q);
+		mwr(KL_VMMIO_QUEUE_NUM, size);
+		mwr(KL_VMMIO_QUEUE_DESC_LOW, (uint32_t)desc);
+		mwr(KL_VMMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
+		mwr(KL_VMMIO_QUEUE_AVAIL_LOW, (uint32_t)avail);
+		mwr(KL_VMMIO_QUEUE_AVAIL_HIGH, (uint32_t)(avail >> 32));
+		mwr(KL_VMMIO_QUEUE_USED_LOW, (uint32_t)used);
+		mwr(KL_VMMIO_QUEUE_USED_HIGH, (uint32_t)(used >> 32));
+		mwr(KL_VMMIO_QUEUE_READY, 1);
+		return;
+	}
 	wr(KL_VPCI_Q_SELECT, 2, q);
 	wr(KL_VPCI_Q_SIZE, 2, size);
 	wr(KL_VPCI_Q_DESC, 8, desc);
@@ -309,6 +345,10 @@ static void queue_setup(unsigned q, unsigned size, uint64_t desc, uint64_t avail
 
 static void driver_ok(void)
 {
+	if (mmio_mode) {
+		mwr(KL_VMMIO_STATUS, 3 | KL_VIRTIO_S_FEATURES_OK | KL_VIRTIO_S_DRIVER_OK);
+		return;
+	}
 	wr(KL_VPCI_MSIX_CONFIG, 2, 0);
 	wr(KL_VPCI_STATUS, 1, 3 | KL_VIRTIO_S_FEATURES_OK | KL_VIRTIO_S_DRIVER_OK);
 }
@@ -351,6 +391,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	feat_byte = data[0];
 	qsize = 1u << (data[1] % 9);
 	size_t slen = data[2];
+	mmio_mode = data[3] & 1;
 	data += 4;
 	size -= 4;
 	if (slen > size)
@@ -375,10 +416,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		.name = "virtio-fuzz", .device_id = 0x1f, .class_code = 0xff0000,
 		.num_queues = NQ, .queue_size = QMAX, .config_len = 8, .slot = -1,
 	};
-	vd = kl_virtio_pci_create(&vm, &info, &dev_ops, NULL, &err);
-	FUZZ_ASSERT(vd);
-	slot = kl_pci_slot(vd->pci);
-	pci_init();
+	if (mmio_mode) {
+		vd = kl_virtio_mmio_create(&vm, &fake_ops, MMIO_GPA, MMIO_GSI, &info, &dev_ops, NULL,
+					   &err);
+		FUZZ_ASSERT(vd);
+		slot = 0;
+	} else {
+		vd = kl_virtio_pci_create(&vm, &info, &dev_ops, NULL, &err);
+		FUZZ_ASSERT(vd);
+		slot = kl_pci_slot(vd->pci);
+		pci_init();
+	}
 	layout();
 	driver_init();
 
@@ -387,7 +435,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		switch (op % 13) {
 		case 0: /* kick */
 		case 1:
-			wr(KL_VPCI_NOTIFY_OFF + KL_VPCI_NOTIFY_MULT * (op >> 7), 2, op >> 7);
+			if (mmio_mode)
+				mwr(KL_VMMIO_QUEUE_NOTIFY, op >> 7);
+			else
+				wr(KL_VPCI_NOTIFY_OFF + KL_VPCI_NOTIFY_MULT * (op >> 7), 2, op >> 7);
 			break;
 		case 2: { /* the driver adds n more chains (avail idx += n) */
 			unsigned q = op >> 7;
@@ -406,15 +457,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				complete_held(i, fuzz_u16(&sc));
 			}
 			break;
-		case 5: { /* BAR 4 register write */
-			uint16_t off = fuzz_u16(&sc) % KL_VPCI_BAR_SIZE;
+		case 5: { /* BAR 4 / virtio-mmio register write */
+			uint16_t off = fuzz_u16(&sc) % (mmio_mode ? KL_VMMIO_SIZE : KL_VPCI_BAR_SIZE);
 			unsigned sz = 1u << (fuzz_u8(&sc) & 3);
-			wr(off, sz, fuzz_u64(&sc));
+			uint64_t v = fuzz_u64(&sc);
+			if (mmio_mode)
+				kl_virtio_mmio_write(vd, off, v, sz);
+			else
+				wr(off, sz, v);
 			break;
 		}
-		case 6: { /* BAR 4 register read */
-			uint16_t off = fuzz_u16(&sc) % KL_VPCI_BAR_SIZE;
-			kl_virtio_pci_bar_read(vd, off, 1u << (fuzz_u8(&sc) & 3));
+		case 6: { /* BAR 4 / virtio-mmio register read */
+			uint16_t off = fuzz_u16(&sc) % (mmio_mode ? KL_VMMIO_SIZE : KL_VPCI_BAR_SIZE);
+			unsigned sz = 1u << (fuzz_u8(&sc) & 3);
+			if (mmio_mode)
+				kl_virtio_mmio_read(vd, off, sz);
+			else
+				kl_virtio_pci_bar_read(vd, off, sz);
 			break;
 		}
 		case 7: { /* PCI config space write (BARs, command, MSI-X control...) */
@@ -427,8 +486,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			driver_init();
 			break;
 		case 9: { /* MMIO access to BAR1 (MSI-X table/PBA) or BAR4 */
-			uint64_t base = op & 0x80 ? BAR4_GPA : BAR1_GPA;
-			uint32_t bsize = op & 0x80 ? KL_VPCI_BAR_SIZE : 0x1000;
+			uint64_t base = mmio_mode ? MMIO_GPA : op & 0x80 ? BAR4_GPA : BAR1_GPA;
+			uint32_t bsize = mmio_mode ? KL_VMMIO_SIZE + 16 /* and past its end */
+				       : op & 0x80 ? KL_VPCI_BAR_SIZE : 0x1000;
 			uint64_t a = base + fuzz_u16(&sc) % bsize;
 			unsigned sz = 1u << (fuzz_u8(&sc) & 3);
 			uint64_t v = fuzz_u64(&sc);
@@ -469,6 +529,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	while (nheld)
 		complete_held(0, 0);
+	if (mmio_mode)
+		kl_virtio_mmio_destroy(vd); /* the fake platform has no add_cleanup */
 	kl_pci_host_destroy(&vm);
 	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
 	vm_reset_fn = NULL;

@@ -8,6 +8,14 @@
  *   blk-bad     malformed chains (descriptor loop, buffer outside RAM,
  *               over-long indirect table, avail index jump): each must set
  *               DEVICE_NEEDS_RESET; after a reset a normal request works.
+ *   mmio-blk    the virtio-mmio transport (-M microvm, virtio-blk-device):
+ *               registers (magic, version 2, ids), wrong-size accesses
+ *               ignored, QueueNum above QueueNumMax ignored, QueueReady
+ *               with a ring outside RAM -> NEEDS_RESET, then reset,
+ *               write/read 8 sectors with the completion interrupt on its
+ *               ISA IRQ through the 8259 (InterruptStatus + ACK), config
+ *               generation.  blk-queues / blk-bad run over mmio too with
+ *               transport=mmio on the command line.
  *   blk-crash   numbered block writes, "ACK n" after each acknowledged write
  *               (after FLUSH when flush=1); driven by tests/crash/crash.py.
  *   blk-rate    writes as fast as the device takes them (I/O limit tests,
@@ -76,9 +84,18 @@ static void cfg_handler(struct trap_frame *f) { (void)f; cfg_irqs++; lapic_eoi()
 static void q_handler(struct trap_frame *f) { (void)f; q_irqs++; lapic_eoi(); }
 
 /* Open the inst-th virtio-blk device with nq queues. */
+static bool on_mmio(void)
+{
+	char v[8];
+	const char *t = probe_cmdline_get("transport", v, sizeof(v));
+	return t && !strcmp(t, "mmio");
+}
+
 static int blk_open_nth(struct blk *b, unsigned inst, unsigned nq, unsigned qsize, uint64_t extra)
 {
-	if (vdev_find(VIRTIO_ID_BLOCK, inst, &b->d) < 0)
+	/* transport=mmio: the virtio-blk-device of -M microvm */
+	if ((on_mmio() ? vdev_find_mmio(VIRTIO_ID_BLOCK, inst, &b->d)
+		       : vdev_find(VIRTIO_ID_BLOCK, inst, &b->d)) < 0)
 		return -1;
 	uint64_t want = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO | 1ULL << F_BLK_SIZE |
 			1ULL << F_FLUSH | (nq > 1 ? 1ULL << F_MQ : 0) | extra;
@@ -351,6 +368,110 @@ static int test_blk_bad(void)
 	return 0;
 }
 PROBE_TEST_NAMED(blk_bad, "blk-bad", test_blk_bad);
+
+/* ---- virtio-mmio transport ---- */
+static volatile uint64_t mmio_irqs, mmio_isr_seen;
+static struct vdev *mmio_dev;
+
+static void mmio_irq_handler(struct trap_frame *f)
+{
+	(void)f;
+	uint32_t st = mmio_read32(mmio_dev->mmio + VM_INT_STATUS);
+	mmio_isr_seen |= st;
+	mmio_write32(mmio_dev->mmio + VM_INT_ACK, st);
+	mmio_irqs++;
+	pic_eoi(mmio_dev->mmio_irq);
+}
+
+static int test_mmio_blk(void)
+{
+	struct blk b = { 0 };
+	struct vdev *d = &b.d;
+	if (vdev_find_mmio(VIRTIO_ID_BLOCK, 0, d) < 0)
+		return -1;
+	uint64_t base = d->mmio;
+	if (mmio_read32(base + VM_VENDOR_ID) != 0x554d4551)
+		return probe_fail("vendor id 0x%x, want 0x554d4551", mmio_read32(base + VM_VENDOR_ID));
+	/* registers below 0x100 take 32-bit accesses only */
+	if (mmio_read8(base + VM_MAGIC) != 0 || mmio_read16(base + VM_VERSION) != 0)
+		return probe_fail("narrow register reads: magic8 0x%x version16 0x%x",
+				  mmio_read8(base + VM_MAGIC), mmio_read16(base + VM_VERSION));
+	if (vdev_negotiate(d, 1ULL << F_FLUSH | 1ULL << F_BLK_SIZE, &b.features) < 0)
+		return -1;
+	mmio_write8(base + VM_STATUS, 0);   /* ignored: would be a reset */
+	if (vdev_status(d) != (VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK))
+		return probe_fail("8-bit status write changed status to 0x%x", vdev_status(d));
+	mmio_write32(base + VM_Q_SEL, 0);
+	uint32_t max = mmio_read32(base + VM_Q_NUM_MAX);
+	if (max < QSIZE || (max & (max - 1)))
+		return probe_fail("QueueNumMax %u", max);
+	mmio_write32(base + VM_Q_SEL, 7);   /* no such queue */
+	if (mmio_read32(base + VM_Q_NUM_MAX) != 0 || mmio_read32(base + VM_Q_READY) != 0)
+		return probe_fail("queue 7: QueueNumMax %u ready %u", mmio_read32(base + VM_Q_NUM_MAX),
+				  mmio_read32(base + VM_Q_READY));
+	/* hostile setup: QueueNum > max, then a ring outside guest RAM */
+	mmio_write32(base + VM_Q_SEL, 0);
+	mmio_write32(base + VM_Q_NUM, max * 2);
+	mmio_write32(base + VM_Q_DESC, 0);
+	mmio_write32(base + VM_Q_DESC + 4, 0x7f);      /* 0x7f00000000: no RAM there */
+	mmio_write32(base + VM_Q_READY, 1);
+	if (mmio_read32(base + VM_Q_READY) != 0 || !(vdev_status(d) & VIRTIO_S_NEEDS_RESET))
+		return probe_fail("ring outside RAM: ready %u status 0x%x", mmio_read32(base + VM_Q_READY),
+				  vdev_status(d));
+	printf("mmio-blk: ring outside RAM -> status 0x%x\n", vdev_status(d));
+
+	/* a fresh start: reset, queue, interrupt on the ISA IRQ via the 8259 */
+	lapic_enable();
+	pic_init(0x20);
+	mmio_dev = d;
+	irq_set_handler(0x20 + d->mmio_irq, mmio_irq_handler);
+	pic_unmask(d->mmio_irq);
+	if (vdev_negotiate(d, 1ULL << F_FLUSH | 1ULL << F_BLK_SIZE, &b.features) < 0 ||
+	    vq_setup(d, &b.q[0], 0, QSIZE) < 0)
+		return -1;
+	b.nq = 1;
+	b.reqs = probe_alloc(sizeof(struct blk_req) * QSIZE * 2, 16);
+	b.capacity = vdev_cfg64(d, 0);
+	uint32_t gen = mmio_read32(base + VM_CFG_GEN);
+	vdev_driver_ok(d);
+	if (!(vdev_status(d) & VIRTIO_S_DRIVER_OK))
+		return probe_fail("DRIVER_OK not set (status 0x%x)", vdev_status(d));
+	if (b.capacity < 64 || b.q[0].size != QSIZE)
+		return probe_fail("capacity %lu, queue size %u", b.capacity, b.q[0].size);
+	uint8_t *wbuf = probe_alloc(4096, 4096), *rbuf = probe_alloc(4096, 4096);
+	fill(wbuf, 4096, 11);
+	int st = blk_do(&b, 0, T_OUT, 24, wbuf, 4096);
+	if (st != S_OK)
+		return probe_fail("write: status %d", st);
+	irq_enable();
+	for (unsigned i = 0; i < 1000000 && !mmio_irqs; i++)
+		cpu_relax();
+	irq_disable();
+	if (!mmio_irqs || !(mmio_isr_seen & 1))
+		return probe_fail("no queue interrupt on IRQ %u (%lu interrupts, status 0x%lx)",
+				  d->mmio_irq, mmio_irqs, mmio_isr_seen);
+	if (mmio_read32(base + VM_INT_STATUS) != 0)
+		return probe_fail("InterruptStatus 0x%x after ACK", mmio_read32(base + VM_INT_STATUS));
+	if ((st = blk_do(&b, 0, T_FLUSH, 0, NULL, 0)) != S_OK)
+		return probe_fail("flush: status %d", st);
+	memset(rbuf, 0xee, 4096);
+	if ((st = blk_do(&b, 0, T_IN, 24, rbuf, 4096)) != S_OK || memcmp(rbuf, wbuf, 4096))
+		return probe_fail("read-back: status %d%s", st, st == S_OK ? ", data differs" : "");
+	if ((st = blk_do(&b, 0, T_IN, b.capacity - 1, rbuf, 1024)) != S_IOERR)
+		return probe_fail("read past the end: status %d, want IOERR", st);
+	if (mmio_read32(base + VM_CFG_GEN) != gen)
+		return probe_fail("config generation changed %u -> %u", gen,
+				  mmio_read32(base + VM_CFG_GEN));
+	/* QueueReady=0 turns the queue off (driver-side queue teardown) */
+	mmio_write32(base + VM_Q_READY, 0);
+	if (mmio_read32(base + VM_Q_READY) != 0)
+		return probe_fail("QueueReady=0 did not stop the queue");
+	pic_mask(d->mmio_irq);
+	printf("mmio-blk: at 0x%lx irq %u: %lu sectors, wrote+read 8 sectors, %lu interrupts\n", base,
+	       d->mmio_irq, b.capacity, mmio_irqs);
+	return vdev_reset(d);
+}
+PROBE_TEST_NAMED(mmio_blk, "mmio-blk", test_mmio_blk);
 
 /* ---- crash consistency ---- */
 #define CRASH_MAGIC 0x48534152434c4bull /* "KLCRASH" */

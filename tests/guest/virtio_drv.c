@@ -1,4 +1,5 @@
-/* Minimal virtio 1.x modern PCI driver for probe tests (see virtio_drv.h). */
+/* Minimal virtio 1.x driver for probe tests: modern PCI or virtio-mmio
+ * version 2 (see virtio_drv.h). */
 #include "virtio_drv.h"
 
 #define PCI_CAP_VNDR 0x09
@@ -90,9 +91,113 @@ int vdev_find(uint16_t device_id, unsigned instance, struct vdev *d)
 	return 0;
 }
 
-uint8_t vdev_status(struct vdev *d) { return mmio_read8(d->common + VC_STATUS); }
-void vdev_set_status(struct vdev *d, uint8_t s) { mmio_write8(d->common + VC_STATUS, s); }
-uint16_t vdev_num_queues(struct vdev *d) { return mmio_read16(d->common + VC_NUM_QUEUES); }
+static uint64_t parse_hex_or_dec(const char **pp)
+{
+	const char *p = *pp;
+	uint64_t v = 0;
+	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+		p += 2;
+		for (;; p++) {
+			unsigned c = (unsigned char)*p, dgt;
+			if (c >= '0' && c <= '9')
+				dgt = c - '0';
+			else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+				dgt = (c | 0x20) - 'a' + 10;
+			else
+				break;
+			v = v * 16 + dgt;
+		}
+	} else {
+		for (; *p >= '0' && *p <= '9'; p++)
+			v = v * 10 + (unsigned)(*p - '0');
+	}
+	*pp = p;
+	return v;
+}
+
+int vdev_find_mmio(uint16_t device_id, unsigned instance, struct vdev *d)
+{
+	static const char key[] = "virtio_mmio.device=";
+	memset(d, 0, sizeof(*d));
+	unsigned seen = 0, entries = 0;
+	for (const char *p = probe_cmdline; *p; p++) {
+		if ((p != probe_cmdline && p[-1] != ' ') || strncmp(p, key, sizeof(key) - 1))
+			continue;
+		const char *q = p + sizeof(key) - 1;
+		uint64_t size = parse_hex_or_dec(&q);
+		if (*q != '@')
+			return probe_fail("virtio_mmio.device= entry without '@'");
+		q++;
+		uint64_t base = parse_hex_or_dec(&q);
+		if (*q != ':')
+			return probe_fail("virtio_mmio.device= entry without ':IRQ'");
+		q++;
+		uint64_t irq = parse_hex_or_dec(&q);
+		entries++;
+		if (size < 0x100 || mmio_read32(base + VM_MAGIC) != 0x74726976)
+			return probe_fail("no virtio-mmio magic at 0x%lx (size %lu)", base, size);
+		if (mmio_read32(base + VM_VERSION) != 2)
+			return probe_fail("virtio-mmio at 0x%lx: version %u, want 2", base,
+					  mmio_read32(base + VM_VERSION));
+		if (mmio_read32(base + VM_DEVICE_ID) != device_id || seen++ != instance)
+			continue;
+		d->mmio = base;
+		d->mmio_irq = irq;
+		d->common = d->notify = d->isr = 0;
+		d->devcfg = base + VM_CONFIG;
+		d->devcfg_len = size - VM_CONFIG;
+		return 0;
+	}
+	return probe_fail("no virtio-mmio device id %u (instance %u) among %u virtio_mmio.device= "
+			  "entries", device_id, instance, entries);
+}
+
+uint8_t vdev_status(struct vdev *d)
+{
+	return d->mmio ? mmio_read32(d->mmio + VM_STATUS) : mmio_read8(d->common + VC_STATUS);
+}
+
+void vdev_set_status(struct vdev *d, uint8_t s)
+{
+	if (d->mmio)
+		mmio_write32(d->mmio + VM_STATUS, s);
+	else
+		mmio_write8(d->common + VC_STATUS, s);
+}
+
+uint16_t vdev_num_queues(struct vdev *d)
+{
+	if (!d->mmio)
+		return mmio_read16(d->common + VC_NUM_QUEUES);
+	uint16_t n = 0;
+	for (; n < 64; n++) {
+		mmio_write32(d->mmio + VM_Q_SEL, n);
+		if (!mmio_read32(d->mmio + VM_Q_NUM_MAX))
+			break;
+	}
+	return n;
+}
+
+static uint32_t get_df(struct vdev *d, unsigned sel)
+{
+	if (d->mmio) {
+		mmio_write32(d->mmio + VM_DFSEL, sel);
+		return mmio_read32(d->mmio + VM_DF);
+	}
+	mmio_write32(d->common + VC_DFSELECT, sel);
+	return mmio_read32(d->common + VC_DF);
+}
+
+static void set_gf(struct vdev *d, unsigned sel, uint32_t v)
+{
+	if (d->mmio) {
+		mmio_write32(d->mmio + VM_GFSEL, sel);
+		mmio_write32(d->mmio + VM_GF, v);
+		return;
+	}
+	mmio_write32(d->common + VC_GFSELECT, sel);
+	mmio_write32(d->common + VC_GF, v);
+}
 
 int vdev_reset(struct vdev *d)
 {
@@ -111,18 +216,13 @@ int vdev_negotiate(struct vdev *d, uint64_t want, uint64_t *got)
 		return -1;
 	vdev_set_status(d, VIRTIO_S_ACK);
 	vdev_set_status(d, VIRTIO_S_ACK | VIRTIO_S_DRIVER);
-	mmio_write32(d->common + VC_DFSELECT, 0);
-	uint64_t f = mmio_read32(d->common + VC_DF);
-	mmio_write32(d->common + VC_DFSELECT, 1);
-	f |= (uint64_t)mmio_read32(d->common + VC_DF) << 32;
+	uint64_t f = get_df(d, 0) | (uint64_t)get_df(d, 1) << 32;
 	d->features = f;
 	if (!(f & (1ULL << VIRTIO_F_VERSION_1)))
 		return probe_fail("device does not offer VIRTIO_F_VERSION_1 (features 0x%lx)", f);
 	uint64_t g = (f & want) | (1ULL << VIRTIO_F_VERSION_1);
-	mmio_write32(d->common + VC_GFSELECT, 0);
-	mmio_write32(d->common + VC_GF, (uint32_t)g);
-	mmio_write32(d->common + VC_GFSELECT, 1);
-	mmio_write32(d->common + VC_GF, g >> 32);
+	set_gf(d, 0, (uint32_t)g);
+	set_gf(d, 1, g >> 32);
 	vdev_set_status(d, VIRTIO_S_ACK | VIRTIO_S_DRIVER | VIRTIO_S_FEATURES_OK);
 	if (!(vdev_status(d) & VIRTIO_S_FEATURES_OK))
 		return probe_fail("FEATURES_OK not accepted (features 0x%lx)", g);
@@ -134,8 +234,14 @@ int vdev_negotiate(struct vdev *d, uint64_t want, uint64_t *got)
 int vq_setup(struct vdev *d, struct vq *q, unsigned idx, unsigned size)
 {
 	memset(q, 0, sizeof(*q));
-	mmio_write16(d->common + VC_Q_SELECT, idx);
-	unsigned max = mmio_read16(d->common + VC_Q_SIZE);
+	unsigned max;
+	if (d->mmio) {
+		mmio_write32(d->mmio + VM_Q_SEL, idx);
+		max = mmio_read32(d->mmio + VM_Q_NUM_MAX);
+	} else {
+		mmio_write16(d->common + VC_Q_SELECT, idx);
+		max = mmio_read16(d->common + VC_Q_SIZE);
+	}
 	if (max == 0)
 		return probe_fail("queue %u does not exist", idx);
 	if (size > max)
@@ -152,6 +258,22 @@ int vq_setup(struct vdev *d, struct vq *q, unsigned idx, unsigned size)
 	q->desc = (struct vring_desc *)mem;
 	q->avail = (volatile uint16_t *)(mem + size * 16);
 	q->used = (volatile uint16_t *)(mem + ((size * 16 + 6 + 2 * size + 4095) & ~4095u));
+	if (d->mmio) {
+		uint64_t b = d->mmio, a[3] = { (uintptr_t)q->desc, (uintptr_t)q->avail,
+					       (uintptr_t)q->used };
+		mmio_write32(b + VM_Q_NUM, size);
+		for (unsigned i = 0; i < 3; i++) {
+			mmio_write32(b + VM_Q_DESC + 0x10 * i, (uint32_t)a[i]);
+			mmio_write32(b + VM_Q_DESC + 0x10 * i + 4, a[i] >> 32);
+		}
+		q->notify_addr = b + VM_Q_NOTIFY;
+		q->notify32 = true;
+		mmio_write32(b + VM_Q_READY, 1);
+		if (mmio_read32(b + VM_Q_READY) != 1)
+			return probe_fail("queue %u did not become ready (status 0x%x)", idx,
+					  vdev_status(d));
+		return 0;
+	}
 	mmio_write16(d->common + VC_Q_SIZE, size);
 	mmio_write64(d->common + VC_Q_DESC, (uint64_t)(uintptr_t)q->desc);
 	mmio_write64(d->common + VC_Q_AVAIL, (uint64_t)(uintptr_t)q->avail);
@@ -206,7 +328,10 @@ int vq_add(struct vq *q, const struct vbuf *bufs, unsigned n)
 void vq_kick(struct vq *q)
 {
 	mb();
-	mmio_write16(q->notify_addr, q->idx);
+	if (q->notify32)
+		mmio_write32(q->notify_addr, q->idx);
+	else
+		mmio_write16(q->notify_addr, q->idx);
 }
 
 bool vq_has_used(struct vq *q)

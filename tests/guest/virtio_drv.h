@@ -1,6 +1,9 @@
-/* Minimal freestanding virtio 1.x PCI (modern) driver for probe tests:
- * device discovery through the vendor capabilities, status/feature
- * handshake, split virtqueues polled through the used ring, optional MSI-X.
+/* Minimal freestanding virtio 1.x driver for probe tests, on the modern PCI
+ * transport (device discovery through the vendor capabilities) or on
+ * virtio-mmio version 2 (vdev_find_mmio: the transports the command line
+ * announces with virtio_mmio.device=SIZE@BASE:IRQ, as Linux finds them):
+ * status/feature handshake, split virtqueues polled through the used ring,
+ * optional MSI-X (PCI).
  * Used by t_virtio_blk.c and the virtio-net probe tests.
  *
  *   struct vdev d; struct vq q;
@@ -50,6 +53,8 @@ struct vdev {
 	uint64_t features;                     /* offered by the device */
 	uint64_t msix_table;                   /* 0: no MSI-X */
 	unsigned msix_n;
+	uint64_t mmio;                         /* virtio-mmio base, 0: PCI */
+	unsigned mmio_irq;                     /* its interrupt (ISA IRQ / GSI) */
 };
 
 struct vq {
@@ -61,6 +66,7 @@ struct vq {
 	uint16_t avail_idx, last_used;
 	uint16_t next_desc;         /* next free descriptor (round robin) */
 	uint64_t notify_addr;
+	bool notify32;              /* virtio-mmio QueueNotify: 32-bit write of idx */
 };
 
 struct vbuf {
@@ -91,6 +97,32 @@ struct vbuf {
  * bus 0 and map its capabilities; enables memory decoding and bus mastering.
  * 0 or -1 (with probe_fail). */
 int vdev_find(uint16_t device_id, unsigned instance, struct vdev *d);
+/* The instance-th virtio-mmio transport with virtio type id among the
+ * virtio_mmio.device= entries of the command line (magic, version 2 and
+ * device id checked).  0 or -1 (with probe_fail). */
+int vdev_find_mmio(uint16_t device_id, unsigned instance, struct vdev *d);
+/* virtio-mmio register offsets */
+#define VM_MAGIC 0x000
+#define VM_VERSION 0x004
+#define VM_DEVICE_ID 0x008
+#define VM_VENDOR_ID 0x00c
+#define VM_DF 0x010
+#define VM_DFSEL 0x014
+#define VM_GF 0x020
+#define VM_GFSEL 0x024
+#define VM_Q_SEL 0x030
+#define VM_Q_NUM_MAX 0x034
+#define VM_Q_NUM 0x038
+#define VM_Q_READY 0x044
+#define VM_Q_NOTIFY 0x050
+#define VM_INT_STATUS 0x060
+#define VM_INT_ACK 0x064
+#define VM_STATUS 0x070
+#define VM_Q_DESC 0x080
+#define VM_Q_AVAIL 0x090
+#define VM_Q_USED 0x0a0
+#define VM_CFG_GEN 0x0fc
+#define VM_CONFIG 0x100
 uint8_t vdev_status(struct vdev *d);
 void vdev_set_status(struct vdev *d, uint8_t s);
 /* Write 0 and wait (bounded) until status reads 0.  0 or -1. */
