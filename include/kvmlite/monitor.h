@@ -32,11 +32,17 @@
 #ifndef KVMLITE_MONITOR_H
 #define KVMLITE_MONITOR_H
 
+#include <stdbool.h>
+
 struct kl_vm;
 
 int kl_monitor_add_qmp(struct kl_vm *vm, const char *spec, char **err);
 int kl_monitor_add_mon(struct kl_vm *vm, const char *spec, char **err);
 
 void kl_monitor_cleanup(void);
+
+/* Event VSERPORT_CHANGE {id, open}: the guest opened/closed a virtio
+ * serial port with that -device id (src/virtio/serial.c). */
+void kl_monitor_vserport_change(const char *id, bool open);
 
 #endif

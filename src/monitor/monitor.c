@@ -123,6 +123,14 @@ void kl_monitor_broadcast(const char *event, JsonNode *data)
 	g_free(line);
 }
 
+void kl_monitor_vserport_change(const char *id, bool open)
+{
+	JsonObject *d = json_object_new();
+	json_object_set_string_member(d, "id", id);
+	json_object_set_boolean_member(d, "open", open);
+	kl_monitor_broadcast("VSERPORT_CHANGE", kl_qmp_obj_node(d));
+}
+
 int kl_monitor_add_qmp(struct kl_vm *vm, const char *spec, char **err)
 {
 	char *label = g_strdup_printf("compat_monitor%u", compat_idx);
