@@ -101,7 +101,7 @@ static void flush_ctrl(struct vser *v)
 static void send_ctrl(struct vser *v, uint32_t id, uint16_t event, uint16_t value,
 		      const char *extra)
 {
-	if (!multiport(v) || !v->driver_ready || g_queue_get_length(&v->ctrl_out) >= MAX_CTRL_PENDING)
+	if (!multiport(v) || g_queue_get_length(&v->ctrl_out) >= MAX_CTRL_PENDING)
 		return;
 	uint8_t hdr[8] = { id, id >> 8, id >> 16, id >> 24, event, event >> 8, value, value >> 8 };
 	GByteArray *m = g_byte_array_new();
@@ -209,15 +209,16 @@ static void handle_ctrl(struct vser *v, uint32_t id, uint16_t event, uint16_t va
 	struct vser_port *p;
 	switch (event) {
 	case DEVICE_READY:
-		if (value != 1 || v->driver_ready)
-			return;
+		if (value != 1)
+			return; /* (a repeated one announces the ports again, as QEMU) */
 		v->driver_ready = true;
 		for (unsigned i = 0; i < v->max_ports; i++)
 			if (v->ports[i])
 				send_ctrl(v, i, DEVICE_ADD, 1, NULL);
 		return;
 	case PORT_READY:
-		if (!v->driver_ready || value != 1 || !(p = port_by_id(v, id)) || p->guest_ready)
+		/* (QEMU answers it before DEVICE_READY too) */
+		if (value != 1 || !(p = port_by_id(v, id)) || p->guest_ready)
 			return;
 		p->guest_ready = true;
 		if (p->console)

@@ -4,7 +4,8 @@
  * socket chardevs the host has connected before the guest runs.
  *
  *  1. hostile control messages before DEVICE_READY and after it (short
- *     buffers, bad port ids, unknown events, DEVICE_READY value 0) must be
+ *     buffers, bad port ids, unknown events, DEVICE_READY / PORT_READY
+ *     value 0, host-to-guest events) must be
  *     ignored: no reply, the device keeps working;
  *  2. DEVICE_READY -> DEVICE_ADD 0 and 1; PORT_READY 0 -> CONSOLE_PORT and
  *     PORT_OPEN 1 (the host is connected); PORT_READY 1 -> PORT_NAME with
@@ -149,7 +150,7 @@ static int hostile(void)
 	static const uint8_t shortmsg[4] = { 1, 0, 0, 0 };
 	if (send_buf(3, shortmsg, sizeof(shortmsg)) < 0 || send_ctrl(999, PORT_READY, 1) < 0 ||
 	    send_ctrl(0xffffffffu, PORT_OPEN, 1) < 0 || send_ctrl(1, 0x55, 7) < 0 ||
-	    send_ctrl(0, DEVICE_READY, 0) < 0 || send_ctrl(1, PORT_READY, 1) < 0 ||
+	    send_ctrl(0, DEVICE_READY, 0) < 0 || send_ctrl(1, PORT_READY, 0) < 0 ||
 	    send_ctrl(0, CONSOLE_PORT, 1) < 0)
 		return -1;
 	return no_ctrl("hostile control messages");
@@ -191,9 +192,9 @@ static int t_vserial(void)
 	uint16_t v;
 	if (expect_ctrl(0, DEVICE_ADD, NULL, NULL, 0) < 0 || expect_ctrl(1, DEVICE_ADD, NULL, NULL, 0) < 0)
 		return -1;
-	/* after DEVICE_READY: ports that do not exist, a second DEVICE_READY */
+	/* after DEVICE_READY: ports that do not exist */
 	if (send_ctrl(maxp, PORT_READY, 1) < 0 || send_ctrl(7, PORT_OPEN, 1) < 0 ||
-	    send_ctrl(0, DEVICE_READY, 1) < 0 || no_ctrl("bad port ids") < 0)
+	    send_ctrl(7, PORT_READY, 1) < 0 || no_ctrl("bad port ids") < 0)
 		return -1;
 	if (send_ctrl(0, PORT_READY, 1) < 0 || expect_ctrl(0, CONSOLE_PORT, NULL, NULL, 0) < 0 ||
 	    expect_ctrl(0, PORT_OPEN, &v, NULL, 0) < 0)
@@ -228,6 +229,9 @@ static int t_vserial(void)
 	if (vdev_status(&d) & VIRTIO_S_NEEDS_RESET)
 		return probe_fail("device needs reset (status 0x%x)", vdev_status(&d));
 	printf("VSER CLOSED\n");
+	/* QEMU rate-limits VSERPORT_CHANGE to one a second per port: give the
+	 * reference run's close event time to leave before the VMM exits */
+	udelay(1500000);
 	return 0;
 }
 

@@ -88,7 +88,8 @@ def main():
                         "bus=vser0.0",
              "-chardev", "socket,id=con0,path=%s,server=on,wait=off" % con,
              "-chardev", "socket,id=ch1,path=%s,server=on,wait=off" % port]
-    if flavour == "qemu":
+    if flavour == "qemu":  # modern-only, as kvmlite's (device id 0x1043)
+        extra[1] += ",disable-legacy=on"
         extra += ["-M", "pc"]
     vm = VMM(flavour, binary, probe, "vserial", extra=extra)
     print("vserial: %s" % " ".join(vm.cmd), flush=True)
