@@ -79,13 +79,24 @@ static struct vser_port *port_by_id(struct vser *v, uint32_t id)
 	return id < v->max_ports ? v->ports[id] : NULL;
 }
 
+/* Pop, re-arming the driver's notifications when the queue runs dry (with
+ * EVENT_IDX, avail_event must follow what was consumed or the driver stops
+ * kicking). */
+static struct kl_vq_elem *vser_pop(struct vser *v, unsigned q)
+{
+	struct kl_vq_elem *e = kl_virtio_pop(v->vd, q);
+	if (!e && kl_virtio_ready(v->vd) && kl_virtq_set_notification(&v->vd->vqs[q], true))
+		e = kl_virtio_pop(v->vd, q);
+	return e;
+}
+
 /* ---------------- control messages to the guest ---------------- */
 
 static void flush_ctrl(struct vser *v)
 {
 	bool pushed = false;
 	while (!g_queue_is_empty(&v->ctrl_out) && kl_virtio_ready(v->vd)) {
-		struct kl_vq_elem *e = kl_virtio_pop(v->vd, 2);
+		struct kl_vq_elem *e = vser_pop(v, 2);
 		if (!e)
 			break;
 		GByteArray *m = g_queue_pop_head(&v->ctrl_out);
@@ -120,7 +131,7 @@ static void flush_rx(struct vser_port *p)
 	size_t off = 0;
 	bool pushed = false;
 	while (off < p->pending_len && kl_virtio_ready(v->vd)) {
-		struct kl_vq_elem *e = kl_virtio_pop(v->vd, rx_queue(p->nr));
+		struct kl_vq_elem *e = vser_pop(v, rx_queue(p->nr));
 		if (!e)
 			break;
 		size_t n = kl_iov_from_buf(e->iov + e->out_num, e->in_num, 0, p->pending + off,
@@ -179,7 +190,7 @@ static void port_tx(struct vser *v, unsigned q)
 	struct vser_port *p = q < 2 ? v->ports[0] : port_by_id(v, q / 2 - 1);
 	struct kl_vq_elem *e;
 	bool pushed = false;
-	while ((e = kl_virtio_pop(v->vd, q))) {
+	while ((e = vser_pop(v, q))) {
 		for (unsigned i = 0; p && p->cd && i < e->out_num; i++)
 			kl_chr_fe_write(p->cd, e->iov[i].iov_base, e->iov[i].iov_len);
 		kl_virtio_push(v->vd, q, e, 0);
@@ -241,7 +252,7 @@ static void ctrl_tx(struct vser *v)
 {
 	struct kl_vq_elem *e;
 	bool pushed = false;
-	while ((e = kl_virtio_pop(v->vd, 3))) {
+	while ((e = vser_pop(v, 3))) {
 		uint8_t m[8];
 		size_t n = kl_iov_to_buf(e->iov, e->out_num, 0, m, sizeof(m));
 		kl_virtio_push(v->vd, 3, e, 0);
