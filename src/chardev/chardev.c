@@ -219,8 +219,17 @@ static void flush_out(struct kl_chardev *cd)
 
 static bool out_ready(int fd, GIOCondition cond, void *opaque)
 {
-	(void)fd, (void)cond;
+	(void)fd;
 	struct kl_chardev *cd = opaque;
+	if ((cond & (G_IO_HUP | G_IO_ERR)) && !cd->is_socket) {
+		/* a pty without a slave (or a pipe without a reader): nobody
+		 * will take it; drop the output instead of polling a hang-up */
+		g_string_truncate(cd->out, 0);
+		cd->out_off = 0;
+		cd->out_watch = 0;
+		kl_chr_update_read(cd);
+		return false;
+	}
 	guint self = cd->out_watch;
 	flush_out(cd);
 	return cd->out_watch == self && self != 0;
@@ -359,8 +368,9 @@ struct kl_chardev *kl_chardev_new_opts(const char *what, const char *label, stru
 		else if (kl_opts_get_bool(o, "mux", false, &mux, &e) == 0 && mux)
 			e = g_strdup("mux=on is not supported");
 	}
-	/* unknown keys are refused before a back-end opens (or waits) */
-	if (!e && be->open(cd, o, &e) == 0 && kl_opts_check_unused(o, NULL, &e) == 0) {
+	/* (sockets refuse unknown keys before they listen or wait) */
+	bool opened = !e && be->open(cd, o, &e) == 0;
+	if (opened && kl_opts_check_unused(o, NULL, &e) == 0) {
 		if (!cd->filename)
 			cd->filename = g_strdup(be->name);
 		if (!chardevs)
@@ -370,6 +380,8 @@ struct kl_chardev *kl_chardev_new_opts(const char *what, const char *label, stru
 	}
 	*err = g_strdup_printf("%s '%s': %s", what, o->src, e ? e : "failed");
 	g_free(e);
+	if (!opened)
+		cd->be = NULL; /* a failed open cleaned up after itself */
 	chardev_free(cd);
 	return NULL;
 }

@@ -500,6 +500,15 @@ START_TEST(legacy_and_errors)
 		err = NULL;
 	}
 	ck_assert(access("/tmp/klchr-s", F_OK) != 0); /* refused before it listened */
+	/* one stdio chardev per process; a refused second one does not free
+	 * the first one's claim */
+	ck_assert_msg(kl_chardev_add("stdio,id=io1", &err) == 0, "%s", err);
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(kl_chardev_add(i ? "stdio,id=io3" : "stdio,id=io2", &err), -1);
+		ck_assert_msg(strstr(err, "cannot use stdio by multiple character devices"), "%s", err);
+		g_free(err);
+		err = NULL;
+	}
 	static const char *const lbad[][2] = {
 		{ "tcp:1.2.3.4:5", "-serial 'tcp:1.2.3.4:5': host '1.2.3.4' is not a loopback address" },
 		{ "chardev:nope", "-serial 'chardev:nope': no chardev with id 'nope'" },
