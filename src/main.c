@@ -13,6 +13,7 @@
 
 #include "kvmlite/block.h"
 #include "kvmlite/boot.h"
+#include "kvmlite/chardev.h"
 #include "kvmlite/cli.h"
 #include "kvmlite/cpu.h"
 #include "kvmlite/device.h"
@@ -53,7 +54,7 @@ static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fprintf(stderr, "\n");
 	va_end(ap);
-	kl_serial_restore_tty();
+	kl_chardev_restore_tty();
 	remove_pidfile(&pidfile);
 	if (daemon_pipe >= 0) {
 		char st = 1;
@@ -447,13 +448,18 @@ int main(int argc, char **argv)
 		die_err(err);
 	boot_opts.no_pci = microvm && cli.machine_pcie != 1;
 
+	/* -chardev first: -serial chardev:ID, -mon and -device name them */
+	for (guint i = 0; i < cli.chardevs->len; i++)
+		if (kl_chardev_add(g_ptr_array_index(cli.chardevs, i), &err) < 0)
+			die_err(err);
 	/* Serial ports: COM1..COM4. */
-	static const unsigned com_base[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
-	static const unsigned com_irq[] = { 4, 3, 4, 3 };
 	GPtrArray *serials = g_ptr_array_new();
 	for (guint i = 0; i < cli.serials->len; i++)
 		g_ptr_array_add(serials, g_ptr_array_index(cli.serials, i));
-	if (serials->len == 0 && !cli.nodefaults)
+	bool isa_serial_dev = false; /* -device isa-serial: no default port, as QEMU */
+	for (guint i = 0; i < cli.devices->len; i++)
+		isa_serial_dev |= g_str_has_prefix(g_ptr_array_index(cli.devices, i), "isa-serial");
+	if (serials->len == 0 && !cli.nodefaults && !isa_serial_dev)
 		g_ptr_array_add(serials, cli.daemonize ? "null" : "stdio");
 	if (serials->len > 4)
 		die("-serial: at most 4 serial ports are supported");
@@ -465,15 +471,11 @@ int main(int argc, char **argv)
 			die("-serial stdio cannot be used with -daemonize");
 		char label[32];
 		snprintf(label, sizeof(label), "serial%u", i);
-		if (kl_serial_create(vm, spec, com_base[i], com_irq[i], label, &err) < 0)
+		struct kl_chardev *cd = kl_chardev_legacy("-serial", spec, label, &err);
+		if (!cd || kl_serial_create(vm, cd, (int)i, &err) < 0)
 			die_err(err);
-		kl_chardev_note(label, spec);
 	}
 	g_ptr_array_free(serials, TRUE);
-
-	for (guint i = 0; i < cli.chardevs->len; i++)
-		if (kl_chardev_add(g_ptr_array_index(cli.chardevs, i), &err) < 0)
-			die_err(err);
 	for (guint i = 0; i < cli.netdevs->len; i++)
 		if (!kl_netdev_add(g_ptr_array_index(cli.netdevs, i), &err))
 			die_err(err);
@@ -576,9 +578,10 @@ int main(int argc, char **argv)
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	kl_mig_cleanup();
 	kl_job_cleanup();
-	kl_serial_restore_tty();
+	kl_chardev_restore_tty();
 	remove_pidfile(&pidfile);
 	g_free(kernel_img);
 	g_free(initrd_img);

@@ -3,14 +3,13 @@
 #define KVMLITE_HW_H
 
 struct kl_vm;
+struct kl_chardev;
 
-/* A 16550A at base/irq with a back-end spec as QEMU's -serial takes it:
- * "stdio", "file:PATH", "unix:PATH,server[=on][,wait=off]", "null", "none".
- * label is the chardev name ("serial0"). */
-int kl_serial_create(struct kl_vm *vm, const char *spec, unsigned base, unsigned irq,
-		     const char *label, char **err);
-/* Put the terminal back as it was (called at exit). */
-void kl_serial_restore_tty(void);
+/* A 16550A at COM(index+1) (0x3f8/4, 0x2f8/3, 0x3e8/4, 0x2e8/3; index -1:
+ * the first free one), the front-end of chardev cd (NULL: no back-end).
+ * -serial SPEC and -device isa-serial,chardev=ID,index=N both end here. */
+#define KL_SERIAL_MAX 4
+int kl_serial_create(struct kl_vm *vm, struct kl_chardev *cd, int index, char **err);
 
 /* Reset control 0xcf9, i8042 reset line (0x64 <- 0xfe), POST port 0x80,
  * CMOS RTC at 0x70/0x71. */

@@ -1,5 +1,7 @@
-/* QMP monitor (src/monitor/): QEMU-compatible JSON control protocol on unix
- * or loopback TCP sockets, driven by the main loop.
+/* QMP monitor (src/monitor/): QEMU-compatible JSON control protocol, a
+ * front-end of a chardev (include/kvmlite/chardev.h), driven by the main
+ * loop.  One session per connection of its chardev (one peer at a time,
+ * as QEMU).
  *
  * Command-line mapping (main.c):
  *   -qmp unix:PATH,server=on,wait=off      kl_monitor_add_qmp(vm, spec, &err)
@@ -10,9 +12,9 @@
  *                                          to PATH now; kvmlite sends the greeting
  *   -qmp tcp:HOST:PORT,server=on,wait=off  HOST must be a loopback address
  *                                          (when connecting too)
- *   -chardev socket,id=ID,path=PATH[,server=on[,wait=off]]   kl_chardev_add(spec, &err)
- *   -chardev socket,id=ID,host=H,port=P[,server=on[,wait=off]]
- *   -mon chardev=ID,mode=control           kl_monitor_add_mon(vm, spec, &err)
+ *   -qmp stdio                             (any legacy chardev spelling)
+ *   -mon chardev=ID,mode=control[,id=]     kl_monitor_add_mon(vm, spec, &err)
+ *                                          on any -chardev (kl_chardev_add)
  * Call every kl_chardev_add() before any kl_monitor_add_mon() (QEMU creates
  * chardevs first too).  Everything must be called on the main thread with the
  * BQL held, after kl_loop_init() and after vm->vcpus/ncpus/name/uuid are set
@@ -22,24 +24,25 @@
  * kl_chardev_add() is held until its -mon attaches (closed at cleanup if
  * none does).  All return 0, or -1 with a one-line *err (g_free it).
  *
- * At exit (after kl_loop_run() returns) call kl_monitor_cleanup(): it flushes
- * pending replies/events (e.g. the reply to "quit" and the SHUTDOWN event)
- * with a short timeout, closes every client and unlinks unix socket paths.
+ * At exit (after kl_loop_run() returns) call kl_monitor_cleanup() and then
+ * kl_chardev_cleanup(): the latter flushes pending replies/events (e.g. the
+ * reply to "quit" and the SHUTDOWN event) with a short timeout, closes
+ * every connection and unlinks unix socket paths.
  */
 #ifndef KVMLITE_MONITOR_H
 #define KVMLITE_MONITOR_H
 
+#include <stdbool.h>
+
 struct kl_vm;
 
 int kl_monitor_add_qmp(struct kl_vm *vm, const char *spec, char **err);
-int kl_chardev_add(const char *spec, char **err);
 int kl_monitor_add_mon(struct kl_vm *vm, const char *spec, char **err);
 
-/* Let a device back-end list itself in query-chardev, e.g.
- * kl_chardev_note("serial0", "stdio"), ("serial0", "file:/tmp/x"),
- * ("serial0", "unix:/tmp/s,server").  -1 if the label is already taken. */
-int kl_chardev_note(const char *label, const char *filename);
-
 void kl_monitor_cleanup(void);
+
+/* Event VSERPORT_CHANGE {id, open}: the guest opened/closed a virtio
+ * serial port with that -device id (src/virtio/serial.c). */
+void kl_monitor_vserport_change(const char *id, bool open);
 
 #endif

@@ -1,19 +1,13 @@
-/* 16550A UART with stdio / file / unix-socket / null back-ends. */
-#include <errno.h>
-#include <fcntl.h>
+/* 16550A UART, a front-end of the chardev layer (-serial, -device isa-serial). */
 #include <glib.h>
-#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <termios.h>
-#include <unistd.h>
 
 #include "kvmlite/bus.h"
+#include "kvmlite/chardev.h"
+#include "kvmlite/device.h"
 #include "kvmlite/hw.h"
-#include "kvmlite/loop.h"
 #include "kvmlite/opts.h"
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
@@ -42,33 +36,19 @@
 #define UART_MSR_DCD 0x80
 #define RX_SIZE 256
 
-enum backend { BE_NULL, BE_STDIO, BE_FILE, BE_UNIX };
-
 struct serial {
 	struct kl_vm *vm;
-	unsigned irq;
+	unsigned irq, index;
 	uint8_t ier, lcr, mcr, lsr, msr, scr, fcr, dll, dlm;
 	bool thr_ipending;
 	int irq_level;
 	uint8_t rx[RX_SIZE];
 	unsigned rx_head, rx_count;
-	enum backend be;
-	int out_fd, in_fd;
-	int listen_fd;
-	guint in_watch, listen_watch;
+	struct kl_chardev *cd; /* NULL: no back-end */
 };
 
 static const struct kl_vmstate_ops serial_vmstate;
-static struct termios saved_tty;
-static bool tty_saved;
-
-void kl_serial_restore_tty(void)
-{
-	if (tty_saved) {
-		tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
-		tty_saved = false;
-	}
-}
+static unsigned used_ports; /* bit i: COM(i+1) exists */
 
 /* Highest-priority pending interrupt source (IIR bits 3:0). */
 static uint8_t pending_source(const struct serial *s)
@@ -103,12 +83,10 @@ static void rx_push(struct serial *s, uint8_t b)
 	s->rx_count++;
 }
 
-static bool in_ready(int fd, GIOCondition cond, void *opaque);
-
-static void watch_input(struct serial *s)
+static void accept_input(struct serial *s)
 {
-	if (s->in_fd >= 0 && !s->in_watch && s->rx_count < RX_SIZE)
-		s->in_watch = kl_fd_add(s->in_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, in_ready, s);
+	if (s->cd && s->rx_count < RX_SIZE)
+		kl_chr_fe_accept_input(s->cd);
 }
 
 static void transmit(struct serial *s, uint8_t b)
@@ -117,73 +95,28 @@ static void transmit(struct serial *s, uint8_t b)
 		rx_push(s, b);
 		return;
 	}
-	if (s->out_fd < 0)
-		return;
-	ssize_t r;
-	do {
-		r = write(s->out_fd, &b, 1);
-	} while (r < 0 && errno == EINTR);
-	/* A full socket buffer or a gone client drops the byte, as a UART
-	 * with nothing listening does. */
+	/* nothing connected, or a full buffer: the byte is dropped, as a UART
+	 * with nothing listening does */
+	if (s->cd)
+		kl_chr_fe_write(s->cd, &b, 1);
 }
 
-static void drop_client(struct serial *s)
-{
-	if (s->in_watch) {
-		kl_source_remove(s->in_watch);
-		s->in_watch = 0;
-	}
-	if (s->out_fd >= 0)
-		close(s->out_fd);
-	s->out_fd = s->in_fd = -1;
-}
-
-static bool in_ready(int fd, GIOCondition cond, void *opaque)
+static size_t chr_can_read(void *opaque)
 {
 	struct serial *s = opaque;
-	uint8_t buf[64];
-	size_t room = RX_SIZE - s->rx_count;
-	if (room > sizeof(buf))
-		room = sizeof(buf);
-	ssize_t n = room ? read(fd, buf, room) : 0;
-	if (n <= 0 && (cond & (G_IO_HUP | G_IO_ERR) || n == 0)) {
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			return true;
-		s->in_watch = 0;
-		if (s->be == BE_UNIX)
-			drop_client(s);
-		else
-			s->in_fd = -1; /* stdin closed: stop reading */
-		return false;
-	}
-	if (n < 0)
-		return true;
-	for (ssize_t i = 0; i < n; i++)
+	return RX_SIZE - s->rx_count;
+}
+
+static void chr_read(void *opaque, const uint8_t *buf, size_t len)
+{
+	struct serial *s = opaque;
+	for (size_t i = 0; i < len; i++)
 		rx_push(s, buf[i]);
 	s->lsr |= UART_LSR_DR;
 	update_irq(s);
-	if (s->rx_count >= RX_SIZE) {
-		s->in_watch = 0;
-		return false; /* resume once the guest drains */
-	}
-	return true;
 }
 
-static bool accept_ready(int fd, GIOCondition cond, void *opaque)
-{
-	(void)cond;
-	struct serial *s = opaque;
-	int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (c < 0)
-		return true;
-	if (s->out_fd >= 0) {
-		close(c); /* one client at a time */
-		return true;
-	}
-	s->out_fd = s->in_fd = c;
-	watch_input(s);
-	return true;
-}
+static const struct kl_chr_fe_ops serial_chr_ops = { .can_read = chr_can_read, .read = chr_read };
 
 static uint64_t serial_read(void *opaque, uint64_t off, unsigned size)
 {
@@ -204,7 +137,7 @@ static uint64_t serial_read(void *opaque, uint64_t off, unsigned size)
 			if (!s->rx_count)
 				s->lsr &= ~UART_LSR_DR;
 			update_irq(s);
-			watch_input(s);
+			accept_input(s);
 		}
 		break;
 	case 1:
@@ -270,7 +203,7 @@ static void serial_write(void *opaque, uint64_t off, uint64_t val, unsigned size
 		if (v & 0x02) { /* clear RX FIFO */
 			s->rx_count = 0;
 			s->lsr &= ~UART_LSR_DR;
-			watch_input(s);
+			accept_input(s);
 		}
 		update_irq(s);
 		break;
@@ -299,108 +232,14 @@ static void serial_reset(void *opaque)
 	update_irq(s);
 }
 
-static int open_backend(struct serial *s, const char *spec, char **err)
-{
-	s->out_fd = s->in_fd = s->listen_fd = -1;
-	if (!strcmp(spec, "null") || !strcmp(spec, "none")) {
-		s->be = BE_NULL;
-		return 0;
-	}
-	if (!strcmp(spec, "stdio") || !strcmp(spec, "mon:stdio")) {
-		s->be = BE_STDIO;
-		s->out_fd = STDOUT_FILENO;
-		s->in_fd = STDIN_FILENO;
-		struct stat st;
-		if (fstat(STDIN_FILENO, &st) < 0) {
-			s->in_fd = -1;
-		} else if (isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved_tty) == 0) {
-			struct termios t = saved_tty;
-			t.c_lflag &= ~(ICANON | ECHO | ECHONL | IEXTEN);
-			t.c_iflag &= ~(ICRNL | INLCR | IGNCR | IXON);
-			t.c_cc[VMIN] = 1;
-			t.c_cc[VTIME] = 0;
-			/* ISIG stays on: Ctrl-C stops kvmlite like a signal. */
-			tty_saved = tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0;
-		}
-		if (s->in_fd >= 0)
-			fcntl(s->in_fd, F_SETFL, fcntl(s->in_fd, F_GETFL) | O_NONBLOCK);
-		return 0;
-	}
-	if (g_str_has_prefix(spec, "file:")) {
-		s->be = BE_FILE;
-		s->out_fd = open(spec + 5, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (s->out_fd < 0) {
-			*err = g_strdup_printf("-serial %s: cannot open '%s': %s", spec, spec + 5,
-					       g_strerror(errno));
-			return -1;
-		}
-		return 0;
-	}
-	if (g_str_has_prefix(spec, "unix:")) {
-		struct kl_opts *o = kl_opts_parse(spec + 5, "path", err);
-		if (!o)
-			return -1;
-		bool server, wait;
-		const char *path = kl_opts_get(o, "path");
-		if (kl_opts_get_bool(o, "server", false, &server, err) < 0 ||
-		    kl_opts_get_bool(o, "wait", true, &wait, err) < 0 ||
-		    kl_opts_check_unused(o, "-serial unix", err) < 0) {
-			kl_opts_free(o);
-			return -1;
-		}
-		if (!server) {
-			*err = g_strdup_printf("-serial %s: only server mode is supported (add ,server=on)", spec);
-			kl_opts_free(o);
-			return -1;
-		}
-		struct sockaddr_un sa = { .sun_family = AF_UNIX };
-		if (!path || strlen(path) >= sizeof(sa.sun_path)) {
-			*err = g_strdup_printf("-serial %s: bad socket path", spec);
-			kl_opts_free(o);
-			return -1;
-		}
-		strcpy(sa.sun_path, path);
-		unlink(path);
-		s->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (s->listen_fd < 0 || bind(s->listen_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    listen(s->listen_fd, 1) < 0) {
-			*err = g_strdup_printf("-serial %s: cannot listen on '%s': %s", spec, path,
-					       g_strerror(errno));
-			kl_opts_free(o);
-			return -1;
-		}
-		kl_opts_free(o);
-		s->be = BE_UNIX;
-		if (wait) {
-			/* Like QEMU: block until a client connects. */
-			fprintf(stderr, "kvmlite: waiting for connection on serial socket %s\n", path);
-			fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) & ~O_NONBLOCK);
-			int c = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-			fcntl(s->listen_fd, F_SETFL, fcntl(s->listen_fd, F_GETFL) | O_NONBLOCK);
-			if (c >= 0)
-				s->out_fd = s->in_fd = c;
-		}
-		s->listen_watch = kl_fd_add(s->listen_fd, G_IO_IN, accept_ready, s);
-		return 0;
-	}
-	*err = g_strdup_printf("-serial '%s': unsupported back-end (use stdio, file:PATH, "
-			       "unix:PATH,server=on,wait=off, null or none)", spec);
-	return -1;
-}
-
-/* Close the back-end: watches, the client / file / listening fds (never
- * the process's stdin/stdout), then the state.  From kl_vm_destroy. */
+/* Leave the chardev (the layer closes it at exit), then the state.  From
+ * kl_vm_destroy. */
 static void serial_free(void *opaque)
 {
 	struct serial *s = opaque;
-	if (s->in_watch)
-		kl_source_remove(s->in_watch);
-	if (s->listen_watch)
-		kl_source_remove(s->listen_watch);
-	if (s->be != BE_STDIO && s->out_fd >= 0)
-		close(s->out_fd);
-	if (s->listen_fd >= 0)
-		close(s->listen_fd);
+	if (s->cd)
+		kl_chr_fe_detach(s->cd);
+	used_ports &= ~(1u << s->index);
 	kl_vmstate_unregister(s->vm, &serial_vmstate, s);
 	g_free(s);
 }
@@ -453,7 +292,7 @@ static int serial_load(void *opaque, struct kl_vms_in *in, uint32_t version, cha
 	s->irq_level = level;
 	kl_vm_set_irq(s->vm, s->irq, level);
 	update_irq(s);
-	watch_input(s);
+	accept_input(s);
 	return 0;
 }
 
@@ -462,30 +301,71 @@ static const struct kl_vmstate_ops serial_vmstate = {
 	.save = serial_save, .load = serial_load,
 };
 
-int kl_serial_create(struct kl_vm *vm, const char *spec, unsigned base, unsigned irq,
-		     const char *label, char **err)
+static const unsigned com_base[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
+static const unsigned com_irq[] = { 4, 3, 4, 3 };
+
+int kl_serial_create(struct kl_vm *vm, struct kl_chardev *cd, int index, char **err)
 {
-	(void)label;
+	if (index < 0) { /* the first free port, as QEMU's isa-serial */
+		for (index = 0; index < KL_SERIAL_MAX && (used_ports & (1u << index)); index++)
+			;
+	}
+	if (index >= KL_SERIAL_MAX) {
+		*err = g_strdup_printf("at most %d serial ports are supported", KL_SERIAL_MAX);
+		return -1;
+	}
+	if (used_ports & (1u << index)) {
+		*err = g_strdup_printf("serial port index %d is already in use", index);
+		return -1;
+	}
 	struct serial *s = g_new0(struct serial, 1);
 	s->vm = vm;
-	s->irq = irq;
-	if (open_backend(s, spec, err) < 0) {
+	s->index = (unsigned)index;
+	s->irq = com_irq[index];
+	serial_reset(s);
+	if (kl_bus_register(&vm->pio, com_base[index], 8, &serial_ops, s, "serial") < 0) {
+		*err = g_strdup_printf("serial port at 0x%x overlaps another device", com_base[index]);
 		g_free(s);
 		return -1;
 	}
-	if (s->be == BE_UNIX)
-		signal(SIGPIPE, SIG_IGN);
-	serial_reset(s);
-	if (kl_bus_register(&vm->pio, base, 8, &serial_ops, s, "serial") < 0) {
-		*err = g_strdup_printf("serial port at 0x%x overlaps another device", base);
-		serial_free(s);
+	if (cd && kl_chr_fe_attach(cd, &serial_chr_ops, s, err) < 0) {
+		kl_bus_unregister(&vm->pio, com_base[index], s);
+		g_free(s);
 		return -1;
 	}
+	s->cd = cd;
+	used_ports |= 1u << index;
 	kl_vm_add_reset_handler(vm, serial_reset, s);
 	kl_vm_add_cleanup(vm, serial_free, s);
 	char inst[16];
-	snprintf(inst, sizeof(inst), "%x", base);
+	snprintf(inst, sizeof(inst), "%x", com_base[index]);
 	kl_vmstate_register(vm, inst, &serial_vmstate, s);
-	watch_input(s);
 	return 0;
 }
+
+/* -device isa-serial[,chardev=ID][,id=][,index=N] */
+static int isa_serial_create(struct kl_vm *vm, struct kl_opts *o, char **err)
+{
+	const char *chr = kl_opts_get(o, "chardev");
+	uint64_t index;
+	if (kl_opts_get_u64(o, "index", UINT64_MAX, &index, err) < 0)
+		return -1;
+	struct kl_chardev *cd = NULL;
+	if (chr && !(cd = kl_chardev_find(chr))) {
+		*err = g_strdup_printf("Property 'isa-serial.chardev' can't find value '%s'", chr);
+		return -1;
+	}
+	if (index != UINT64_MAX && index >= KL_SERIAL_MAX) {
+		*err = g_strdup_printf("index=%llu: at most %d serial ports (0-%d)",
+				       (unsigned long long)index, KL_SERIAL_MAX, KL_SERIAL_MAX - 1);
+		return -1;
+	}
+	return kl_serial_create(vm, cd, index == UINT64_MAX ? -1 : (int)index, err);
+}
+
+static const struct kl_device_type isa_serial_type = {
+	.name = "isa-serial",
+	.help = "16550A UART at COM1-4: chardev=ID[,index=0-3]",
+	.create = isa_serial_create,
+};
+KL_DEVICE_TYPE(isa_serial_type)

@@ -139,21 +139,20 @@ char *kl_qmp_event_line(const char *event, JsonNode *data);
 /* vm.h listener: maps kl_vm_event to QMP events. */
 void kl_monitor_vm_event(void *opaque, enum kl_vm_event ev, const struct kl_event_info *info);
 
-/* ---- chardev.c: sockets, clients, query-chardev registry ---- */
+/* ---- qmp_chardev.c: ringbuf-write, ringbuf-read ---- */
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_ringbuf_write)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_ringbuf_read)
+extern const struct kl_qmp_arg kl_qmp_ringbuf_write_args[], kl_qmp_ringbuf_read_args[];
+#define KL_QMP_CHARDEV_CMDS \
+	{ "ringbuf-write", kl_qmp_ringbuf_write, kl_qmp_ringbuf_write_args }, \
+	{ "ringbuf-read", kl_qmp_ringbuf_read, kl_qmp_ringbuf_read_args },
+
+/* ---- monitor.c: the monitor as a chardev front-end ---- */
 
 struct kl_monitor;
-struct kl_monitor *kl_monitor_new(struct kl_vm *vm);
-/* Adopt a connected, non-blocking-capable fd as a client; sends the greeting. */
-void kl_monitor_add_client(struct kl_monitor *mon, int fd);
-unsigned kl_monitor_nclients(const struct kl_monitor *mon);
-
-struct kl_chardev_info {
-	char *label;
-	char *filename;
-	bool frontend_open;
-};
-/* Snapshot of the registry (free with kl_chardev_info_free). */
-GPtrArray *kl_chardev_list(void);
-void kl_chardev_info_free(gpointer p);
+/* A monitor on an anonymous socket chardev around a connected fd (the unit
+ * tests' socketpairs); sends the greeting. */
+struct kl_monitor *kl_monitor_add_client(struct kl_vm *vm, int fd);
+bool kl_monitor_connected(const struct kl_monitor *mon);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include "kvmlite/assist.h"
 #include "kvmlite/block.h"
+#include "kvmlite/chardev.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
 #include "monitor_int.h"
@@ -367,6 +368,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	KL_QMP_MIGRATION_CMDS
 	KL_QMP_JOB_CMDS
 	{ "query-chardev", cmd_query_chardev, no_args },
+	KL_QMP_CHARDEV_CMDS
 	{ "human-monitor-command", cmd_hmp, hmp_args },
 	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },
 	{ "query-netdev-throttle", kl_qmp_cmd_query_netdev_throttle, no_args },

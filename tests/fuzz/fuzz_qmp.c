@@ -15,6 +15,7 @@
 
 #include "../../src/monitor/monitor_int.h"
 #include "../unit/monitor/fake_vm.h"
+#include "kvmlite/chardev.h"
 #include "kvmlite/monitor.h"
 
 #include "fuzz_util.h"
@@ -27,7 +28,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fuzz_init_glib(*argv);
 	/* query-kvm must not look at the real /dev/kvm */
 	setenv("KVMLITE_KVM_DEV", "/nonexistent/kvm", 1);
-	kl_chardev_note("serial0", "stdio");
+	char *e = NULL; /* a ringbuf for query-chardev and ringbuf-read/-write */
+	if (kl_chardev_add("ringbuf,id=serial0,size=4096", &e) < 0)
+		abort();
 	return 0;
 }
 

@@ -345,9 +345,9 @@ class VMM:
                  paused=True):
         self.dir = tempfile.mkdtemp(prefix="klqmp-")
         self.sock = os.path.join(self.dir, "qmp.sock")
-        # QEMU serves one client per socket: a second -qmp for the second
-        # client.  kvmlite serves several clients on one socket.
-        self.sock2 = os.path.join(self.dir, "qmp2.sock") if flavour == "qemu" else self.sock
+        # QEMU and kvmlite serve one client per socket (the next waits in
+        # the backlog): a second -qmp for the second client.
+        self.sock2 = os.path.join(self.dir, "qmp2.sock")
         append = "test=" + test + (" " + cmdline if cmdline else "")
         self.append = append
         cmd = [binary]

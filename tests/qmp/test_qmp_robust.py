@@ -217,7 +217,7 @@ def main():
             print("note (%s): %s" % (flavour, n))
         if final.get("return", {}).get("status") != "running":
             failures.append("query-status after the flood: %r" % final)
-        q2 = QMP(vm.sock2 if flavour == "qemu" else vm.sock)
+        q2 = QMP(vm.sock2)
         q2.cmd("qmp_capabilities")
         st2 = q2.cmd("query-status")
         if st2.get("status") != "running":

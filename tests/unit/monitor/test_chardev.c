@@ -1,4 +1,4 @@
-/* Unit tests for the monitor's socket modes (src/monitor/chardev.c):
+/* Unit tests for the monitor's socket modes (src/chardev/socket.c, src/monitor/monitor.c):
  * server=on with wait=on (start-up blocks until the first client, which gets
  * the greeting) and client mode (server=off: kvmlite connects to the peer). */
 #include <check.h>
@@ -15,6 +15,7 @@
 
 #include "../../../src/monitor/monitor_int.h"
 #include "fake_vm.h"
+#include "kvmlite/chardev.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/monitor.h"
 #include "sock_util.h"
@@ -115,6 +116,7 @@ START_TEST(client_mode_unix)
 	ck_assert_int_eq(accept_within(lfd, 100), -1);
 
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	ck_assert(access(path, F_OK) == 0); /* the peer's socket is not unlinked */
 	char c;
 	ck_assert_int_eq(recv(fd2, &c, 1, 0), 0); /* EOF */
@@ -151,6 +153,7 @@ START_TEST(client_mode_tcp)
 	char *fname = g_strdup_printf("tcp:127.0.0.1:%u", ntohs(sa.sin_port));
 	check_chardev("t0", fname);
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	close(fd);
 	close(lfd);
 	/* nobody listens there any more */
@@ -252,14 +255,18 @@ START_TEST(wait_on_blocks_until_connect)
 	expect_line(c.fd, acc, "{\"return\": {}}");
 	char *fname = g_strdup_printf("unix:%s,server=on", path);
 	check_chardev("compat_monitor0", fname);
-	/* later clients are accepted as with wait=off */
+	/* the next peer is accepted once the first leaves, as with wait=off */
 	int b = connect_unix(path);
 	GString *bacc = g_string_new(NULL);
+	ck_assert(quiet(b));
+	close(c.fd);
+	c.fd = -1;
+	pump();
 	expect_line(b, bacc, "{\"QMP\": ");
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	ck_assert(access(path, F_OK) != 0);
 	close(b);
-	close(c.fd);
 	g_string_free(acc, TRUE);
 	g_string_free(bacc, TRUE);
 	g_free(out);
@@ -297,6 +304,7 @@ START_TEST(wait_on_chardev_tcp)
 	GString *acc = g_string_new(NULL);
 	expect_line(c.fd, acc, "{\"QMP\": ");
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	close(c.fd);
 	g_string_free(acc, TRUE);
 	g_free(out);

@@ -17,6 +17,7 @@
 #include "../../../src/monitor/monitor_int.h"
 #include "fake_vm.h"
 #include "sock_util.h"
+#include "kvmlite/chardev.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/monitor.h"
 
@@ -511,14 +512,22 @@ START_TEST(sock_events_to_every_negotiated_client)
 {
 	kl_loop_init();
 	fake_vm_init(&vm, 1);
-	char *path = tmp_sock();
+	/* one peer per socket, as QEMU: three -qmp sockets */
+	char *path = tmp_sock(), *path2 = tmp_sock(), *path3 = tmp_sock();
 	char *spec = g_strdup_printf("unix:%s,server,nowait", path);
 	char *err = NULL;
 	ck_assert_msg(kl_monitor_add_qmp(&vm, spec, &err) == 0, "%s", err);
+	char *spec2 = g_strdup_printf("unix:%s,server=on,wait=off", path2);
+	ck_assert_msg(kl_monitor_add_qmp(&vm, spec2, &err) == 0, "%s", err);
+	char *spec3 = g_strdup_printf("unix:%s,server=on,wait=off", path3);
+	ck_assert_msg(kl_monitor_add_qmp(&vm, spec3, &err) == 0, "%s", err);
 	ck_assert_int_eq(fake.listeners, 1);
 	ck_assert_ptr_nonnull(fake.listener);
 
-	int a = connect_unix(path), b = connect_unix(path), c = connect_unix(path);
+	int a = connect_unix(path), b = connect_unix(path2), c = connect_unix(path3);
+	/* a second peer on a busy socket waits for the first to leave */
+	int a2 = connect_unix(path);
+	GString *a2a = g_string_new(NULL);
 	GString *aa = g_string_new(NULL), *ba = g_string_new(NULL), *ca = g_string_new(NULL);
 	expect_line(a, aa, "{\"QMP\": {\"version\": ");
 	expect_line(b, ba, "{\"QMP\": {\"version\": ");
@@ -526,8 +535,7 @@ START_TEST(sock_events_to_every_negotiated_client)
 	/* a socketpair client too */
 	int sp[2];
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-	struct kl_monitor *m2 = kl_monitor_new(&vm);
-	kl_monitor_add_client(m2, sp[1]);
+	kl_monitor_add_client(&vm, sp[1]);
 	GString *da = g_string_new(NULL);
 	expect_line(sp[0], da, "{\"QMP\": ");
 
@@ -563,21 +571,44 @@ START_TEST(sock_events_to_every_negotiated_client)
 	ck_assert(ev && g_str_has_suffix(ev, "\"event\": \"SHUTDOWN\", \"data\": {\"guest\": true, \"reason\": \"guest-shutdown\"}}"));
 	g_free(ev);
 
-	/* query-chardev lists the socket and notes */
-	ck_assert_int_eq(kl_chardev_note("serial0", "stdio"), 0);
-	ck_assert_int_eq(kl_chardev_note("serial0", "stdio"), -1);
+	/* query-chardev lists the sockets and a ringbuf without front-end */
+	ck_assert_msg(kl_chardev_add("ringbuf,id=serial0", &err) == 0, "%s", err);
+	ck_assert_int_eq(kl_chardev_add("ringbuf,id=serial0", &err), -1);
+	ck_assert_msg(strstr(err, "duplicate chardev id 'serial0'"), "%s", err);
+	g_free(err);
+	err = NULL;
 	send_str(a, "{\"execute\":\"query-chardev\"}");
 	char *want = g_strdup_printf("{\"return\": [{\"label\": \"compat_monitor0\", \"filename\": \"unix:%s,server=on\", "
-				     "\"frontend-open\": true}, {\"label\": \"serial0\", \"filename\": \"stdio\", "
-				     "\"frontend-open\": true}]}", path);
+				     "\"frontend-open\": true}, {\"label\": \"compat_monitor1\", \"filename\": \"unix:%s,server=on\", "
+				     "\"frontend-open\": true}, {\"label\": \"compat_monitor2\", \"filename\": \"unix:%s,server=on\", "
+				     "\"frontend-open\": true}, {\"label\": \"client%d\", \"filename\": \"fd:%d\", "
+				     "\"frontend-open\": true}, {\"label\": \"serial0\", \"filename\": \"ringbuf\", "
+				     "\"frontend-open\": false}]}", path, path2, path3, sp[1], sp[1]);
 	char *l = read_line(a, aa);
 	ck_assert_str_eq(l, want);
 	g_free(l);
 	g_free(want);
 
-	/* a client going away does not disturb the others */
+	ck_assert(quiet(a2));
+	/* a client going away does not disturb the others; its socket takes
+	 * the next peer, which gets a new session */
 	close(b);
 	pump();
+	int b2 = connect_unix(path2);
+	GString *b2a = g_string_new(NULL);
+	expect_line(b2, b2a, "{\"QMP\": {\"version\": ");
+	send_str(b2, "{\"execute\":\"query-status\"}");
+	expect_line(b2, b2a, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Expecting capabilities");
+	close(b2);
+	g_string_free(b2a, TRUE);
+	close(a);
+	pump();
+	expect_line(a2, a2a, "{\"QMP\": {\"version\": ");
+	a = a2;
+	g_string_free(aa, TRUE);
+	aa = a2a;
+	send_str(a, "{\"execute\":\"qmp_capabilities\"}");
+	expect_line(a, aa, "{\"return\": {}}");
 	kl_monitor_broadcast("STOP", NULL);
 	expect_line(a, aa, "{\"timestamp\"");
 	ck_assert(quiet(c));
@@ -585,7 +616,9 @@ START_TEST(sock_events_to_every_negotiated_client)
 	expect_line(c, ca, "{\"return\": {}}");
 
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	ck_assert(access(path, F_OK) != 0); /* unlinked */
+	ck_assert(access(path2, F_OK) != 0);
 	close(a);
 	close(c);
 	close(sp[0]);
@@ -594,7 +627,12 @@ START_TEST(sock_events_to_every_negotiated_client)
 	g_string_free(ca, TRUE);
 	g_string_free(da, TRUE);
 	g_free(spec);
+	g_free(spec2);
+	g_free(spec3);
 	g_free(path);
+	g_free(path2);
+	unlink(path3);
+	g_free(path3);
 	fake_vm_free(&vm);
 }
 END_TEST
@@ -605,8 +643,7 @@ START_TEST(sock_flood_and_slow_reader)
 	fake_vm_init(&vm, 1);
 	int sp[2];
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-	struct kl_monitor *m = kl_monitor_new(&vm);
-	kl_monitor_add_client(m, sp[1]);
+	struct kl_monitor *m = kl_monitor_add_client(&vm, sp[1]);
 	GString *acc = g_string_new(NULL);
 	expect_line(sp[0], acc, "{\"QMP\"");
 	send_str(sp[0], "{\"execute\":\"qmp_capabilities\"}");
@@ -648,8 +685,9 @@ START_TEST(sock_flood_and_slow_reader)
 		if (got == 8000)
 			break;
 	}
-	ck_assert_uint_eq(kl_monitor_nclients(m), 1);
+	ck_assert(kl_monitor_connected(m));
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	close(sp[0]);
 	g_string_free(req, TRUE);
 	g_string_free(acc, TRUE);
@@ -667,8 +705,7 @@ START_TEST(sock_backpressure)
 	fake_vm_init(&vm, 1);
 	int sp[2];
 	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-	struct kl_monitor *m = kl_monitor_new(&vm);
-	kl_monitor_add_client(m, sp[1]);
+	struct kl_monitor *m = kl_monitor_add_client(&vm, sp[1]);
 	GString *acc = g_string_new(NULL);
 	expect_line(sp[0], acc, "{\"QMP\"");
 	send_str(sp[0], "{\"execute\":\"qmp_capabilities\"}");
@@ -690,7 +727,7 @@ START_TEST(sock_backpressure)
 		pump();
 	}
 	ck_assert_msg(off < req->len, "sender was never back-pressured");
-	ck_assert_uint_eq(kl_monitor_nclients(m), 1);
+	ck_assert(kl_monitor_connected(m));
 	/* now read while sending the rest */
 	size_t lines = 0, good = 0;
 	const char *want = "{\"return\": {\"qemu\": ";
@@ -719,8 +756,9 @@ START_TEST(sock_backpressure)
 	}
 	ck_assert_uint_eq(lines, total);
 	ck_assert_uint_eq(good, total);
-	ck_assert_uint_eq(kl_monitor_nclients(m), 1);
+	ck_assert(kl_monitor_connected(m));
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	close(sp[0]);
 	g_string_free(in, TRUE);
 	g_string_free(req, TRUE);
@@ -740,7 +778,7 @@ START_TEST(spec_errors)
 		{ "unix:/nonexistent/klqmp.sock,wait=on", "cannot connect to /nonexistent" }, /* wait ignored */
 		{ "unix:/nonexistent/klqmp.sock,server=off,nowait", "cannot connect to /nonexistent" },
 		{ "unix:", "empty unix socket path" },
-		{ "tcp:0.0.0.0:4444", "is not a loopback address; the monitor only connects to" },
+		{ "tcp:0.0.0.0:4444", "is not a loopback address; a kvmlite socket only connects to" },
 		{ "tcp::4444", "missing host to connect to" },
 		{ "tcp:127.0.0.1:", "missing TCP port" },
 		{ "unix:/nonexistent/klqmp.sock,reconnect=1", "unknown parameter 'reconnect'" },
@@ -749,7 +787,7 @@ START_TEST(spec_errors)
 		{ "tcp:0.0.0.0:4444,server=on", "not a loopback address" }, /* before waiting */
 		{ "tcp::4444,server=on,wait=off", "all interfaces" },
 		{ "tcp:127.0.0.1,server=on,wait=off", "lacks a port" },
-		{ "stdio", "not supported" },
+		{ "vc", "unsupported back-end" },
 		{ "unix:/tmp/klqmp-x.sock,server=on,wait=off,bogus=1", "bogus" },
 	};
 	for (unsigned i = 0; i < G_N_ELEMENTS(bad); i++) {
@@ -784,8 +822,8 @@ START_TEST(spec_errors)
 	unlink(dead);
 	g_free(dead);
 
-	ck_assert_int_eq(kl_chardev_add("file,id=x,path=/tmp/x", &err), -1);
-	ck_assert(strstr(err, "only socket"));
+	ck_assert_int_eq(kl_chardev_add("vc,id=x", &err), -1);
+	ck_assert_msg(strstr(err, "backend 'vc' is not supported"), "%s", err);
 	g_free(err);
 	err = NULL;
 	ck_assert_int_eq(kl_monitor_add_mon(&vm, "chardev=nope,mode=control", &err), -1);
@@ -804,7 +842,7 @@ START_TEST(spec_errors)
 	err = NULL;
 	ck_assert_msg(kl_monitor_add_mon(&vm, "chardev=m1,mode=control", &err) == 0, "%s", err);
 	ck_assert_int_eq(kl_monitor_add_mon(&vm, "chardev=m1,mode=control", &err), -1);
-	ck_assert(strstr(err, "already in use"));
+	ck_assert_msg(strstr(err, "chardev 'm1' is already in use"), "%s", err);
 	g_free(err);
 	GPtrArray *l = kl_chardev_list();
 	ck_assert_uint_eq(l->len, 1);
@@ -814,6 +852,7 @@ START_TEST(spec_errors)
 	ck_assert(ci->frontend_open);
 	g_ptr_array_unref(l);
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	fake_vm_free(&vm);
 }
 END_TEST
@@ -835,6 +874,7 @@ START_TEST(tcp_loopback_client)
 	expect_line(fd, acc, "{\"return\": {}}");
 	expect_line(fd, acc, "{\"return\": {\"enabled\": false, \"present\": ");
 	kl_monitor_cleanup();
+	kl_chardev_cleanup();
 	close(fd);
 	g_string_free(acc, TRUE);
 	g_free(spec);
