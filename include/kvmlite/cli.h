@@ -17,6 +17,8 @@ struct kl_cli {
 	bool log_cpu_reset;      /* -d cpu_reset */
 	char *machine;           /* -M/-machine type */
 	char *mem_backend;       /* -machine memory-backend=ID */
+	bool mem_merge;          /* -machine mem-merge=on|off (default on: KSM) */
+	bool mem_prealloc;       /* -mem-prealloc */
 	GPtrArray *drives, *blockdevs, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
 	char *name;
 	char *uuid;
