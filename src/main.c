@@ -119,9 +119,10 @@ static void add_object(const char *spec, const struct kl_cli *cli)
 	} else if (!strcmp(type, "memory-backend-memfd")) {
 		share_def = true;
 	} else {
+		err = g_strdup_printf("unsupported object type '%s' (memory-backend-ram, "
+				      "memory-backend-memfd, memory-backend-file, throttle-group)", type);
 		kl_opts_free(o);
-		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd, "
-		    "memory-backend-file, throttle-group)", spec, type);
+		die("-object %s: %s", spec, err);
 	}
 	struct mem_backend *mb = g_new0(struct mem_backend, 1);
 	bool share = false;

@@ -2,7 +2,10 @@
 """virtio-balloon-pci end to end: the probe guest's `balloon` test
 (tests/guest/t_balloon.c) driven over QMP.
 
-usage: test_balloon.py KVMLITE PROBE_ELF [EXTRA VMM ARGS...]
+usage: test_balloon.py [--merge yes|no] KVMLITE PROBE_ELF [EXTRA VMM ARGS...]
+
+--merge: the 128 MiB guest RAM mapping must (yes) or must not (no) be
+KSM-mergeable ("mg" in its smaps VmFlags): -machine mem-merge / merge=.
 
 EXTRA: e.g. a memory backend for guest RAM (-object memory-backend-file,
 ...,size=128M -machine memory-backend=ID): the same checks on each backing
@@ -51,6 +54,19 @@ def rss(pid):
     return 0
 
 
+def ram_mergeable(pid):
+    """VmFlags has "mg" for the 128 MiB mapping of guest RAM (None: not found)."""
+    found = None
+    size = None
+    with open("/proc/%d/smaps" % pid) as f:
+        for line in f:
+            if line.startswith("Size:"):
+                size = int(line.split()[1])
+            elif line.startswith("VmFlags:") and size == RAM >> 10:
+                found = "mg" in line.split()[1:]
+    return found
+
+
 def poll(fn, timeout=20.0):
     deadline = time.monotonic() + timeout
     while True:
@@ -82,8 +98,12 @@ def no_balloon(binary, probe):
 
 
 def main():
-    extra = sys.argv[3:]
-    _, binary, probe, status = main_args(__doc__, sys.argv[1:3])
+    argv = sys.argv[1:]
+    merge = None
+    if argv[:1] == ["--merge"]:
+        merge, argv = argv[1] == "yes", argv[2:]
+    extra = argv[2:]
+    _, binary, probe, status = main_args(__doc__, argv[:2])
     if status is not None:
         return status
     no_balloon(binary, probe)
@@ -113,6 +133,9 @@ def main():
               st.get("stat-swap-out") == -1 and st.get("stat-htlb-pgfail") == -1 and len(st) == 10,
               "first stats: %r" % st)
         check(q.cmd("query-balloon") == {"actual": RAM}, "query-balloon before: all of RAM")
+        if merge is not None:
+            mg = ram_mergeable(vm.proc.pid)
+            check(mg == merge, "guest RAM mergeable (KSM) is %r, want %r" % (mg, merge))
 
         before = rss(vm.proc.pid)
         target = RAM - PAGES * 4096
