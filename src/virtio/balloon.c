@@ -82,9 +82,8 @@ struct vballoon {
 	struct kl_vq_elem *stats_elem;  /* held until the next poll */
 	uint32_t stats_len;             /* bytes read from it */
 	char *qom_path;
-	unsigned logged;
-	/* counters (stderr at exit-free time is not needed; kept for the log) */
-	uint64_t pfns_bad, pfns_over;
+	unsigned logged;                /* warnings printed (LOG_MAX at most) */
+	uint64_t pfns_bad, pfns_over;   /* PFNs ignored: outside RAM, over the cap */
 };
 
 static void vb_log(struct vballoon *b, const char *fmt, uint64_t v)
