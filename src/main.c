@@ -87,13 +87,24 @@ static int load_boot(struct kl_vm *vm)
 
 struct mem_backend {
 	char *id;
+	char *mem_path;
 	uint64_t size;
 	struct kl_mem_opts opts;
 };
 
 static GPtrArray *mem_backends;
 
-static void add_object(const char *spec)
+static void mem_backend_free(struct mem_backend *mb)
+{
+	g_free(mb->id);
+	g_free(mb->mem_path);
+	g_free(mb);
+}
+
+/* -object memory-backend-{ram,memfd,file}: QEMU 7.2's properties; share
+ * defaults off for ram and file, on for memfd; merge defaults to the
+ * machine's mem-merge. */
+static void add_object(const char *spec, const struct kl_cli *cli)
 {
 	char *err = NULL;
 	struct kl_opts *o = kl_opts_parse(spec, "qom-type", &err);
@@ -107,41 +118,89 @@ static void add_object(const char *spec)
 			die("-object %s: %s", spec, err);
 		return;
 	}
-	struct mem_backend *mb = g_new0(struct mem_backend, 1);
-	bool b;
-	if (!strcmp(type, "memory-backend-ram")) {
-		mb->opts.memfd = false;
+	bool b, share_def = false;
+	if (!strcmp(type, "memory-backend-ram") || !strcmp(type, "memory-backend-file")) {
+		/* (defaults as QEMU: share=off) */
 	} else if (!strcmp(type, "memory-backend-memfd")) {
+		share_def = true;
+	} else {
+		err = g_strdup_printf("unsupported object type '%s' (memory-backend-ram, "
+				      "memory-backend-memfd, memory-backend-file, throttle-group)", type);
+		kl_opts_free(o);
+		die("-object %s: %s", spec, err);
+	}
+	struct mem_backend *mb = g_new0(struct mem_backend, 1);
+	bool share = false;
+	if (!strcmp(type, "memory-backend-memfd")) {
 		mb->opts.memfd = true;
 		if (kl_opts_get_bool(o, "hugetlb", false, &mb->opts.hugetlb, &err) < 0)
-			die_err(err);
+			goto fail;
 		kl_opts_get(o, "hugetlbsize");
 		if (kl_opts_get_bool(o, "seal", true, &b, &err) < 0)
-			die_err(err);
-	} else {
-		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd, throttle-group)",
-		    spec, type);
+			goto fail;
+	} else if (!strcmp(type, "memory-backend-file")) {
+		const char *path = kl_opts_get(o, "mem-path");
+		if (!path || !*path) {
+			err = g_strdup("parameter 'mem-path' is missing");
+			goto fail;
+		}
+		mb->mem_path = g_strdup(path);
+		mb->opts.mem_path = mb->mem_path;
+		uint64_t align;
+		if (kl_opts_get_bool(o, "discard-data", false, &b, &err) < 0 ||
+		    kl_opts_get_size(o, "align", 0, &align, &err) < 0 ||
+		    kl_opts_get_bool(o, "readonly", false, &b, &err) < 0)
+			goto fail;
+		if (b) {
+			err = g_strdup("readonly=on is not supported (guest RAM must be writable)");
+			goto fail;
+		}
+		if (kl_opts_get_bool(o, "pmem", false, &b, &err) < 0)
+			goto fail;
+		if (b) {
+			err = g_strdup("pmem=on is not supported");
+			goto fail;
+		}
 	}
 	const char *id = kl_opts_get(o, "id");
-	if (!id)
-		die("-object %s: parameter 'id' is missing", spec);
+	if (!id) {
+		err = g_strdup("parameter 'id' is missing");
+		goto fail;
+	}
 	if (kl_opts_get_size(o, "size", 0, &mb->size, &err) < 0)
-		die_err(err);
-	if (!mb->size)
-		die("-object %s: parameter 'size' is missing", spec);
-	if (kl_opts_get_bool(o, "share", true, &b, &err) < 0 ||
-	    kl_opts_get_bool(o, "merge", true, &b, &err) < 0 ||
-	    kl_opts_get_bool(o, "prealloc", false, &b, &err) < 0)
-		die_err(err);
+		goto fail;
+	if (!mb->size) {
+		err = g_strdup("parameter 'size' is missing");
+		goto fail;
+	}
+	if (kl_opts_get_bool(o, "share", share_def, &share, &err) < 0 ||
+	    kl_opts_get_bool(o, "merge", cli->mem_merge, &mb->opts.merge, &err) < 0 ||
+	    kl_opts_get_bool(o, "prealloc", false, &mb->opts.prealloc, &err) < 0 ||
+	    kl_opts_get_bool(o, "dump", false, &b, &err) < 0)
+		goto fail;
+	uint64_t threads;
+	if (kl_opts_get_u64(o, "prealloc-threads", 1, &threads, &err) < 0)
+		goto fail;
+	if (mb->opts.memfd && !share) {
+		/* a memfd is only ever mapped shared here */
+		err = g_strdup("share=off is not supported for memory-backend-memfd");
+		goto fail;
+	}
+	mb->opts.private_map = !share;
 	kl_opts_get(o, "policy");
 	kl_opts_get(o, "host-nodes");
 	if (kl_opts_check_unused(o, "-object", &err) < 0)
-		die_err(err);
+		goto fail;
 	mb->id = g_strdup(id);
 	if (!mem_backends)
 		mem_backends = g_ptr_array_new();
 	g_ptr_array_add(mem_backends, mb);
 	kl_opts_free(o);
+	return;
+fail:
+	mem_backend_free(mb);
+	kl_opts_free(o);
+	die("-object %s: %s", spec, err);
 }
 
 static void add_device(struct kl_vm *vm, const char *spec)
@@ -380,8 +439,8 @@ int main(int argc, char **argv)
 		die_err(err);
 
 	for (guint i = 0; i < cli.objects->len; i++)
-		add_object(g_ptr_array_index(cli.objects, i));
-	struct kl_mem_opts mopts = { .thp = true };
+		add_object(g_ptr_array_index(cli.objects, i), &cli);
+	struct kl_mem_opts mopts = { .thp = true, .merge = cli.mem_merge };
 	uint64_t ram = cli.ram_size;
 	if (cli.mem_backend) {
 		struct mem_backend *mb = NULL;
@@ -395,14 +454,7 @@ int main(int argc, char **argv)
 		mopts = mb->opts;
 		ram = mb->size;
 	}
-	for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
-		struct mem_backend *x = g_ptr_array_index(mem_backends, i);
-		g_free(x->id);
-		g_free(x);
-	}
-	if (mem_backends)
-		g_ptr_array_free(mem_backends, TRUE);
-	mem_backends = NULL;
+	mopts.prealloc |= cli.mem_prealloc;
 
 	kl_loop_init();
 	if (cli.daemonize)
@@ -419,6 +471,11 @@ int main(int argc, char **argv)
 				     .assist_log = cli.assist_log };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
 		die_err(err);
+	for (guint i = 0; mem_backends && i < mem_backends->len; i++)
+		mem_backend_free(g_ptr_array_index(mem_backends, i));
+	if (mem_backends)
+		g_ptr_array_free(mem_backends, TRUE);
+	mem_backends = NULL;
 	kl_mig_set_cpu_model(cli.cpu); /* named in the migration stream's header */
 	vm->sockets = cli.sockets;
 	vm->cores = cli.cores;

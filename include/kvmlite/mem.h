@@ -36,6 +36,17 @@ struct kl_mem_opts {
 	bool memfd;    /* back RAM with a memfd instead of anonymous shared mmap */
 	bool hugetlb;  /* MAP_HUGETLB (MFD_HUGETLB with memfd) */
 	bool thp;      /* madvise(MADV_HUGEPAGE) */
+	/* memory-backend-file: mem-path, a file (created if missing, extended
+	 * to the size) or a directory (e.g. /dev/hugepages: an unlinked
+	 * temporary file in it).  NULL: memfd/anonymous as above. */
+	const char *mem_path;
+	/* MAP_PRIVATE instead of MAP_SHARED (memory-backend-ram/-file
+	 * share=off, QEMU's default for both).  The plain -m RAM and memfd
+	 * stay shared. */
+	bool private_map;
+	bool prealloc; /* populate every page now (-mem-prealloc, prealloc=on) */
+	bool merge;    /* madvise(MADV_MERGEABLE): KSM (-machine mem-merge=on);
+			  the kernel merges private anonymous pages only */
 };
 
 struct kl_guest_mem {
@@ -44,7 +55,9 @@ struct kl_guest_mem {
 	uint64_t ram_size;   /* total bytes of RAM */
 	void *map_base;      /* what kl_mem_init mapped (NULL for fake memory) */
 	size_t map_size;
-	int memfd;           /* -1 unless opts.memfd */
+	int memfd;           /* -1 unless opts.memfd or opts.mem_path: the fd */
+	bool shared;         /* MAP_SHARED mapping */
+	uint64_t page_size;  /* host page size of the backing (hugetlbfs: 2M..) */
 	/* Set while a live migration tracks dirty pages (src/migration/
 	 * dirty.c): told of every write the VMM itself makes into guest RAM,
 	 * which KVM's dirty log does not see.  NULL otherwise. */
@@ -77,6 +90,15 @@ void kl_mem_mark_dirty(const struct kl_guest_mem *m, uint64_t gpa, uint64_t len)
 /* The same for a host pointer into guest RAM (an iovec of a virtqueue
  * element); ignored when hva is not inside a RAM region. */
 void kl_mem_mark_dirty_hva(const struct kl_guest_mem *m, const void *hva, uint64_t len);
+
+/* Give the host pages of [hva, hva+len) back (balloon inflate, free page
+ * reporting): fallocate(PUNCH_HOLE) on an fd backing, MADV_REMOVE on shared
+ * anonymous memory, MADV_DONTNEED on private memory; the pages read back
+ * as zeroes (a private file mapping: as the file).  Only whole host pages
+ * are released (hugetlbfs: aligned huge pages; the rest is left alone).
+ * Returns the bytes released, or -1 when the range is not guest RAM or the
+ * kernel refused.  Reports the range dirty (a migration resends it). */
+int64_t kl_mem_discard_hva(const struct kl_guest_mem *m, void *hva, uint64_t len);
 
 /* e820 */
 #define KL_E820_RAM 1

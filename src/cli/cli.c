@@ -157,6 +157,8 @@ FLAGFN(f_machine)
 				       "IOAPIC: off or auto)", flag, v, ioapic2);
 		goto out;
 	}
+	if (kl_opts_get_bool(o, "mem-merge", c->mem_merge, &c->mem_merge, err) < 0)
+		goto out;
 	kl_opts_get(o, "kernel-irqchip");
 	if (kl_opts_check_unused(o, flag, err) < 0)
 		goto out;
@@ -325,6 +327,7 @@ BOOLFLAG(f_nographic, nographic)
 BOOLFLAG(f_nodefaults, nodefaults)
 BOOLFLAG(f_daemonize, daemonize)
 BOOLFLAG(f_no_reboot, no_reboot)
+BOOLFLAG(f_mem_prealloc, mem_prealloc)
 BOOLFLAG(f_no_shutdown, no_shutdown)
 BOOLFLAG(f_version, show_version)
 BOOLFLAG(f_help, show_help)
@@ -410,7 +413,10 @@ static const struct flag flags[] = {
 	{ "m", ARG, f_m, "-m [size=]SIZE       guest RAM (default 128M; suffixes K, M, G, T)" },
 	{ "smp", ARG, f_smp, "-smp N[,sockets=S][,cores=C][,threads=T]  number of vCPUs" },
 	{ "cpu", ARG, f_cpu, "-cpu MODEL[,+feat][,-feat]  CPU model (-cpu help lists them)" },
-	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID][,pcie=on]  pc/q35: PC with PCI; microvm: virtio-mmio, no PCI unless pcie=on" },
+	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID][,pcie=on][,mem-merge=on|off]\n"
+			       "                       pc/q35: PC with PCI; microvm: virtio-mmio, no PCI unless pcie=on;\n"
+			       "                       mem-merge (default on): KSM may merge guest RAM" },
+	{ "mem-prealloc", NOARG, f_mem_prealloc, "-mem-prealloc        allocate all guest RAM at start-up" },
 	{ "machine", ARG, f_machine, NULL },
 	{ "accel", ARG, f_accel, "-accel kvm[,emulation-assist=on|off|auto]  the only accelerator; the emulation\n"
 				 "                       assist (docs/cpu.md) is on by default where /dev/kvm has no VMX/SVM" },
@@ -431,7 +437,9 @@ static const struct flag flags[] = {
 			     "                       (wait=on, the default, waits for a client before the guest starts);\n"
 			     "                       without server=on it connects to the socket at start-up; TCP: loopback only" },
 	{ "mon", ARG, f_mon, "-mon chardev=ID,mode=control" },
-	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd,id=ID,size=S[,hugetlb=on]" },
+	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd|memory-backend-file,id=ID,size=S\n"
+				   "                       [,share=on|off][,prealloc=on|off][,merge=on|off][,hugetlb=on (memfd)]\n"
+				   "                       [,mem-path=FILE|DIR (file; a directory such as /dev/hugepages: a temporary file in it)]" },
 	{ "name", ARG, f_name_opts, "-name [guest=]NAME" },
 	{ "uuid", ARG, f_uuid, "-uuid UUID" },
 	{ "incoming", ARG, f_incoming, "-incoming unix:PATH|tcp:HOST:PORT|file:PATH[,offset=N]|defer\n"
@@ -476,6 +484,7 @@ int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
 	c->ram_size = 128ULL << 20;
 	c->smp = c->sockets = c->cores = c->threads = 1;
 	c->machine_pcie = c->machine_auto_cmdline = -1;
+	c->mem_merge = true;
 	c->drives = g_ptr_array_new_with_free_func(g_free);
 	c->blockdevs = g_ptr_array_new_with_free_func(g_free);
 	c->devices = g_ptr_array_new_with_free_func(g_free);

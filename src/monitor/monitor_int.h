@@ -32,7 +32,8 @@ void kl_qmp_handle(struct kl_qmp_session *s, const char *msg, size_t len);
 
 /* ---- qmp_cmds.c: command table ---- */
 
-enum kl_qmp_err { KL_QMP_OK, KL_QMP_GENERIC, KL_QMP_NOT_FOUND, KL_QMP_DEVICE_NOT_FOUND };
+enum kl_qmp_err { KL_QMP_OK, KL_QMP_GENERIC, KL_QMP_NOT_FOUND, KL_QMP_DEVICE_NOT_FOUND,
+		  KL_QMP_DEVICE_NOT_ACTIVE };
 const char *kl_qmp_err_class(enum kl_qmp_err e);
 
 struct kl_qmp_arg {
@@ -131,6 +132,22 @@ enum kl_qmp_err kl_qmp_cmd_netdev_set_throttle(struct kl_qmp_session *s, JsonObj
 					       JsonNode **ret, char **desc);
 enum kl_qmp_err kl_qmp_cmd_query_netdev_throttle(struct kl_qmp_session *s, JsonObject *args,
 						 JsonNode **ret, char **desc);
+
+/* ---- qmp_balloon.c: balloon, query-balloon; qmp_qom.c: qom-list, qom-get,
+ * qom-set ---- */
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_balloon)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_balloon)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_qom_list)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_qom_get)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_qom_set)
+extern const struct kl_qmp_arg kl_qmp_balloon_args[], kl_qmp_qom_list_args[],
+	kl_qmp_qom_get_args[];
+#define KL_QMP_BALLOON_CMDS \
+	{ "balloon", kl_qmp_balloon, kl_qmp_balloon_args }, \
+	{ "query-balloon", kl_qmp_query_balloon, no_args }, \
+	{ "qom-list", kl_qmp_qom_list, kl_qmp_qom_list_args }, \
+	{ "qom-get", kl_qmp_qom_get, kl_qmp_qom_get_args }, \
+	{ "qom-set", kl_qmp_qom_set, NULL },
 
 /* Event name + optional data (consumed) -> every negotiated client. */
 void kl_monitor_broadcast(const char *event, JsonNode *data);

@@ -16,6 +16,7 @@ const char *kl_qmp_err_class(enum kl_qmp_err e)
 	switch (e) {
 	case KL_QMP_NOT_FOUND: return "CommandNotFound";
 	case KL_QMP_DEVICE_NOT_FOUND: return "DeviceNotFound";
+	case KL_QMP_DEVICE_NOT_ACTIVE: return "DeviceNotActive";
 	default: return "GenericError";
 	}
 }

@@ -79,6 +79,40 @@ def cpu_warning(probe):
             print("FAIL %-28s exit %d, stderr %r" % (name, p.returncode, p.stderr))
 
 
+def memory_balloon_errors(probe, d):
+    """Memory backends, -machine mem-merge, virtio-balloon-pci properties."""
+    nokvm = {"KVMLITE_KVM_DEV": os.path.join(d, "kvm")}
+    base = ["-kernel", probe, "-nographic"]
+    mb = ["-machine", "memory-backend=m0"]
+    for args, needle, name, env in [
+        (["-machine", "mem-merge=maybe"], "mem-merge", "-machine mem-merge=maybe", nokvm),
+        (["-object", "memory-backend-file,id=m0,size=64M"], "parameter 'mem-path' is missing",
+         "memory-backend-file no mem-path", nokvm),
+        (["-object", "memory-backend-ram,id=m0,size=64M,prealloc=maybe"], "prealloc",
+         "memory-backend prealloc=maybe", nokvm),
+        (["-object", "memory-backend-memfd,id=m0,size=64M,share=off"],
+         "share=off is not supported for memory-backend-memfd", "memfd share=off", nokvm),
+        (["-object", "memory-backend-file,id=m0,size=64M,mem-path=%s,readonly=on" % d],
+         "readonly=on is not supported", "memory-backend-file readonly", nokvm),
+        (["-object", "memory-backend-file,id=m0,size=64M,mem-path=%s,bogus=1" % d], "bogus",
+         "memory-backend-file unknown key", nokvm),
+        (["-object", "memory-backend-epc,id=m0,size=64M"], "unsupported object type 'memory-backend-epc'",
+         "unknown memory backend", nokvm),
+        (["-object", "memory-backend-file,id=m0,size=64M,mem-path=%s/no/such/dir/ram" % d] + mb,
+         "can't open backing store %s/no/such/dir/ram" % d, "mem-path missing directory", None),
+        (["-device", "virtio-balloon-pci,deflate-on-oom=maybe"], "deflate-on-oom",
+         "balloon deflate-on-oom=maybe", None),
+        (["-device", "virtio-balloon-pci,free-page-reporting=2"], "free-page-reporting",
+         "balloon free-page-reporting=2", None),
+        (["-device", "virtio-balloon-pci,free-page-hint=on"], "free-page-hint=on is not supported",
+         "balloon free-page-hint", None),
+        (["-device", "virtio-balloon-pci,bogus=1"], "bogus", "balloon unknown key", None),
+        (["-device", "virtio-balloon-pci", "-device", "virtio-balloon-pci"],
+         "only one balloon device", "two balloons", None),
+    ]:
+        run(base + args, env=env, needle=needle, name=name)
+
+
 def blockdev_errors(probe, d):
     """-blockdev errors: QEMU 7.2's texts, prefixed with the option as QEMU
     does ("-blockdev SPEC: ...").  Nodes open before /dev/kvm is touched, so
@@ -275,6 +309,7 @@ with tempfile.TemporaryDirectory() as d:
         run(["-kernel", probe, "-qmp", "unix:%s,reconnect=1" % nobody],
             needle="unknown parameter 'reconnect'", name="-qmp reconnect=")
         blockdev_errors(probe, d)
+        memory_balloon_errors(probe, d)
         cpu_warning(probe)
     else:
         print("note: probe kernel not given; cases needing a valid kernel not run")
