@@ -21,6 +21,7 @@
 #include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
 #include "kvmlite/net.h"
+#include "kvmlite/object.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
 #include "kvmlite/seccomp.h"
@@ -95,6 +96,16 @@ static void add_object(const char *spec)
 	if (!o)
 		die("-object %s: %s", spec, err);
 	const char *type = kl_opts_get(o, "qom-type");
+	const struct kl_object_type *ot = kl_object_type_find(type);
+	if (ot) {   /* a registered type (kvmlite/object.h): rng-random, ... */
+		int r = ot->add(type, o, &err);
+		if (r == 0)
+			r = kl_opts_check_unused(o, "-object", &err);
+		kl_opts_free(o);
+		if (r < 0)
+			die("-object %s: %s", spec, err);
+		return;
+	}
 	if (!strcmp(type, "throttle-group")) {   /* the qos code's object */
 		int r = kl_thr_group_object_add(o, &err);
 		kl_opts_free(o); /* before die(): LeakSanitizer need not find it on the stack */
@@ -114,7 +125,7 @@ static void add_object(const char *spec)
 		if (kl_opts_get_bool(o, "seal", true, &b, &err) < 0)
 			die_err(err);
 	} else {
-		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd, throttle-group)",
+		die("-object %s: unsupported object type '%s' (memory-backend-ram, memory-backend-memfd, throttle-group, rng-random, rng-builtin)",
 		    spec, type);
 	}
 	const char *id = kl_opts_get(o, "id");
@@ -546,6 +557,7 @@ int main(int argc, char **argv)
 	kl_netdev_free_all(); /* the NICs are gone: their back-ends go now */
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();
+	kl_object_types_free_all();
 	kl_monitor_cleanup();
 	kl_mig_cleanup();
 	kl_serial_restore_tty();

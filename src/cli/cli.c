@@ -411,7 +411,7 @@ static const struct flag flags[] = {
 			     "                       (wait=on, the default, waits for a client before the guest starts);\n"
 			     "                       without server=on it connects to the socket at start-up; TCP: loopback only" },
 	{ "mon", ARG, f_mon, "-mon chardev=ID,mode=control" },
-	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd,id=ID,size=S[,hugetlb=on]" },
+	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd,id=ID,size=S[,hugetlb=on] | rng-random,id=ID[,filename=F] | rng-builtin,id=ID" },
 	{ "name", ARG, f_name_opts, "-name [guest=]NAME" },
 	{ "uuid", ARG, f_uuid, "-uuid UUID" },
 	{ "incoming", ARG, f_incoming, "-incoming unix:PATH|tcp:HOST:PORT|file:PATH[,offset=N]|defer\n"
