@@ -20,7 +20,9 @@
 #include "kvmlite/loop.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
+#include "kvmlite/hostmem.h"
 #include "kvmlite/net.h"
+#include "kvmlite/numa.h"
 #include "kvmlite/object.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
@@ -85,6 +87,7 @@ struct mem_backend {
 	char *id;
 	uint64_t size;
 	struct kl_mem_opts opts;
+	struct kl_hostmem_bind bind;   /* host-nodes=, policy= */
 };
 
 static GPtrArray *mem_backends;
@@ -139,8 +142,9 @@ static void add_object(const char *spec)
 	    kl_opts_get_bool(o, "merge", true, &b, &err) < 0 ||
 	    kl_opts_get_bool(o, "prealloc", false, &b, &err) < 0)
 		die_err(err);
-	kl_opts_get(o, "policy");
-	kl_opts_get(o, "host-nodes");
+	if (kl_hostmem_parse(kl_opts_get(o, "host-nodes"), kl_opts_get(o, "policy"), &mb->bind,
+			     &err) < 0)
+		die("-object %s: %s", spec, err);
 	if (kl_opts_check_unused(o, "-object", &err) < 0)
 		die_err(err);
 	mb->id = g_strdup(id);
@@ -148,6 +152,68 @@ static void add_object(const char *spec)
 		mem_backends = g_ptr_array_new();
 	g_ptr_array_add(mem_backends, mb);
 	kl_opts_free(o);
+}
+
+static struct mem_backend *find_mem_backend(const char *id)
+{
+	for (guint i = 0; mem_backends && id && i < mem_backends->len; i++) {
+		struct mem_backend *x = g_ptr_array_index(mem_backends, i);
+		if (!strcmp(x->id, id))
+			return x;
+	}
+	return NULL;
+}
+
+static bool numa_memdev_size(const char *id, uint64_t *size, void *opaque)
+{
+	(void)opaque;
+	struct mem_backend *mb = find_mem_backend(id);
+	if (mb)
+		*size = mb->size;
+	return mb != NULL;
+}
+
+/* -numa (kvmlite/numa.h): the nodes' memdevs become guest RAM, one mapping
+ * of their total size (so they must be of one kind); each node's span is
+ * bound to its memdev's host-nodes/policy once RAM exists (numa_binds). */
+static struct kl_numa numa;
+static struct kl_hostmem_bind *numa_binds;
+
+static void setup_numa(struct kl_cli *cli, struct kl_mem_opts *mopts)
+{
+	char *err = NULL;
+	kl_numa_init(&numa, cli->smp, cli->cores, cli->threads);
+	for (guint i = 0; i < cli->numas->len; i++) {
+		const char *spec = g_ptr_array_index(cli->numas, i);
+		if (kl_numa_parse(&numa, spec, numa_memdev_size, NULL, &err) < 0)
+			die("-numa %s: %s", spec, err);
+	}
+	if (!numa.nnodes)
+		return;
+	const struct mem_backend *first = NULL;
+	for (unsigned i = 0; i < numa.nnodes; i++) {
+		const struct mem_backend *mb = find_mem_backend(numa.node[i].memdev);
+		if (mb && cli->mem_backend)
+			die("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive");
+		if (!mb)
+			continue;
+		if (!first) {
+			first = mb;
+			*mopts = mb->opts;
+		} else if (mb->opts.memfd != first->opts.memfd || mb->opts.hugetlb != first->opts.hugetlb) {
+			die("-numa memdev=%s: kvmlite maps guest RAM as one mapping: the memdev of every "
+			    "node must be of one kind (memdev %s is not like %s)", mb->id, mb->id,
+			    first->id);
+		}
+	}
+	if (kl_numa_finish(&numa, cli->ram_size, &err) < 0)
+		die_err(err);
+	numa_binds = g_new0(struct kl_hostmem_bind, numa.nnodes);
+	for (unsigned i = 0; i < numa.nnodes; i++) {
+		const struct mem_backend *mb = find_mem_backend(numa.node[i].memdev);
+		if (mb)
+			numa_binds[i] = mb->bind;
+	}
 }
 
 static void add_device(struct kl_vm *vm, const char *spec)
@@ -386,18 +452,16 @@ int main(int argc, char **argv)
 		add_object(g_ptr_array_index(cli.objects, i));
 	struct kl_mem_opts mopts = { .thp = true };
 	uint64_t ram = cli.ram_size;
+	struct kl_hostmem_bind ram_bind = { .policy = KL_HOSTMEM_DEFAULT };
 	if (cli.mem_backend) {
-		struct mem_backend *mb = NULL;
-		for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
-			struct mem_backend *x = g_ptr_array_index(mem_backends, i);
-			if (!strcmp(x->id, cli.mem_backend))
-				mb = x;
-		}
+		struct mem_backend *mb = find_mem_backend(cli.mem_backend);
 		if (!mb)
 			die("-machine memory-backend=%s: no -object with that id", cli.mem_backend);
 		mopts = mb->opts;
 		ram = mb->size;
+		ram_bind = mb->bind;
 	}
+	setup_numa(&cli, &mopts);
 	for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
 		struct mem_backend *x = g_ptr_array_index(mem_backends, i);
 		g_free(x->id);
@@ -422,6 +486,17 @@ int main(int argc, char **argv)
 				     .assist_log = cli.assist_log };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
 		die_err(err);
+	/* host NUMA placement, before the guest touches its RAM */
+	if (kl_hostmem_apply(vm->mem.map_base, vm->mem.map_size, &ram_bind, &err) < 0)
+		die("memory backend '%s': %s", cli.mem_backend, err);
+	for (unsigned i = 0; i < numa.nnodes; i++)
+		if (kl_hostmem_apply((uint8_t *)vm->mem.map_base + numa.node[i].ram_offset,
+				     numa.node[i].size, &numa_binds[i], &err) < 0)
+			die("memory backend '%s': %s", numa.node[i].memdev, err);
+	g_free(numa_binds);
+	numa_binds = NULL;
+	kl_acpi_set_numa(&numa);   /* SRAT/SLIT (src/hw/acpi_numa.c) */
+	kl_numa_set_active(&numa); /* query-cpus-fast props.node-id */
 	kl_mig_set_cpu_model(cli.cpu); /* named in the migration stream's header */
 	vm->sockets = cli.sockets;
 	vm->cores = cli.cores;
@@ -558,6 +633,8 @@ int main(int argc, char **argv)
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();
 	kl_object_types_free_all();
+	kl_acpi_set_numa(NULL);
+	kl_numa_free(&numa);
 	kl_monitor_cleanup();
 	kl_mig_cleanup();
 	kl_serial_restore_tty();

@@ -18,6 +18,7 @@ struct kl_cli {
 	char *machine;           /* -M/-machine type */
 	char *mem_backend;       /* -machine memory-backend=ID */
 	GPtrArray *drives, *blockdevs, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
+	GPtrArray *numas;        /* -numa (kvmlite/numa.h) */
 	char *name;
 	char *uuid;
 	char *pidfile;
