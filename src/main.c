@@ -103,7 +103,7 @@ static void add_object(const char *spec)
 	if (ot) {   /* a registered type (kvmlite/object.h): rng-random, ... */
 		int r = ot->add(type, o, &err);
 		if (r == 0)
-			r = kl_opts_check_unused(o, "-object", &err);
+			r = kl_opts_check_unused(o, NULL, &err);
 		kl_opts_free(o);
 		if (r < 0)
 			die("-object %s: %s", spec, err);

@@ -285,6 +285,22 @@ int kl_numa_parse(struct kl_numa *n, const char *spec, kl_numa_memdev_fn memdev,
 		*err = g_strdup("Invalid parameter 'cpus'");
 		goto out;
 	}
+	/* unknown keys first (QEMU's opts visitor), before anything is set */
+	static const char *const node_keys[] = { "type", "nodeid", "memdev", "mem", "initiator", NULL };
+	static const char *const dist_keys[] = { "type", "src", "dst", "val", NULL };
+	static const char *const cpu_keys[] = { "type", "node-id", "socket-id", "die-id", "core-id",
+						"thread-id", NULL };
+	const char *const *keys = !strcmp(type, "node") ? node_keys : !strcmp(type, "dist") ? dist_keys
+				  : !strcmp(type, "cpu") ? cpu_keys : NULL;
+	for (unsigned i = 0; keys && i < o->n; i++) {
+		unsigned k = 0;
+		while (keys[k] && strcmp(keys[k], o->v[i].key))
+			k++;
+		if (!keys[k]) {
+			*err = g_strdup_printf("Invalid parameter '%s'", o->v[i].key);
+			goto out;
+		}
+	}
 	if (!strcmp(type, "node"))
 		r = parse_node(n, o, cpus, memdev, opaque, err);
 	else if (!strcmp(type, "dist"))
@@ -297,12 +313,6 @@ int kl_numa_parse(struct kl_numa *n, const char *spec, kl_numa_memdev_fn memdev,
 				"(kvmlite has no HMAT)");
 	else
 		*err = g_strdup_printf("Parameter 'type' does not accept value '%s'", type);
-	for (unsigned i = 0; r == 0 && i < o->n; i++) {
-		if (!o->v[i].used) {   /* QEMU's opts visitor wording */
-			*err = g_strdup_printf("Invalid parameter '%s'", o->v[i].key);
-			r = -1;
-		}
-	}
 out:
 	kl_opts_free(o);
 	g_ptr_array_free(cpus, TRUE);
