@@ -13,7 +13,8 @@
  * arms the period timer; requests beyond the quota stay on the ring (not
  * dropped) until the timer refills the quota.  Nothing is served while the
  * VM is not running (QEMU's runstate check): a request seen then is
- * retried every RETRY_MS. */
+ * retried every RETRY_MS.  The back-end is read on the main loop only: a
+ * kick or status write handled on a vCPU thread defers the work there. */
 #include <errno.h>
 #include <glib.h>
 #include <stdio.h>
@@ -69,17 +70,17 @@ static gboolean on_retry(gpointer opaque)
 	return G_SOURCE_REMOVE;
 }
 
-static void wait_retry(struct vrng *s)
+static void wait_retry(struct vrng *s, unsigned ms)
 {
 	if (!s->retry_timer)
-		s->retry_timer = kl_timer_add_ms(RETRY_MS, on_retry, s);
+		s->retry_timer = kl_timer_add_ms(ms, on_retry, s);
 }
 
 static void wait_backend(struct vrng *s)
 {
 	int fd = kl_rng_fd(s->rng);
 	if (fd < 0)
-		wait_retry(s);
+		wait_retry(s, RETRY_MS);
 	else if (!s->fd_watch)
 		s->fd_watch = kl_fd_add(fd, G_IO_IN, on_readable, s);
 }
@@ -100,9 +101,15 @@ static void vrng_process(struct vrng *s)
 	struct kl_virtio_dev *vd = s->vd;
 	if (!kl_virtio_ready(vd) || !vd->vqs[0].enabled || s->broken_backend)
 		return;
+	if (!kl_loop_is_main_thread()) {
+		/* a vCPU (MMIO notify, status write): the back-end is read on
+		 * the main loop only (seccomp: getrandom is a main-thread call) */
+		wait_retry(s, 0);
+		return;
+	}
 	if (s->vd->vm->state != KL_RS_RUNNING) {
 		if (kl_virtq_has_avail(&vd->vqs[0]))
-			wait_retry(s);
+			wait_retry(s, RETRY_MS);
 		return;
 	}
 	if (s->activate_timer && kl_virtq_has_avail(&vd->vqs[0])) {

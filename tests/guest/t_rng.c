@@ -1,5 +1,6 @@
 /* Probe tests for virtio-rng-pci (virtio 1.x 5.4):
- *   rng        negotiate, two reads of 64 bytes: neither all one value, the
+ *   rng        negotiate; a request posted before DRIVER_OK is served after it;
+ *              two reads of 64 bytes: neither all one value, the
  *              two differ; a chain with only a device-readable buffer
  *              completes with length 0 and the device stays usable.
  *              With `limit=N` on the command line (the VMM runs the device
@@ -103,9 +104,19 @@ static int t_rng(void)
 		return -1;
 	if (vq_setup(&d, &q, 0, QSIZE) < 0)
 		return -1;
+	/* a request made available (and kicked) before DRIVER_OK is served
+	 * once the driver is OK: the status write, handled on the vCPU,
+	 * starts the device */
+	uint8_t *early = probe_alloc(16, 16);
+	struct vbuf eb = { (uint64_t)(uintptr_t)early, 16, true };
+	int eh = vq_add(&q, &eb, 1);
+	vq_kick(&q);
 	vdev_driver_ok(&d);
 	if (!(vdev_status(&d) & VIRTIO_S_DRIVER_OK))
 		return probe_fail("DRIVER_OK not set (status 0x%x)", vdev_status(&d));
+	uint32_t el = 0;
+	if (vq_wait(&q, &el, TIMEOUT_US) != eh || el == 0 || el > 16)
+		return probe_fail("the request posted before DRIVER_OK: not completed or %u bytes", el);
 	unsigned long limit = cmd_num("limit", 0);
 	if (limit)
 		return limit_test(&q, limit);
