@@ -143,8 +143,11 @@ static void add_object(const char *spec)
 	    kl_opts_get_bool(o, "prealloc", false, &b, &err) < 0)
 		die_err(err);
 	if (kl_hostmem_parse(kl_opts_get(o, "host-nodes"), kl_opts_get(o, "policy"), &mb->bind,
-			     &err) < 0)
+			     &err) < 0) {
+		kl_opts_free(o); /* before die(): LeakSanitizer need not find them */
+		g_free(mb);
 		die("-object %s: %s", spec, err);
+	}
 	if (kl_opts_check_unused(o, "-object", &err) < 0)
 		die_err(err);
 	mb->id = g_strdup(id);
