@@ -22,8 +22,11 @@
 #include "kvmlite/job.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/monitor.h"
+#include "kvmlite/hostmem.h"
 #include "kvmlite/net.h"
 #include "kvmlite/microvm.h"
+#include "kvmlite/numa.h"
+#include "kvmlite/object.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/privs.h"
 #include "kvmlite/seccomp.h"
@@ -90,6 +93,7 @@ struct mem_backend {
 	char *mem_path;
 	uint64_t size;
 	struct kl_mem_opts opts;
+	struct kl_hostmem_bind bind;   /* host-nodes=, policy= */
 };
 
 static GPtrArray *mem_backends;
@@ -111,6 +115,16 @@ static void add_object(const char *spec, const struct kl_cli *cli)
 	if (!o)
 		die("-object %s: %s", spec, err);
 	const char *type = kl_opts_get(o, "qom-type");
+	const struct kl_object_type *ot = kl_object_type_find(type);
+	if (ot) {   /* a registered type (kvmlite/object.h): rng-random, ... */
+		int r = ot->add(type, o, &err);
+		if (r == 0)
+			r = kl_opts_check_unused(o, NULL, &err);
+		kl_opts_free(o);
+		if (r < 0)
+			die("-object %s: %s", spec, err);
+		return;
+	}
 	if (!strcmp(type, "throttle-group")) {   /* the qos code's object */
 		int r = kl_thr_group_object_add(o, &err);
 		kl_opts_free(o); /* before die(): LeakSanitizer need not find it on the stack */
@@ -125,7 +139,8 @@ static void add_object(const char *spec, const struct kl_cli *cli)
 		share_def = true;
 	} else {
 		err = g_strdup_printf("unsupported object type '%s' (memory-backend-ram, "
-				      "memory-backend-memfd, memory-backend-file, throttle-group)", type);
+				      "memory-backend-memfd, memory-backend-file, throttle-group, "
+				      "rng-random, rng-builtin)", type);
 		kl_opts_free(o);
 		die("-object %s: %s", spec, err);
 	}
@@ -187,8 +202,9 @@ static void add_object(const char *spec, const struct kl_cli *cli)
 		goto fail;
 	}
 	mb->opts.private_map = !share;
-	kl_opts_get(o, "policy");
-	kl_opts_get(o, "host-nodes");
+	if (kl_hostmem_parse(kl_opts_get(o, "host-nodes"), kl_opts_get(o, "policy"), &mb->bind,
+			     &err) < 0)
+		goto fail;
 	if (kl_opts_check_unused(o, "-object", &err) < 0)
 		goto fail;
 	mb->id = g_strdup(id);
@@ -201,6 +217,70 @@ fail:
 	mem_backend_free(mb);
 	kl_opts_free(o);
 	die("-object %s: %s", spec, err);
+}
+
+static struct mem_backend *find_mem_backend(const char *id)
+{
+	for (guint i = 0; mem_backends && id && i < mem_backends->len; i++) {
+		struct mem_backend *x = g_ptr_array_index(mem_backends, i);
+		if (!strcmp(x->id, id))
+			return x;
+	}
+	return NULL;
+}
+
+static bool numa_memdev_size(const char *id, uint64_t *size, void *opaque)
+{
+	(void)opaque;
+	struct mem_backend *mb = find_mem_backend(id);
+	if (mb)
+		*size = mb->size;
+	return mb != NULL;
+}
+
+/* -numa (kvmlite/numa.h): the nodes' memdevs become guest RAM, one mapping
+ * of their total size (so they must be of one kind); each node's span is
+ * bound to its memdev's host-nodes/policy once RAM exists (numa_binds). */
+static struct kl_numa numa;
+static struct kl_hostmem_bind *numa_binds;
+
+static void setup_numa(struct kl_cli *cli, struct kl_mem_opts *mopts)
+{
+	char *err = NULL;
+	kl_numa_init(&numa, cli->smp, cli->cores, cli->threads);
+	for (guint i = 0; i < cli->numas->len; i++) {
+		const char *spec = g_ptr_array_index(cli->numas, i);
+		if (kl_numa_parse(&numa, spec, numa_memdev_size, NULL, &err) < 0)
+			die("-numa %s: %s", spec, err);
+	}
+	if (!numa.nnodes)
+		return;
+	const struct mem_backend *first = NULL;
+	for (unsigned i = 0; i < numa.nnodes; i++) {
+		const struct mem_backend *mb = find_mem_backend(numa.node[i].memdev);
+		if (mb && cli->mem_backend)
+			die("'-machine memory-backend' and '-numa memdev' properties are mutually exclusive");
+		if (!mb)
+			continue;
+		if (!first) {
+			first = mb;
+			*mopts = mb->opts;
+		} else if (mb->opts.memfd != first->opts.memfd || mb->opts.hugetlb != first->opts.hugetlb ||
+			   mb->opts.private_map != first->opts.private_map || mb->opts.mem_path ||
+			   first->opts.mem_path) {
+			die("-numa memdev=%s: kvmlite maps guest RAM as one mapping: the memdev of every "
+			    "node must be of one kind (memdev %s is not like %s)", mb->id, mb->id,
+			    first->id);
+		}
+	}
+	if (kl_numa_finish(&numa, cli->ram_size, &err) < 0)
+		die_err(err);
+	numa_binds = g_new0(struct kl_hostmem_bind, numa.nnodes);
+	for (unsigned i = 0; i < numa.nnodes; i++) {
+		const struct mem_backend *mb = find_mem_backend(numa.node[i].memdev);
+		if (mb)
+			numa_binds[i] = mb->bind;
+	}
 }
 
 static void add_device(struct kl_vm *vm, const char *spec)
@@ -442,18 +522,16 @@ int main(int argc, char **argv)
 		add_object(g_ptr_array_index(cli.objects, i), &cli);
 	struct kl_mem_opts mopts = { .thp = true, .merge = cli.mem_merge };
 	uint64_t ram = cli.ram_size;
+	struct kl_hostmem_bind ram_bind = { .policy = KL_HOSTMEM_DEFAULT };
 	if (cli.mem_backend) {
-		struct mem_backend *mb = NULL;
-		for (guint i = 0; mem_backends && i < mem_backends->len; i++) {
-			struct mem_backend *x = g_ptr_array_index(mem_backends, i);
-			if (!strcmp(x->id, cli.mem_backend))
-				mb = x;
-		}
+		struct mem_backend *mb = find_mem_backend(cli.mem_backend);
 		if (!mb)
 			die("-machine memory-backend=%s: no -object with that id", cli.mem_backend);
 		mopts = mb->opts;
 		ram = mb->size;
+		ram_bind = mb->bind;
 	}
+	setup_numa(&cli, &mopts);
 	mopts.prealloc |= cli.mem_prealloc;
 
 	kl_loop_init();
@@ -471,6 +549,17 @@ int main(int argc, char **argv)
 				     .assist_log = cli.assist_log };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
 		die_err(err);
+	/* host NUMA placement, before the guest touches its RAM */
+	if (kl_hostmem_apply(vm->mem.map_base, vm->mem.map_size, &ram_bind, &err) < 0)
+		die("memory backend '%s': %s", cli.mem_backend, err);
+	for (unsigned i = 0; i < numa.nnodes; i++)
+		if (kl_hostmem_apply((uint8_t *)vm->mem.map_base + numa.node[i].ram_offset,
+				     numa.node[i].size, &numa_binds[i], &err) < 0)
+			die("memory backend '%s': %s", numa.node[i].memdev, err);
+	g_free(numa_binds);
+	numa_binds = NULL;
+	kl_acpi_set_numa(&numa);   /* SRAT/SLIT (src/hw/acpi_numa.c) */
+	kl_numa_set_active(&numa); /* query-cpus-fast props.node-id */
 	for (guint i = 0; mem_backends && i < mem_backends->len; i++)
 		mem_backend_free(g_ptr_array_index(mem_backends, i));
 	if (mem_backends)
@@ -634,6 +723,9 @@ int main(int argc, char **argv)
 	kl_netdev_free_all(); /* the NICs are gone: their back-ends go now */
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();
+	kl_object_types_free_all();
+	kl_acpi_set_numa(NULL);
+	kl_numa_free(&numa);
 	kl_monitor_cleanup();
 	kl_chardev_cleanup();
 	kl_mig_cleanup();

@@ -121,6 +121,18 @@ int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, 
  * microvm without pcie=on). */
 int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uint64_t *rsdp,
 		     char **err);
+/* NUMA (kvmlite/numa.h): from now on kl_acpi_write adds an SRAT (and a
+ * SLIT with -numa dist) for n (NULL or no nodes: none); n must outlive the
+ * VM.  kl_acpi_numa_mem_ranges: the Memory Affinity ranges of the SRAT
+ * (max entries; returns the count), for the tables and tests. */
+struct kl_numa;
+void kl_acpi_set_numa(const struct kl_numa *n);
+struct kl_acpi_mem_range {
+	unsigned node;
+	uint64_t base, len;
+};
+unsigned kl_acpi_numa_mem_ranges(const struct kl_numa *n, const struct kl_guest_mem *m,
+				 struct kl_acpi_mem_range *out, unsigned max);
 
 /* Fixed platform resources shared by the boot tables and the devices. */
 #define KL_ACPI_PM1A_EVT 0x600  /* PM1a event block: STS (2 bytes) + EN (2) */

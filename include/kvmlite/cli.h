@@ -22,6 +22,7 @@ struct kl_cli {
 	bool mem_merge;          /* -machine mem-merge=on|off (default on: KSM) */
 	bool mem_prealloc;       /* -mem-prealloc */
 	GPtrArray *drives, *blockdevs, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;
+	GPtrArray *numas;        /* -numa (kvmlite/numa.h) */
 	char *name;
 	char *uuid;
 	char *pidfile;

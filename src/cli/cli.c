@@ -319,6 +319,7 @@ LISTFLAG(f_serial, serials)
 LISTFLAG(f_qmp, qmps)
 LISTFLAG(f_mon, mons)
 LISTFLAG(f_object, objects)
+LISTFLAG(f_numa, numas)
 
 #define BOOLFLAG(fn, field) \
 	FLAGFN(fn) { (void)flag; (void)v; (void)err; c->field = true; return 0; }
@@ -437,9 +438,12 @@ static const struct flag flags[] = {
 			     "                       (wait=on, the default, waits for a client before the guest starts);\n"
 			     "                       without server=on it connects to the socket at start-up; TCP: loopback only" },
 	{ "mon", ARG, f_mon, "-mon chardev=ID,mode=control" },
+	{ "numa", ARG, f_numa, "-numa node[,nodeid=N][,cpus=A[-B]][,memdev=ID] | dist,src=S,dst=D,val=V | cpu,node-id=N[,socket-id=S][,core-id=C][,thread-id=T]" },
 	{ "object", ARG, f_object, "-object memory-backend-ram|memory-backend-memfd|memory-backend-file,id=ID,size=S\n"
 				   "                       [,share=on|off][,prealloc=on|off][,merge=on|off][,hugetlb=on (memfd)]\n"
-				   "                       [,mem-path=FILE|DIR (file; a directory such as /dev/hugepages: a temporary file in it)]" },
+				   "                       [,mem-path=FILE|DIR (file; a directory such as /dev/hugepages: a temporary file in it)]\n"
+				   "                       [,host-nodes=N[-M]][,policy=default|preferred|bind|interleave]\n"
+				   "                       | rng-random,id=ID[,filename=F] | rng-builtin,id=ID" },
 	{ "name", ARG, f_name_opts, "-name [guest=]NAME" },
 	{ "uuid", ARG, f_uuid, "-uuid UUID" },
 	{ "incoming", ARG, f_incoming, "-incoming unix:PATH|tcp:HOST:PORT|file:PATH[,offset=N]|defer\n"
@@ -494,6 +498,7 @@ int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
 	c->qmps = g_ptr_array_new_with_free_func(g_free);
 	c->mons = g_ptr_array_new_with_free_func(g_free);
 	c->objects = g_ptr_array_new_with_free_func(g_free);
+	c->numas = g_ptr_array_new_with_free_func(g_free);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		if (a[0] != '-' || !a[1]) {
@@ -550,5 +555,7 @@ void kl_cli_free(struct kl_cli *c)
 	for (size_t i = 0; i < G_N_ELEMENTS(arrs); i++)
 		if (arrs[i])
 			g_ptr_array_free(arrs[i], TRUE);
+	if (c->numas)
+		g_ptr_array_free(c->numas, TRUE);
 	memset(c, 0, sizeof(*c));
 }

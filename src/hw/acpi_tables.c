@@ -235,6 +235,16 @@ static void finish(uint8_t *t)
 	t[9] = acpi_sum(t, kl_le32(t + 4));
 }
 
+void kl_acpi_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev)
+{
+	header(t, sig, len, rev);
+}
+
+void kl_acpi_finish(uint8_t *t)
+{
+	finish(t);
+}
+
 /* Generic Address Structure, system I/O space. */
 static void gas_io(uint8_t *g, uint64_t port, uint8_t bits, uint8_t access)
 {
@@ -266,7 +276,9 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 	uint32_t dsdt_len = HDR_SIZE + aml->len;
 	uint32_t madt_off = (DSDT_OFF + dsdt_len + 15) & ~15u;
 	uint32_t madt_len = 44 + 8 * ncpus + 12 + 4 * 10 + 6;
-	size_t total = madt_off + madt_len;
+	uint32_t numa_off = (madt_off + madt_len + 15) & ~15u;   /* SRAT, SLIT (acpi_numa.c) */
+	size_t numa_len = kl_acpi_numa_len(m, ncpus);
+	size_t total = numa_len ? numa_off + numa_len : madt_off + madt_len;
 	uint8_t *b = g_malloc0(total);
 
 	/* DSDT */
@@ -352,15 +364,22 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 	p[5] = 1;                                       /* LINT1 */
 	finish(a);
 
-	/* RSDT / XSDT: FADT first, then MADT. */
+	uint32_t numa_tab[2];
+	unsigned nnuma = numa_len ? kl_acpi_numa_write(b + numa_off, m, ncpus, numa_tab) : 0;
+
+	/* RSDT / XSDT: FADT first, then MADT, then SRAT/SLIT. */
 	uint8_t *rsdt = b + RSDT_OFF, *xsdt = b + XSDT_OFF;
-	header(rsdt, "RSDT", HDR_SIZE + 2 * 4, 1);
+	header(rsdt, "RSDT", HDR_SIZE + (2 + nnuma) * 4, 1);
 	kl_put32(rsdt + HDR_SIZE, (uint32_t)(base + FADT_OFF));
 	kl_put32(rsdt + HDR_SIZE + 4, (uint32_t)(base + madt_off));
+	for (unsigned i = 0; i < nnuma; i++)
+		kl_put32(rsdt + HDR_SIZE + 8 + 4 * i, (uint32_t)(base + numa_off + numa_tab[i]));
 	finish(rsdt);
-	header(xsdt, "XSDT", HDR_SIZE + 2 * 8, 1);
+	header(xsdt, "XSDT", HDR_SIZE + (2 + nnuma) * 8, 1);
 	kl_put64(xsdt + HDR_SIZE, base + FADT_OFF);
 	kl_put64(xsdt + HDR_SIZE + 8, base + madt_off);
+	for (unsigned i = 0; i < nnuma; i++)
+		kl_put64(xsdt + HDR_SIZE + 16 + 8 * i, base + numa_off + numa_tab[i]);
 	finish(xsdt);
 
 	/* RSDP 2.0 */

@@ -49,4 +49,18 @@ void kl_boot_tss_seg(struct kvm_segment *s, uint16_t sel);
 /* Encode a GDT descriptor from a flat segment. */
 uint64_t kl_boot_gdt_entry(const struct kvm_segment *s);
 
+/* ACPI table header (OEM ids, revision) and checksum, acpi_tables.c. */
+void kl_acpi_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev);
+void kl_acpi_finish(uint8_t *t);
+
+/* SRAT/SLIT (acpi_numa.c): with the NUMA configuration set by
+ * kl_acpi_set_numa (kvmlite/boot.h), kl_acpi_write appends
+ * kl_acpi_numa_len() bytes (0 without NUMA) after the MADT, written by
+ * kl_acpi_numa_write: returns the number of tables (SRAT, then SLIT when
+ * -numa dist was given) and their offsets from b in off[]. */
+struct kl_guest_mem;
+size_t kl_acpi_numa_len(const struct kl_guest_mem *m, unsigned ncpus);
+unsigned kl_acpi_numa_write(uint8_t *b, const struct kl_guest_mem *m, unsigned ncpus,
+			    uint32_t off[2]);
+
 #endif

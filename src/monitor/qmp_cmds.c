@@ -8,6 +8,7 @@
 #include "kvmlite/chardev.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
+#include "kvmlite/numa.h"
 #include "monitor_int.h"
 
 JsonNode *kl_qmp_obj_node(JsonObject *o)
@@ -240,6 +241,8 @@ static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject 
 		json_object_set_int_member(p, "core-id", co);
 		json_object_set_int_member(p, "thread-id", th);
 		json_object_set_int_member(p, "socket-id", so);
+		if (kl_numa_cpu_node((unsigned)idx) >= 0)   /* with -numa, as QEMU */
+			json_object_set_int_member(p, "node-id", kl_numa_cpu_node((unsigned)idx));
 		JsonObject *o = json_object_new();
 		json_object_set_int_member(o, "cpu-index", idx);
 		char *qom = g_strdup_printf("/machine/unattached/device[%d]", idx);

@@ -218,6 +218,85 @@ def blockdev_errors(probe, d):
         needle="cannot open", name="-blockdev ok, then no kvm")
 
 
+def rngnuma_errors(probe, d):
+    """-object rng-*, virtio-rng-pci, -numa and host-nodes/policy: QEMU
+    7.2's texts.  Objects and -numa are read before /dev/kvm opens; the
+    device and the mbind errors need the VM (skipped without /dev/kvm)."""
+    nokvm = {"KVMLITE_KVM_DEV": os.path.join(d, "kvm")}
+    base = ["-kernel", probe, "-nographic"]
+    nofile = os.path.join(d, "no-such-rng")
+    mem = lambda i, size="32M", extra="": ["-object", "memory-backend-ram,id=m%d,size=%s%s" % (i, size, extra)]
+    two = ["-m", "64"] + mem(0) + mem(1) + ["-numa", "node,memdev=m0", "-numa", "node,memdev=m1"]
+    for extra, needle, name in [
+        (["-object", "rng-random,id=r0,filename=" + nofile],
+         "Could not open '%s': No such file or directory" % nofile, "rng-random missing file"),
+        (["-object", "rng-random,filename=/dev/urandom"], "Parameter 'id' is missing",
+         "rng-random without id"),
+        (["-object", "rng-builtin,id=r0,bogus=1"], "unknown parameter 'bogus'",
+         "rng-builtin unknown key"),
+        (["-object", "rng-builtin,id=r0", "-object", "rng-random,id=r0"],
+         "attempt to add duplicate property 'r0'", "rng duplicate id"),
+        (["-numa", "node,mem=32M"], "Parameter -numa node,mem is not supported by this machine type",
+         "-numa mem="),
+        (["-numa", "node,memdev=nope"], "-numa node,memdev=nope: memdev=nope is ambiguous",
+         "-numa unknown memdev"),
+        (mem(0) + ["-numa", "node,memdev=m0"],
+         "total memory for NUMA nodes (0x2000000) should equal RAM size (0x8000000)",
+         "-numa total != -m"),
+        (["-m", "32"] + mem(0) + ["-numa", "node,nodeid=1,memdev=m0"], "numa: Node ID missing: 0",
+         "-numa sparse node ids"),
+        (["-m", "32"] + mem(0) + ["-numa", "node,memdev=m0,cpus=1"],
+         "CPU index (1) should be smaller than maxcpus (1)", "-numa cpus out of range"),
+        (two + ["-numa", "dist,src=0,dst=1,val=9"],
+         "NUMA distance (9) is invalid, it shouldn't be less than 10.", "-numa dist val < 10"),
+        (two + ["-numa", "dist,src=1,dst=1,val=20"], "Local distance of node 1 should be 10.",
+         "-numa dist local"),
+        (two + ["-numa", "dist,src=0,dst=2,val=20"], "Source/Destination NUMA node is missing",
+         "-numa dist unknown node"),
+        (two + mem(2) + ["-m", "96", "-numa", "node,memdev=m2", "-numa", "dist,src=0,dst=1,val=20"],
+         "The distance between node 0 and 2 is missing", "-numa dist incomplete"),
+        (two + mem(2) + ["-m", "96", "-numa", "node,memdev=m2", "-numa", "dist,src=0,dst=1,val=20",
+                         "-numa", "dist,src=1,dst=0,val=30", "-numa", "dist,src=0,dst=2,val=20",
+                         "-numa", "dist,src=1,dst=2,val=20"],
+         "please provide distances for both directions", "-numa dist asymmetric"),
+        (two + ["-numa", "cpu,socket-id=0"], "Missing mandatory node-id property",
+         "-numa cpu without node-id"),
+        (two + ["-machine", "memory-backend=m0"],
+         "'-machine memory-backend' and '-numa memdev' properties are mutually exclusive",
+         "-numa memdev + -machine memory-backend"),
+        (["-m", "64"] + mem(0) + ["-object", "memory-backend-memfd,id=m1,size=32M",
+                                  "-numa", "node,memdev=m0", "-numa", "node,memdev=m1"],
+         "must be of one kind", "-numa mixed backend kinds"),
+        (mem(0, extra=",policy=bind"), "host-nodes must be set for policy bind",
+         "policy=bind without host-nodes"),
+        (mem(0, extra=",host-nodes=0"), "host-nodes must be empty for policy default",
+         "host-nodes without policy"),
+        (mem(0, extra=",host-nodes=0,policy=foo"), "Parameter 'policy' does not accept value 'foo'",
+         "bad policy"),
+        (mem(0, extra=",host-nodes=200,policy=bind"), "Invalid host-nodes value: 200",
+         "host-nodes too large"),
+    ]:
+        run(base + extra, env=nokvm, needle=needle, name=name)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        print("skip rng/numa device cases: /dev/kvm is not usable here")
+        return
+    for extra, needle, name in [
+        (["-device", "virtio-rng-pci,rng=nope"], "Property 'virtio-rng-pci.rng' can't find value 'nope'",
+         "virtio-rng unknown rng"),
+        (["-device", "virtio-rng-pci,period=0"], "'period' parameter expects a positive integer",
+         "virtio-rng period=0"),
+        (["-device", "virtio-rng-pci,max-bytes=9223372036854775808"],
+         "'max-bytes' parameter must be non-negative, and less than 2^63", "virtio-rng max-bytes"),
+        (["-device", "virtio-rng-pci,bogus=1"], "bogus", "virtio-rng unknown key"),
+        (["-m", "32"] + mem(0, extra=",host-nodes=127,policy=bind") + ["-numa", "node,memdev=m0"],
+         "memory backend 'm0': cannot bind memory to host NUMA nodes: Invalid argument",
+         "host node that does not exist"),
+    ]:
+        if name == "host node that does not exist" and os.path.exists("/sys/devices/system/node/node127"):
+            continue
+        run(base + extra, needle=needle, name=name)
+
+
 with tempfile.TemporaryDirectory() as d:
     garbage = os.path.join(d, "garbage.bin")
     with open(garbage, "wb") as f:
@@ -310,6 +389,7 @@ with tempfile.TemporaryDirectory() as d:
             needle="unknown parameter 'reconnect'", name="-qmp reconnect=")
         blockdev_errors(probe, d)
         memory_balloon_errors(probe, d)
+        rngnuma_errors(probe, d)
         cpu_warning(probe)
     else:
         print("note: probe kernel not given; cases needing a valid kernel not run")

@@ -4,10 +4,12 @@
  * src/e1000/e1000_state.c.
  *
  * Input: [selector byte][section bytes]
- *   selector % 4: 0 "pci/0000:00:01.0" (a virtio function: BARs, MSI-X),
+ *   selector % 5: 0 "pci/0000:00:01.0" (a virtio function: BARs, MSI-X),
  *                 1 "pci/0000:00:00.0" (the host bridge, CONFIG_ADDRESS),
  *                 2 "virtio-pci/0000:00:01.0" (transport + 2 queues),
- *                 3 the e1000 core
+ *                 3 the e1000 core,
+ *                 4 "virtio-rng/0000:00:02.0" (src/virtio/rng.c: rate limit,
+ *                   quota; a loaded section must save back to the same bytes)
  * Every input runs on a new VM: a fake platform (no /dev/kvm), 64 KiB of
  * guest RAM at GPA 0, a two-queue virtio device (max queue size 64).  A
  * load that succeeds is followed by post_load and by work on the loaded
@@ -26,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvmlite/device.h"
 #include "kvmlite/mem.h"
+#include "kvmlite/opts.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/virtio.h"
 #include "kvmlite/vm.h"
@@ -195,6 +199,40 @@ static void fuzz_e1000(const uint8_t *p, size_t n)
 	g_free(c);
 }
 
+static GByteArray *save_of(const char *name)
+{
+	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, name);
+	struct kl_vms_out o;
+	kl_vms_out_init(&o);
+	char *err = NULL;
+	FUZZ_ASSERT(e->ops->save(e->opaque, &o, &err) == 0);
+	return o.buf;
+}
+
+/* ---- virtio-rng (a second virtio function, slot 2) ---- */
+#define RNG_SECTION "virtio-rng/0000:00:02.0"
+
+static void make_rng(void)
+{
+	char *err = NULL;
+	struct kl_opts *o = kl_opts_parse("max-bytes=4096,period=100,addr=2", NULL, &err);
+	FUZZ_ASSERT(o);
+	const struct kl_device_type *t = kl_device_type_find("virtio-rng-pci");
+	FUZZ_ASSERT(t && t->create(&vm, o, &err) == 0);
+	kl_opts_free(o);
+}
+
+static void fuzz_rng(const uint8_t *p, size_t n)
+{
+	make_rng();
+	if (load_section(RNG_SECTION, p, n) != 0)
+		return;
+	/* the loaded state is the device's whole section: it saves back the same */
+	GByteArray *b = save_of(RNG_SECTION);
+	FUZZ_ASSERT(b->len == n && !memcmp(b->data, p, n));
+	g_byte_array_free(b, TRUE);
+}
+
 /* ---- seeds: real saves ---- */
 static void write_seed(const char *dir, const char *name, uint8_t sel, const GByteArray *b)
 {
@@ -207,15 +245,6 @@ static void write_seed(const char *dir, const char *name, uint8_t sel, const GBy
 	g_free(path);
 }
 
-static GByteArray *save_of(const char *name)
-{
-	const struct kl_vmstate_entry *e = kl_vmstate_find(&vm, name);
-	struct kl_vms_out o;
-	kl_vms_out_init(&o);
-	char *err = NULL;
-	FUZZ_ASSERT(e->ops->save(e->opaque, &o, &err) == 0);
-	return o.buf;
-}
 
 static void write_seeds(const char *dir)
 {
@@ -274,6 +303,10 @@ static void write_seeds(const char *dir)
 	kl_vms_out_init(&o);
 	e1000_core_save(c, &o);
 	write_seed(dir, "e1000", 3, o.buf);
+	make_rng();
+	b = save_of(RNG_SECTION);
+	write_seed(dir, "virtio-rng", 4, b);
+	g_byte_array_free(b, TRUE);
 	kl_vms_out_free(&o);
 	e1000_core_cleanup(c);
 	g_free(c);
@@ -299,7 +332,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	make_vm();
 	const uint8_t *p = data + 1;
 	size_t n = size - 1;
-	switch (data[0] % 4) {
+	switch (data[0] % 5) {
 	case 0:
 		if (load_section("pci/0000:00:01.0", p, n) == 0)
 			exercise_pci();
@@ -312,8 +345,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (load_section("virtio-pci/0000:00:01.0", p, n) == 0)
 			exercise_virtio();
 		break;
-	default:
+	case 3:
 		fuzz_e1000(p, n);
+		break;
+	default:
+		fuzz_rng(p, n);
 		break;
 	}
 	free_vm();
