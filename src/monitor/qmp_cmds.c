@@ -369,6 +369,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "human-monitor-command", cmd_hmp, hmp_args },
 	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },
 	{ "query-netdev-throttle", kl_qmp_cmd_query_netdev_throttle, no_args },
+	KL_QMP_HOTPLUG_CMDS
 	{ NULL },
 };
 

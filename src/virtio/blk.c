@@ -360,6 +360,10 @@ static void vblk_destroy(struct kl_virtio_dev *vd)
 	 * devices), then let go of the backend. */
 	kl_blockdev_drain(b->bd);
 	kl_blockdev_set_attached(b->bd, NULL);
+	/* an anonymous backend over a -blockdev node (QEMU's BlockBackend of
+	 * the device) goes with the device: the node can be attached again */
+	if (!*kl_blockdev_id(b->bd))
+		kl_blockdev_close(b->bd);
 	g_free((void *)vd->ops);
 	g_free(b);
 }
@@ -474,5 +478,6 @@ static const struct kl_device_type virtio_blk_pci = {
 	.name = "virtio-blk-pci",
 	.help = "virtio block device (drive=ID, num-queues=N, serial=S, addr=SLOT)",
 	.create = vblk_create,
+	.hotpluggable = true,
 };
 KL_DEVICE_TYPE(virtio_blk_pci)

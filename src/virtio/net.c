@@ -342,6 +342,8 @@ static void tx_bh(void *opaque)
 	n->tx_bh_pending = false;
 	if (n->vd)
 		tx_run(n);
+	else
+		g_free(n);      /* the device went while this was pending */
 }
 
 static void vnet_tx_ready(void *opaque)
@@ -630,8 +632,8 @@ static void vnet_destroy(struct kl_virtio_dev *vd)
 	n->vd = NULL;
 	if (!n->tx_bh_pending)
 		g_free(n);
-	/* else the pending bottom half sees vd == NULL; the few bytes leak
-	 * only at teardown */
+	/* else the pending bottom half sees vd == NULL and frees n (after a
+	 * hot-unplug; at exit the loop has stopped and the bytes leak) */
 }
 
 static int vnet_create(struct kl_vm *vm, struct kl_opts *o, char **err)
@@ -728,5 +730,6 @@ static const struct kl_device_type virtio_net_pci = {
 	.name = "virtio-net-pci",
 	.help = "virtio network device (netdev=ID, mac=MAC, addr=SLOT)",
 	.create = vnet_create,
+	.hotpluggable = true,
 };
 KL_DEVICE_TYPE(virtio_net_pci)

@@ -13,4 +13,9 @@ uint64_t probe_blk_open(void);
  * the status byte (0 OK), or -1 on timeout (with probe_fail). */
 int probe_blk_rw(bool write, uint64_t sector, void *buf, uint32_t len);
 
+/* The same for the inst-th (0-based, in slot order) virtio-blk device, one
+ * at a time: each probe_blk_open_nth replaces the previous one. */
+uint64_t probe_blk_open_nth(unsigned inst);
+int probe_blk_rw_nth(bool write, uint64_t sector, void *buf, uint32_t len);
+
 #endif
