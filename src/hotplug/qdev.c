@@ -104,7 +104,10 @@ int kl_qdev_add(struct kl_vm *vm, struct kl_opts *o, bool hotplug, char **err)
 		return -1;
 	}
 	if (hotplug && !t->hotpluggable) {
-		*err = g_strdup_printf("Device '%s' does not support hotplugging", drv);
+		if (!strncmp(drv, "isa-", 4)) /* as QEMU: the ISA bus has no hot-plug */
+			*err = g_strdup("Bus 'isa.0' does not support hotplugging");
+		else
+			*err = g_strdup_printf("Device '%s' does not support hotplugging", drv);
 		return -1;
 	}
 	const char *id = kl_opts_get(o, "id");

@@ -78,7 +78,7 @@ enum kl_qmp_err kl_qmp_netdev_add(struct kl_qmp_session *s, JsonObject *args, Js
 		return KL_QMP_GENERIC;
 	}
 	if (kl_netdev_find(id)) {
-		*desc = g_strdup_printf("Duplicate ID '%s' for netdev", id);
+		*desc = g_strdup_printf("Duplicate ID '%s'", id);
 		return KL_QMP_GENERIC;
 	}
 	GString *g = g_string_new(NULL);
