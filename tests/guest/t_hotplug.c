@@ -6,10 +6,13 @@
  * GPE0_STS (the SCI is not routed: the IOAPIC pin stays masked).  Per cycle
  * i (hpn=N cycles, default 1):
  *   "HP READY i"          runner: device_add virtio-blk-pci (a disk whose
- *                         sector 0 starts with "KVMLITE-HOTPLUG")
- *   GPE bit 1, PCIU has exactly one new slot S (a second read gives 0),
- *   1af4:1042 in S; the disk is opened and sector 0 read and checked
- *   "HP ADDED i slot S"   runner: device_del
+ *                         sector 0 starts with "KVMLITE-HOTPLUG"),
+ *                         virtio-net-pci or e1000
+ *   GPE bit 1, PCIU has exactly one new slot S (a second read gives 0);
+ *   a disk is opened and sector 0 read and checked; a virtio-net device
+ *   negotiated and its MAC read from the config space; an e1000's MAC read
+ *   from RAL0/RAH0
+ *   "HP ADDED i slot S disk" / "HP ADDED i slot S mac M"   runner: device_del
  *   GPE bit 1, PCID has S; the driver resets the device
  *   "HP EJECTING i slot S"
  *   hpgo=1: wait until the runner presses the power button (PM1_STS
@@ -22,6 +25,7 @@
  * sector written is read back once more. */
 #include "probe.h"
 #include "t_blk.h"
+#include "virtio_drv.h"
 
 #define PCIU 0xae00
 #define PCID 0xae04
@@ -82,13 +86,64 @@ static unsigned one_slot(uint32_t v)
 	return s;
 }
 
-static unsigned blk_instance(unsigned slot)
+/* Index of slot among the functions with the same ids (vdev_find's instance). */
+static unsigned instance(unsigned slot, uint16_t vendor, uint16_t device)
 {
 	unsigned n = 0;
 	for (unsigned s = 0; s < slot; s++)
-		if (pci_read16(PCI_BDF(0, s, 0), 0) == 0x1af4 && pci_read16(PCI_BDF(0, s, 0), 2) == 0x1042)
+		if (pci_read16(PCI_BDF(0, s, 0), 0) == vendor && pci_read16(PCI_BDF(0, s, 0), 2) == device)
 			n++;
 	return n;
+}
+
+/* Drive the new function a little; mac gets the NIC's address. */
+static int drive_new(unsigned i, unsigned slot, uint8_t mac[6], bool *is_nic)
+{
+	uint16_t bdf = PCI_BDF(0, slot, 0);
+	uint16_t ven = pci_read16(bdf, 0), dev = pci_read16(bdf, 2);
+	*is_nic = true;
+	if (ven == 0x1af4 && dev == 0x1042) {           /* virtio-blk: read sector 0 */
+		*is_nic = false;
+		if (!probe_blk_open_nth(instance(slot, ven, dev)))
+			return -1;
+		static uint8_t b[512];
+		memset(b, 0, sizeof(b));
+		if (probe_blk_rw_nth(false, 0, b, 512) != 0)
+			return probe_fail("cycle %u: read of the added disk failed", i);
+		if (memcmp(b, "KVMLITE-HOTPLUG", 15))
+			return probe_fail("cycle %u: the added disk's sector 0 starts %02x %02x %02x", i,
+					  b[0], b[1], b[2]);
+		return 0;
+	}
+	if (ven == 0x1af4 && dev == 0x1041) {           /* virtio-net: negotiate, MAC */
+		static struct vdev d;
+		uint64_t got;
+		if (vdev_find(1, instance(slot, ven, dev), &d) < 0 ||
+		    vdev_negotiate(&d, 1ull << 5 /* F_MAC */, &got) < 0)
+			return -1;
+		if (!(got & (1ull << 5)))
+			return probe_fail("cycle %u: virtio-net without F_MAC", i);
+		for (unsigned k = 0; k < 6; k++)
+			mac[k] = vdev_cfg8(&d, k);
+		return vdev_reset(&d);
+	}
+	if (ven == 0x8086 && dev == 0x100e) {           /* e1000: RAL0/RAH0 in BAR 0 */
+		struct pci_bar bar;
+		pci_bar_info(bdf, 0, &bar);
+		if (!bar.size || bar.io)
+			return probe_fail("cycle %u: e1000 BAR 0 missing", i);
+		pci_write16(bdf, 4, (uint16_t)(pci_read16(bdf, 4) | 0x2));
+		uint32_t lo = mmio_read32(bar.addr + 0x5400), hi = mmio_read32(bar.addr + 0x5404);
+		if (!(hi & 0x80000000u))
+			return probe_fail("cycle %u: e1000 RAH0 0x%x without Address Valid", i, hi);
+		for (unsigned k = 0; k < 4; k++)
+			mac[k] = (uint8_t)(lo >> (8 * k));
+		mac[4] = (uint8_t)hi;
+		mac[5] = (uint8_t)(hi >> 8);
+		return 0;
+	}
+	return probe_fail("cycle %u: slot %u holds %04x:%04x (want virtio-blk, virtio-net or e1000)",
+			  i, slot, ven, dev);
 }
 
 static int cycle(unsigned i, bool go)
@@ -105,19 +160,15 @@ static int cycle(unsigned i, bool go)
 	if (down)
 		return probe_fail("cycle %u: PCID 0x%x before any device_del", i, down);
 	uint16_t bdf = PCI_BDF(0, slot, 0);
-	if (pci_read16(bdf, 0) != 0x1af4 || pci_read16(bdf, 2) != 0x1042)
-		return probe_fail("cycle %u: slot %u holds %04x:%04x, want 1af4:1042", i, slot,
-				  pci_read16(bdf, 0), pci_read16(bdf, 2));
-	if (!probe_blk_open_nth(blk_instance(slot)))
+	uint8_t mac[6] = { 0 };
+	bool nic = false;
+	if (drive_new(i, slot, mac, &nic) < 0)
 		return -1;
-	static uint8_t b[512];
-	memset(b, 0, sizeof(b));
-	if (probe_blk_rw_nth(false, 0, b, 512) != 0)
-		return probe_fail("cycle %u: read of the added disk failed", i);
-	if (memcmp(b, "KVMLITE-HOTPLUG", 15))
-		return probe_fail("cycle %u: the added disk's sector 0 starts %02x %02x %02x", i, b[0],
-				  b[1], b[2]);
-	printf("HP ADDED %u slot %u\n", i, slot);
+	if (nic)
+		printf("HP ADDED %u slot %u mac %02x:%02x:%02x:%02x:%02x:%02x\n", i, slot, mac[0], mac[1],
+		       mac[2], mac[3], mac[4], mac[5]);
+	else
+		printf("HP ADDED %u slot %u disk\n", i, slot);
 	if (wait_gpe("device_del") < 0)
 		return -1;
 	down = inl(PCID);
