@@ -20,6 +20,10 @@
  *           DEVICE_DELETED came before the guest's eject
  *   write 1 << S to B0EJ; S must read 0xffff within 5 s, PCID clear
  *   "HP EJECTED i"
+ * hpinflight=K: every K-th cycle (i % K == 0), for disks, 8 writes of 4 KiB (sectors 8-71) are queued
+ * without waiting just before EJECTING; after the eject, every used entry
+ * must have its OK status ("HP INFLIGHT i completed K of 8 mask M"); the runner
+ * checks that the image holds what the completed requests wrote.
  * Meanwhile (every wait loop) the first disk, cold-plugged, gets one write
  * + read-back per turn (sector n % 1024, content from n); at the end every
  * sector written is read back once more. */
@@ -146,6 +150,8 @@ static int drive_new(unsigned i, unsigned slot, uint8_t mac[6], bool *is_nic)
 			  i, slot, ven, dev);
 }
 
+static unsigned inflight; /* every inflight-th cycle, 0: never */
+
 static int cycle(unsigned i, bool go)
 {
 	printf("HP READY %u\n", i);
@@ -174,9 +180,27 @@ static int cycle(unsigned i, bool go)
 	down = inl(PCID);
 	if (down != (1u << slot))
 		return probe_fail("cycle %u: PCID 0x%x, want 0x%x", i, down, 1u << slot);
-	/* the driver lets go: reset the function (stops its DMA) */
-	uint32_t cmd = pci_read16(bdf, 4);
-	pci_write16(bdf, 4, (uint16_t)(cmd & ~0x6u));
+	/* hpinflight=1, disks: queue 8 writes of 4 KiB (sectors 8..71, pattern
+	 * from the cycle) and eject without waiting: kvmlite must complete
+	 * them (drain) before the device goes; checked after the eject */
+	static uint8_t wb[8][4096];
+	volatile uint8_t *st[8] = { 0 };
+	unsigned used0 = 0, nq = 0;
+	if (inflight && i % inflight == 0 && !nic) {
+		used0 = probe_blk_used_nth();
+		for (unsigned k = 0; k < 8; k++) {
+			for (unsigned b = 0; b < 4096; b++)
+				wb[k][b] = (uint8_t)(i * 31 + k * 7 + b);
+			st[k] = probe_blk_submit_write_nth(8 + 8 * k, wb[k], 4096);
+			if (!st[k])
+				return probe_fail("cycle %u: cannot queue write %u", i, k);
+			nq++;
+		}
+	} else {
+		/* the driver lets go: clear memory decoding and bus mastering */
+		uint32_t cmd = pci_read16(bdf, 4);
+		pci_write16(bdf, 4, (uint16_t)(cmd & ~0x6u));
+	}
 	printf("HP EJECTING %u slot %u\n", i, slot);
 	if (go) {
 		uint64_t t0 = rdtsc(), limit = WAIT_US * (tsc_per_us() ? tsc_per_us() : 1000);
@@ -197,6 +221,19 @@ static int cycle(unsigned i, bool go)
 	if (inl(PCID) & (1u << slot))
 		return probe_fail("cycle %u: PCID 0x%x still has slot %u after the eject", i,
 				  inl(PCID), slot);
+	if (nq) {
+		unsigned done = (uint16_t)(probe_blk_used_nth() - used0), ok = 0, mask = 0;
+		for (unsigned k = 0; k < nq; k++)
+			if (*st[k] == 0) {
+				ok++;
+				mask |= 1u << k;
+			}
+		/* every request the device took completed with status OK: none
+		 * left half-done (status still 0xff with a used entry) */
+		if (ok != done)
+			return probe_fail("cycle %u: %u used entries but %u OK status bytes", i, done, ok);
+		printf("HP INFLIGHT %u completed %u of %u mask 0x%x\n", i, done, nq, mask);
+	}
 	printf("HP EJECTED %u\n", i);
 	return 0;
 }
@@ -223,6 +260,9 @@ static int test_hotplug(void)
 			n = n * 10 + (unsigned)(*p - '0');
 	}
 	bool go = probe_cmdline_get("hpgo", v, sizeof(v)) && v[0] == '1';
+	if (probe_cmdline_get("hpinflight", v, sizeof(v)))
+		for (const char *p = v; *p >= '0' && *p <= '9'; p++)
+			inflight = inflight * 10 + (unsigned)(*p - '0');
 	if (!probe_blk_open())
 		return -1;
 	for (unsigned i = 0; i < n; i++)

@@ -717,3 +717,21 @@ int probe_blk_rw_nth(bool write, uint64_t sector, void *buf, uint32_t len)
 {
 	return blk_do(&nth_blk, 0, write ? T_OUT : T_IN, sector, buf, len);
 }
+
+/* Queue a write of len bytes at sector on that disk and notify, without
+ * waiting; the request's status byte (0xff until the device writes it). */
+volatile uint8_t *probe_blk_submit_write_nth(uint64_t sector, void *buf, uint32_t len)
+{
+	struct blk_req *r = blk_submit(&nth_blk, 0, T_OUT, sector, buf, len);
+	if (!r)
+		return NULL;
+	vq_kick(&nth_blk.q[0]);
+	return &r->status;
+}
+
+/* Completions the device has put in the used ring so far (all time). */
+unsigned probe_blk_used_nth(void)
+{
+	barrier();
+	return nth_blk.q[0].used[1];
+}
