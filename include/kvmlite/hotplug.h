@@ -51,7 +51,8 @@ struct kl_qdev {
  * (device_add): the device must be a PCI device, its slot is announced to
  * the guest.  Records the instance.  0, or -1 with *err (QEMU's wording). */
 int kl_qdev_add(struct kl_vm *vm, struct kl_opts *o, bool hotplug, char **err);
-/* device_del: ask the guest to release device id (PCID + GPE).  -1 with
+/* device_del: ask the guest to release device id (or QOM path: devices
+ * without id) (PCID + GPE).  -1 with
  * *err; *not_found set when id names no device (QMP DeviceNotFound). */
 int kl_qdev_del(struct kl_vm *vm, const char *id, bool *not_found, char **err);
 /* Called on the main loop once an ejected device is gone (DEVICE_DELETED):

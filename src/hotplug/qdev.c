@@ -171,10 +171,22 @@ int kl_qdev_add(struct kl_vm *vm, struct kl_opts *o, bool hotplug, char **err)
 	return 0;
 }
 
+/* device_del's id: a device id or a QOM path (as QEMU's find_device_state) */
+static struct kl_qdev *find_id_or_path(const char *id)
+{
+	struct kl_qdev *q = find_id(id);
+	for (guint i = 0; !q && id && id[0] == '/' && qdevs && i < qdevs->len; i++) {
+		struct kl_qdev *x = g_ptr_array_index(qdevs, i);
+		if (!strcmp(x->path, id))
+			q = x;
+	}
+	return q;
+}
+
 int kl_qdev_del(struct kl_vm *vm, const char *id, bool *not_found, char **err)
 {
 	*not_found = false;
-	struct kl_qdev *q = find_id(id);
+	struct kl_qdev *q = find_id_or_path(id);
 	if (!q) {
 		*not_found = true;
 		*err = g_strdup_printf("Device '%s' not found", id);

@@ -17,7 +17,8 @@ unknown drive / netdev, a drive or netdev already in use.  Then netdev_add
 user n1 / n2, device_add virtio-net-pci (n1, id nic1) and e1000 (n2, id
 nic2) succeed: query-pci lists them with their qdev_id and class 0x200,
 qom-list /machine/peripheral lists disk0, dbg, nic1, nic2 with their
-types.  Finally the guest still reacts to system_powerdown (its power
+types; a virtio-net-pci without id appears as /machine/peripheral-anon/
+device[N] and device_del accepts that path.  Finally the guest still reacts to system_powerdown (its power
 button line, then SHUTDOWN guest: true).
 Exit status 0 pass, 1 fail, 77 skip.
 """
@@ -129,6 +130,23 @@ def main():
         want = {"type": "string", "disk0": "child<virtio-blk-pci>", "dbg": "child<isa-debug-exit>",
                 "nic1": "child<virtio-net-pci>", "nic2": "child<e1000>"}
         check(per == want, "qom-list /machine/peripheral: %r" % per)
+        # a device without id: listed under /machine/peripheral-anon, and
+        # device_del takes its QOM path
+        anon = "/machine/peripheral-anon"
+        before = {c["name"] for c in q.cmd("qom-list", {"path": anon})}
+        check(q.cmd_raw("netdev_add", {"type": "user", "id": "n3"}).get("return") == {},
+              "netdev_add user n3")
+        r = q.cmd_raw("device_add", {"driver": "virtio-net-pci", "netdev": "n3"})
+        check(r.get("return") == {}, "device_add virtio-net-pci without id: %r" % r)
+        after = {c["name"]: c["type"] for c in q.cmd("qom-list", {"path": anon})}
+        new = [n for n in after if n not in before]
+        if check(len(new) == 1 and after[new[0]] == "child<virtio-net-pci>" and
+                 new[0].startswith("device["), "qom-list %s gains one device[N]: %r" % (anon, new)):
+            r = q.cmd_raw("device_del", {"id": "%s/%s" % (anon, new[0])})
+            check(r.get("return") == {}, "device_del by QOM path: %r" % r)
+        e = err(q, "device_del", {"id": anon + "/device[99]"})
+        check(e == {"class": "DeviceNotFound", "desc": "Device '%s/device[99]' not found" % anon},
+              "device_del of an unknown QOM path: %r" % e)
         q.cmd("system_powerdown")
         vm.wait_serial("qmp: power button", 120)
         ev = q.wait_event("SHUTDOWN", 60)
