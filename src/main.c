@@ -17,6 +17,7 @@
 #include "kvmlite/cli.h"
 #include "kvmlite/cpu.h"
 #include "kvmlite/device.h"
+#include "kvmlite/hotplug.h"
 #include "kvmlite/hw.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/job.h"
@@ -298,19 +299,11 @@ static void add_device(struct kl_vm *vm, const char *spec)
 	if (!o)
 		die("-device %s: %s", spec, err);
 	const char *drv = kl_opts_get(o, "driver");
-	const struct kl_device_type *t = kl_device_type_find(drv);
-	if (!t)
+	if (!kl_device_type_find(drv))
 		die("-device %s: unsupported device '%s' (-device help lists them)", spec, drv);
-	kl_device_set_path(kl_opts_get(o, "id")); /* QOM path (query-block qdev) */
-	kl_opts_get(o, "bus");
-	kl_opts_get(o, "addr");
-	if (t->create(vm, o, &err) < 0)
+	/* the same path as QMP device_add (src/hotplug/qdev.c) */
+	if (kl_qdev_add(vm, o, false, &err) < 0)
 		die("-device %s: %s", spec, err);
-	char *what = g_strdup_printf("-device %s", drv);
-	int unused = kl_opts_check_unused(o, what, &err);
-	g_free(what);
-	if (unused < 0)
-		die_err(err);
 	kl_opts_free(o);
 }
 
@@ -590,8 +583,13 @@ int main(int argc, char **argv)
 		die("-machine auto-kernel-cmdline: property exists only on -M microvm");
 	if (microvm && kl_microvm_init(vm, &err) < 0)
 		die_err(err);
-	if ((!microvm || cli.machine_pcie == 1) && !kl_pci_host_create(vm, NULL, &err))
-		die_err(err);
+	if (!microvm || cli.machine_pcie == 1) {
+		/* ACPI PCI hot-plug on the PCI host's bus 0 (docs/hotplug.md) */
+		if (kl_qdev_hotplug_init(vm, &err) < 0)
+			die_err(err);
+		if (!kl_pci_host_create(vm, NULL, &err))
+			die_err(err);
+	}
 	boot_opts.no_pci = microvm && cli.machine_pcie != 1;
 
 	/* -chardev first: -serial chardev:ID, -mon and -device name them */
@@ -720,6 +718,7 @@ int main(int argc, char **argv)
 
 	int code = vm->exit_code;
 	kl_vm_destroy(vm);
+	kl_qdev_free_all();
 	kl_netdev_free_all(); /* the NICs are gone: their back-ends go now */
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();

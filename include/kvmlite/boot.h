@@ -138,5 +138,7 @@ unsigned kl_acpi_numa_mem_ranges(const struct kl_numa *n, const struct kl_guest_
 #define KL_ACPI_PM1A_EVT 0x600  /* PM1a event block: STS (2 bytes) + EN (2) */
 #define KL_ACPI_PM1A_CNT 0x604  /* PM1a control block (2 bytes) */
 #define KL_ACPI_SCI_IRQ 9
+#define KL_ACPI_GPE0_BLK 0xafe0 /* GPE0 block: STS (2 bytes) + EN (2), as QEMU's PIIX4 */
+#define KL_ACPI_GPE0_LEN 4
 #define KL_SERIAL0_IRQ 4
 #endif

@@ -19,6 +19,10 @@ struct kl_device_type {
 	 * consumed).  Read every key you support with kl_opts_get*; main.c
 	 * rejects unknown keys afterwards.  Return 0, or -1 with *err set. */
 	int (*create)(struct kl_vm *vm, struct kl_opts *opts, char **err);
+	/* A PCI function on bus 0 whose teardown (its kl_pci_dev_ops.destroy)
+	 * frees everything: device_add / device_del may plug it while the
+	 * guest runs (src/hotplug/qdev.c). */
+	bool hotpluggable;
 };
 
 void kl_device_type_register(const struct kl_device_type *t);

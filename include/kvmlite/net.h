@@ -94,6 +94,7 @@ void kl_netdev_get_stats(const struct kl_netdev *nd, struct kl_netdev_stats *out
 /* Attach a NIC; -1 with *err when another NIC already uses the netdev. */
 int kl_netdev_attach(struct kl_netdev *nd, const struct kl_net_peer *peer, char **err);
 void kl_netdev_detach(struct kl_netdev *nd);
+bool kl_netdev_attached(const struct kl_netdev *nd);  /* a NIC uses it */
 /* The NIC that attached the netdev registers the back-end's VM state
  * section ("netdev-user/ID": libslirp's state) in its VM; no-op for
  * back-ends without state (tap, socket).  kl_netdev_detach removes it. */

@@ -183,6 +183,11 @@ int kl_pci_msix_init(struct kl_pci_dev *d, unsigned nvec, unsigned bar, uint32_t
 		     uint32_t pba_off, char **err);
 
 uint8_t *kl_pci_config(struct kl_pci_dev *d); /* KL_PCI_CFG_SIZE bytes */
+/* The function in slot of bus 0 (hot-plug), NULL: empty or no host. */
+struct kl_pci_dev *kl_pci_dev_at(struct kl_vm *vm, unsigned slot);
+/* Size of BAR bar, 0 when absent; *type and *prefetch describe it. */
+uint64_t kl_pci_bar_size(const struct kl_pci_dev *d, unsigned bar, enum kl_pci_bar_type *type,
+			 bool *prefetch);
 struct kl_vm *kl_pci_vm(struct kl_pci_dev *d);
 const struct kl_pci_platform_ops *kl_pci_platform(const struct kl_pci_dev *d);
 unsigned kl_pci_slot(const struct kl_pci_dev *d);

@@ -25,7 +25,7 @@
  * when t == KL_VIRTIO_TRANSPORT_PCI; the macro below refuses addr= on
  * virtio-x-device) and calls kl_virtio_create(vm, t, &info, ...);
  * then register both types with
- *     KL_VIRTIO_DEVICE_TYPES(virtio_x, "virtio-x", "help text", x_create)
+ *     KL_VIRTIO_DEVICE_TYPES(virtio_x, "virtio-x", "help text", x_create, hotpluggable)
  * (kvmlite/device.h must be included).  virtio-X-device needs a machine
  * with virtio-mmio slots (-M microvm); virtio-X-pci needs a PCI host.
  *
@@ -516,7 +516,7 @@ void kl_virtio_pci_bar_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t va
 /* Register "BASE-pci" and "BASE-device" -device types whose create calls
  * fn(vm, opts, kind, err) (include kvmlite/device.h and <glib.h> first);
  * "BASE-device" refuses addr=. */
-#define KL_VIRTIO_DEVICE_TYPES(var, base, helptext, fn)                                         \
+#define KL_VIRTIO_DEVICE_TYPES(var, base, helptext, fn, hp)                                      \
 	static int var##_pci_create(struct kl_vm *vm, struct kl_opts *o, char **err)           \
 	{                                                                                      \
 		return fn(vm, o, KL_VIRTIO_TRANSPORT_PCI, err);                                \
@@ -531,7 +531,8 @@ void kl_virtio_pci_bar_write(struct kl_virtio_dev *vd, uint64_t off, uint64_t va
 		return fn(vm, o, KL_VIRTIO_TRANSPORT_MMIO, err);                               \
 	}                                                                                      \
 	static const struct kl_device_type var##_pci = {                                       \
-		.name = base "-pci", .help = helptext, .create = var##_pci_create };            \
+		.name = base "-pci", .help = helptext, .create = var##_pci_create,            \
+		.hotpluggable = (hp) };                                                         \
 	static const struct kl_device_type var##_mmio = {                                      \
 		.name = base "-device", .help = helptext " (virtio-mmio)",                     \
 		.create = var##_mmio_create };                                                  \

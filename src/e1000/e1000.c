@@ -28,12 +28,17 @@ struct e1000_dev {
 	int timer_fd;
 	guint timer_watch;
 	bool tx_bh_pending;
+	bool gone;          /* destroyed while tx_bh was pending: it frees */
 };
 
 static void tx_bh(void *opaque)
 {
 	struct e1000_dev *e = opaque;
 	e->tx_bh_pending = false;
+	if (e->gone) {
+		g_free(e);
+		return;
+	}
 	e1000_tx_process(&e->core);
 }
 
@@ -202,8 +207,29 @@ static const struct kl_vmstate_ops e1000_vmstate_ops = {
 	.post_load = e1000_vms_post_load,
 };
 
+/* Teardown (device_del, VM exit, a failed create): after the PCI layer
+ * unmapped the BARs; everything create() made goes. */
+static void e1000_pci_destroy(struct kl_pci_dev *d, void *opaque)
+{
+	struct e1000_dev *e = opaque;
+	(void)d;
+	kl_vmstate_unregister(kl_pci_vm(d), &e1000_vmstate_ops, e);
+	if (e->timer_watch)
+		kl_source_remove(e->timer_watch);
+	if (e->timer_fd >= 0)
+		close(e->timer_fd);
+	if (e->nd)
+		kl_netdev_detach(e->nd);
+	e1000_core_cleanup(&e->core);
+	if (e->tx_bh_pending)
+		e->gone = true;
+	else
+		g_free(e);
+}
+
 static const struct kl_pci_dev_ops e1000_pci_ops = {
 	.reset = e1000_pci_reset,
+	.destroy = e1000_pci_destroy,
 };
 
 static int e1000_create(struct kl_vm *vm, struct kl_opts *o, char **err)
@@ -264,11 +290,11 @@ static int e1000_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	if (kl_pci_add_bar(e->pci, 0, E1000_MMIO_SIZE, KL_PCI_BAR_MEM32, false, &e1000_mmio_ops,
 			   &e->core, err) < 0 ||
 	    kl_pci_add_bar(e->pci, 1, E1000_IO_SIZE, KL_PCI_BAR_IO, false, &e1000_io_ops,
-			   &e->core, err) < 0)
-		goto fail_core;   /* the PCI host owns the registered device */
+			   &e->core, err) < 0) {
+		kl_pci_unregister(e->pci);   /* e1000_pci_destroy frees the rest */
+		return -1;
+	}
 	e->timer_watch = kl_fd_add(e->timer_fd, G_IO_IN, timer_ready, e);
-	/* the device lives as long as the VM (it has no exit path): its
-	 * section goes with the VM's registry (kl_vm_destroy) */
 	char inst[KL_PCI_ADDR_STR_LEN];
 	kl_pci_addr_str(e->pci, inst, sizeof(inst));
 	kl_vmstate_register(vm, inst, &e1000_vmstate_ops, e);
@@ -281,8 +307,6 @@ fail:
 		close(e->timer_fd);
 	if (e->nd)
 		kl_netdev_detach(e->nd);
-	if (e->pci)
-		return -1;   /* still referenced by the PCI host: leak on the error path */
 	g_free(e);
 	return -1;
 }
@@ -291,5 +315,6 @@ static const struct kl_device_type e1000_type = {
 	.name = "e1000",
 	.help = "Intel 82540EM Gigabit Ethernet (netdev=ID, mac=MAC)",
 	.create = e1000_create,
+	.hotpluggable = true,
 };
 KL_DEVICE_TYPE(e1000_type);

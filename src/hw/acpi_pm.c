@@ -11,12 +11,14 @@
 struct acpi_pm {
 	struct kl_vm *vm;
 	uint16_t sts, en, cnt;
+	uint16_t gpe_sts, gpe_en;   /* GPE0 block (not in the migration section) */
 	bool sci;
 };
 
 static void update_sci(struct acpi_pm *pm)
 {
-	bool level = (pm->cnt & KL_ACPI_PM1_SCI_EN) && (pm->sts & pm->en & KL_ACPI_PM1_PWRBTN);
+	bool level = (pm->cnt & KL_ACPI_PM1_SCI_EN) &&
+		     ((pm->sts & pm->en & KL_ACPI_PM1_PWRBTN) || (pm->gpe_sts & pm->gpe_en));
 	if (level == pm->sci)
 		return;
 	pm->sci = level;
@@ -86,6 +88,29 @@ static void cnt_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
 	/* other sleep types (S1-S4) are not implemented: ignored */
 }
 
+static uint64_t gpe_read(void *opaque, uint64_t off, unsigned size)
+{
+	struct acpi_pm *pm = opaque;
+	uint8_t regs[4] = { pm->gpe_sts & 0xff, pm->gpe_sts >> 8, pm->gpe_en & 0xff, pm->gpe_en >> 8 };
+	uint64_t v = 0;
+	for (unsigned i = 0; i < size; i++)
+		if (off + i < 4)
+			v |= (uint64_t)regs[off + i] << (8 * i);
+	return v;
+}
+
+static void gpe_write(void *opaque, uint64_t off, uint64_t val, unsigned size)
+{
+	struct acpi_pm *pm = opaque;
+	uint16_t mask, v;
+	if (reg_part(off, size, val, 0, &mask, &v))
+		pm->gpe_sts &= (uint16_t)~(v & mask);
+	if (reg_part(off, size, val, 2, &mask, &v))
+		pm->gpe_en = (uint16_t)((pm->gpe_en & ~mask) | (v & mask));
+	update_sci(pm);
+}
+
+static const struct kl_io_ops gpe_ops = { .read = gpe_read, .write = gpe_write };
 static const struct kl_io_ops evt_ops = { .read = evt_read, .write = evt_write };
 static const struct kl_io_ops cnt_ops = { .read = cnt_read, .write = cnt_write };
 
@@ -94,7 +119,20 @@ static void pm_reset(void *opaque)
 	struct acpi_pm *pm = opaque;
 	pm->sts = 0;
 	pm->en = 0;
+	pm->gpe_sts = 0;
+	pm->gpe_en = 0;
 	pm->cnt = KL_ACPI_PM1_SCI_EN;
+	update_sci(pm);
+}
+
+static void pm_powerdown(void *opaque);
+
+void kl_acpi_gpe_raise(struct kl_vm *vm, unsigned bit)
+{
+	if (vm->powerdown_fn != pm_powerdown || bit > 15)
+		return;
+	struct acpi_pm *pm = vm->powerdown_opaque;
+	pm->gpe_sts |= (uint16_t)(1u << bit);
 	update_sci(pm);
 }
 
@@ -158,6 +196,15 @@ int kl_acpi_pm_init(struct kl_vm *vm, char **err)
 		kl_bus_unregister(&vm->pio, KL_ACPI_PM1A_EVT, pm);
 		*err = g_strdup_printf("acpi-pm: I/O ports 0x%x-0x%x are already in use",
 				       KL_ACPI_PM1A_CNT, KL_ACPI_PM1A_CNT + 1);
+		g_free(pm);
+		return -1;
+	}
+	if (kl_bus_register(&vm->pio, KL_ACPI_GPE0_BLK, KL_ACPI_GPE0_LEN, &gpe_ops, pm,
+			    "acpi-gpe0") < 0) {
+		kl_bus_unregister(&vm->pio, KL_ACPI_PM1A_EVT, pm);
+		kl_bus_unregister(&vm->pio, KL_ACPI_PM1A_CNT, pm);
+		*err = g_strdup_printf("acpi-pm: I/O ports 0x%x-0x%x are already in use",
+				       KL_ACPI_GPE0_BLK, KL_ACPI_GPE0_BLK + KL_ACPI_GPE0_LEN - 1);
 		g_free(pm);
 		return -1;
 	}

@@ -9,18 +9,21 @@
  *   0xe0200 FADT "FACP" rev 6 (276 bytes): SCI_INT = KL_ACPI_SCI_IRQ,
  *           PM1a_EVT_BLK = KL_ACPI_PM1A_EVT (4 bytes), PM1a_CNT_BLK =
  *           KL_ACPI_PM1A_CNT (2 bytes), no SMI_CMD (always in ACPI mode), no
- *           PM timer, no GPE blocks; flags WBINVD|PROC_C1|SLP_BUTTON (the
+ *           PM timer, GPE0_BLK = KL_ACPI_GPE0_BLK (4 bytes, PCI hot-plug); flags WBINVD|PROC_C1|SLP_BUTTON (the
  *           power button is a fixed feature: PWR_BUTTON clear; HW_REDUCED
  *           clear); IAPC_BOOT_ARCH = LEGACY_DEVICES|VGA_NOT_PRESENT (no 8042).
  *   0xe0400 DSDT: \_S5 and \_SB.PCI0 (PCI root bridge with _CRS and _PRT),
- *           AML below
+ *           AML below (src/hw/aml.c), then the hot-plug slots
+ *           (src/hw/acpi_pcihp.c)
  *   after the DSDT (16-byte aligned): MADT "APIC" rev 5: LAPIC per CPU (UID = APIC id = i), IOAPIC id
  *           ncpus at KL_IOAPIC_BASE GSI base 0, overrides ISA IRQ0 -> GSI 2
  *           (conforming), SCI IRQ -> GSI SCI and the PCI INTx GSIs 10, 11
  *           (level, active high, as QEMU's pc does), LAPIC NMI on LINT1 of
  *           all processors.
  */
+#include "aml.h"
 #include "boot_priv.h"
+#include "kvmlite/hotplug.h"
 #include "kvmlite/pci.h"
 
 #include <glib.h>
@@ -52,81 +55,6 @@
 static const uint8_t aml_s5[] = {
 	0x08, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x08, 0x04, 0x0a, 0x05, 0x0a, 0x05, 0x00, 0x00,
 };
-
-/* ---- minimal AML encoder (ACPI 6.x, 20.2) for the PCI root bridge ---- */
-
-#define AML_ZERO 0x00
-#define AML_ONE 0x01
-#define AML_NAME 0x08
-#define AML_BYTE 0x0a
-#define AML_WORD 0x0b
-#define AML_DWORD 0x0c
-#define AML_QWORD 0x0e
-#define AML_SCOPE 0x10
-#define AML_BUFFER 0x11
-#define AML_PACKAGE 0x12
-#define AML_EXT 0x5b
-#define AML_DEVICE 0x82 /* after AML_EXT */
-
-static void aml_bytes(GByteArray *a, const void *p, size_t n)
-{
-	g_byte_array_append(a, p, (guint)n);
-}
-
-static void aml_byte(GByteArray *a, uint8_t b)
-{
-	g_byte_array_append(a, &b, 1);
-}
-
-/* Integer with the shortest encoding. */
-static void aml_int(GByteArray *a, uint64_t v)
-{
-	uint8_t b[9];
-	if (v == 0 || v == 1) {
-		aml_byte(a, v ? AML_ONE : AML_ZERO);
-		return;
-	}
-	unsigned n = v <= 0xff ? 1 : v <= 0xffff ? 2 : v <= 0xffffffffULL ? 4 : 8;
-	b[0] = n == 1 ? AML_BYTE : n == 2 ? AML_WORD : n == 4 ? AML_DWORD : AML_QWORD;
-	for (unsigned i = 0; i < n; i++)
-		b[1 + i] = (uint8_t)(v >> (8 * i));
-	aml_bytes(a, b, 1 + n);
-}
-
-/* PkgLength for `len` bytes of content following it (the encoding counts
- * its own bytes): 1 byte up to 63, else 2-4 bytes, low nibble first. */
-static void aml_pkglen(GByteArray *a, size_t len)
-{
-	if (len + 1 <= 0x3f) {
-		aml_byte(a, (uint8_t)(len + 1));
-		return;
-	}
-	unsigned n = len + 2 < (1u << 12) ? 2 : len + 3 < (1u << 20) ? 3 : 4;
-	size_t total = len + n;
-	aml_byte(a, (uint8_t)((n - 1) << 6 | (total & 0xf)));
-	for (unsigned i = 1; i < n; i++)
-		aml_byte(a, (uint8_t)(total >> (4 + 8 * (i - 1))));
-}
-
-/* op [ext] PkgLength body, then free body. */
-static void aml_wrap(GByteArray *a, const uint8_t *op, size_t oplen, const char *name,
-		     GByteArray *body)
-{
-	size_t nlen = name ? strlen(name) : 0;
-	aml_bytes(a, op, oplen);
-	aml_pkglen(a, nlen + body->len);
-	if (name)
-		aml_bytes(a, name, nlen);
-	aml_bytes(a, body->data, body->len);
-	g_byte_array_free(body, TRUE);
-}
-
-static void aml_name_int(GByteArray *a, const char *seg, uint64_t v)
-{
-	aml_byte(a, AML_NAME);
-	aml_bytes(a, seg, 4);
-	aml_int(a, v);
-}
 
 /* Word/DWord address space descriptors (ACPI 6.x 6.4.3.5), producer,
  * MinFixed | MaxFixed, positive decode. */
@@ -271,8 +199,10 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 	const uint64_t base = KL_ACPI_TABLES_ADDR;
 	GByteArray *aml = g_byte_array_new();
 	aml_bytes(aml, aml_s5, sizeof(aml_s5));
-	if (pci)
+	if (pci) {
 		aml_pci_root(aml);
+		kl_acpi_pcihp_aml(aml);         /* PCI hot-plug slots, \_GPE._E01 */
+	}
 	uint32_t dsdt_len = HDR_SIZE + aml->len;
 	uint32_t madt_off = (DSDT_OFF + dsdt_len + 15) & ~15u;
 	uint32_t madt_len = 44 + 8 * ncpus + 12 + 4 * 10 + 6;
@@ -304,6 +234,9 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 	kl_put32(f + 48, 0);                            /* SMI_CMD: none */
 	kl_put32(f + 56, KL_ACPI_PM1A_EVT);             /* PM1a_EVT_BLK */
 	kl_put32(f + 64, KL_ACPI_PM1A_CNT);             /* PM1a_CNT_BLK */
+	kl_put32(f + 80, KL_ACPI_GPE0_BLK);             /* GPE0_BLK */
+	f[92] = KL_ACPI_GPE0_LEN;                       /* GPE0_BLK_LEN */
+	gas_io(f + 220, KL_ACPI_GPE0_BLK, KL_ACPI_GPE0_LEN * 8, 1); /* X_GPE0_BLK */
 	f[88] = 4;                                      /* PM1_EVT_LEN */
 	f[89] = 2;                                      /* PM1_CNT_LEN */
 	kl_put16(f + 96, 101);                          /* P_LVL2_LAT: no C2 */

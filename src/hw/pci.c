@@ -821,6 +821,22 @@ int kl_pci_msix_init(struct kl_pci_dev *d, unsigned nvec, unsigned bar, uint32_t
 /* ---------------- accessors ---------------- */
 
 uint8_t *kl_pci_config(struct kl_pci_dev *d) { return d->cfg; }
+
+struct kl_pci_dev *kl_pci_dev_at(struct kl_vm *vm, unsigned slot)
+{
+	struct kl_pci_host *h = kl_pci_host_get(vm);
+	return h && slot < KL_PCI_NSLOTS ? h->devs[slot] : NULL;
+}
+
+uint64_t kl_pci_bar_size(const struct kl_pci_dev *d, unsigned bar, enum kl_pci_bar_type *type,
+			 bool *prefetch)
+{
+	if (bar >= NBARS || !d->bars[bar].present)
+		return 0;
+	*type = d->bars[bar].type;
+	*prefetch = d->bars[bar].prefetch;
+	return d->bars[bar].size;
+}
 struct kl_vm *kl_pci_vm(struct kl_pci_dev *d) { return d->host->vm; }
 const struct kl_pci_platform_ops *kl_pci_platform(const struct kl_pci_dev *d) { return d->host->ops; }
 unsigned kl_pci_slot(const struct kl_pci_dev *d) { return d->slot; }

@@ -148,6 +148,20 @@ extern const struct kl_qmp_arg kl_qmp_balloon_args[], kl_qmp_qom_list_args[],
 	{ "qom-list", kl_qmp_qom_list, kl_qmp_qom_list_args }, \
 	{ "qom-get", kl_qmp_qom_get, kl_qmp_qom_get_args }, \
 	{ "qom-set", kl_qmp_qom_set, NULL },
+/* ---- qmp_hotplug.c: device_add/del, netdev_add/del, query-pci, qom-list ---- */
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_device_add)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_device_del)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_netdev_add)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_netdev_del)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_pci)
+extern const struct kl_qmp_arg kl_qmp_device_del_args[];
+/* device_add / netdev_add: free-form (the commands check them) */
+#define KL_QMP_HOTPLUG_CMDS \
+	{ "device_add", kl_qmp_device_add, NULL }, \
+	{ "device_del", kl_qmp_device_del, kl_qmp_device_del_args }, \
+	{ "netdev_add", kl_qmp_netdev_add, NULL }, \
+	{ "netdev_del", kl_qmp_netdev_del, kl_qmp_device_del_args }, \
+	{ "query-pci", kl_qmp_query_pci, no_args },
 
 /* Event name + optional data (consumed) -> every negotiated client. */
 void kl_monitor_broadcast(const char *event, JsonNode *data);

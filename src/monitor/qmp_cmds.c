@@ -376,6 +376,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "netdev_set_throttle", kl_qmp_cmd_netdev_set_throttle, kl_qmp_netdev_set_throttle_args },
 	{ "query-netdev-throttle", kl_qmp_cmd_query_netdev_throttle, no_args },
 	KL_QMP_BALLOON_CMDS
+	KL_QMP_HOTPLUG_CMDS
 	{ NULL },
 };
 

@@ -5,6 +5,7 @@
  * readable" / "... is not writable". */
 #include <string.h>
 
+#include "kvmlite/hotplug.h"
 #include "kvmlite/qom.h"
 #include "monitor_int.h"
 
@@ -72,6 +73,12 @@ static bool is_container(const char *path)
 		n--;
 	if (n == 1 && path[0] == '/')
 		return objs && objs->len;
+	/* containers every machine has, devices or not (the qdevs) */
+	static const char *const fixed[] = { "/machine", "/machine/peripheral",
+					     "/machine/peripheral-anon", NULL };
+	for (int i = 0; fixed[i]; i++)
+		if (strlen(fixed[i]) == n && !strncmp(path, fixed[i], n))
+			return true;
 	for (guint i = 0; objs && i < objs->len; i++) {
 		struct qom_obj *o = g_ptr_array_index(objs, i);
 		if (!strncmp(o->path, path, n) && o->path[n] == '/')
@@ -100,6 +107,27 @@ static enum kl_qmp_err not_found(const char *path, char **desc)
 {
 	*desc = g_strdup_printf("Device '%s' not found", path);
 	return KL_QMP_DEVICE_NOT_FOUND;
+}
+
+struct qdev_ctx {
+	JsonArray *a;
+	GHashTable *seen;
+	const char *path;
+	size_t n;
+};
+
+static void qdev_child(const struct kl_qdev *q, void *opaque)
+{
+	struct qdev_ctx *c = opaque;
+	if (strncmp(q->path, c->path, c->n) || q->path[c->n] != '/' || strchr(q->path + c->n + 1, '/'))
+		return;
+	const char *name = q->path + c->n + 1;
+	if (g_hash_table_contains(c->seen, name))
+		return;
+	char *t = g_strdup_printf("child<%s>", q->driver);
+	add_entry(c->a, name, t);
+	g_free(t);
+	g_hash_table_add(c->seen, g_strdup(name));
 }
 
 const struct kl_qmp_arg kl_qmp_qom_list_args[] = {
@@ -142,6 +170,9 @@ enum kl_qmp_err kl_qmp_qom_list(struct kl_qmp_session *s, JsonObject *args, Json
 				g_free(name);
 			}
 		}
+		/* the devices of -device / device_add (src/hotplug/qdev.c) */
+		struct qdev_ctx c = { a, seen, path, n };
+		kl_qdev_foreach(qdev_child, &c);
 		g_hash_table_destroy(seen);
 	} else {
 		return not_found(path, desc);

@@ -109,6 +109,11 @@ void kl_netdev_free_all(void)
 	netdevs = NULL;
 }
 
+bool kl_netdev_attached(const struct kl_netdev *nd)
+{
+	return nd->attached;
+}
+
 int kl_netdev_attach(struct kl_netdev *nd, const struct kl_net_peer *peer, char **err)
 {
 	if (nd->attached) {

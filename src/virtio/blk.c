@@ -363,6 +363,10 @@ static void vblk_destroy(struct kl_virtio_dev *vd)
 	 * devices), then let go of the backend. */
 	kl_blockdev_drain(b->bd);
 	kl_blockdev_set_attached(b->bd, NULL);
+	/* an anonymous backend over a -blockdev node (QEMU's BlockBackend of
+	 * the device) goes with the device: the node can be attached again */
+	if (!*kl_blockdev_id(b->bd))
+		kl_blockdev_close(b->bd);
 	g_free((void *)vd->ops);
 	g_free(b);
 }
@@ -476,4 +480,4 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, enum kl_virtio_tr
 
 KL_VIRTIO_DEVICE_TYPES(virtio_blk, "virtio-blk",
 		       "virtio block device (drive=ID, num-queues=N, serial=S, addr=SLOT on PCI)",
-		       vblk_create)
+		       vblk_create, true /* PCI hot-plug: docs/hotplug.md */)

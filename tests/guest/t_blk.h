@@ -13,4 +13,13 @@ uint64_t probe_blk_open(void);
  * the status byte (0 OK), or -1 on timeout (with probe_fail). */
 int probe_blk_rw(bool write, uint64_t sector, void *buf, uint32_t len);
 
+/* The same for the inst-th (0-based, in slot order) virtio-blk device, one
+ * at a time: each probe_blk_open_nth replaces the previous one. */
+uint64_t probe_blk_open_nth(unsigned inst);
+int probe_blk_rw_nth(bool write, uint64_t sector, void *buf, uint32_t len);
+/* Queue a write (no wait): its status byte (0xff until completed), NULL if
+ * the queue is full; the used ring's index (completions so far). */
+volatile uint8_t *probe_blk_submit_write_nth(uint64_t sector, void *buf, uint32_t len);
+unsigned probe_blk_used_nth(void);
+
 #endif

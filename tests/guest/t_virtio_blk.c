@@ -822,3 +822,37 @@ int probe_blk_rw(bool write, uint64_t sector, void *buf, uint32_t len)
 {
 	return blk_do(&shared_blk, 0, write ? T_OUT : T_IN, sector, buf, len);
 }
+
+/* The inst-th virtio-blk device as a second disk (t_hotplug.c): opened
+ * again after each hot-plug, 16-entry queue (the rings are never freed). */
+static struct blk nth_blk;
+
+uint64_t probe_blk_open_nth(unsigned inst)
+{
+	if (blk_open_nth(&nth_blk, inst, 1, 16, 0) < 0)
+		return 0;
+	return nth_blk.capacity;
+}
+
+int probe_blk_rw_nth(bool write, uint64_t sector, void *buf, uint32_t len)
+{
+	return blk_do(&nth_blk, 0, write ? T_OUT : T_IN, sector, buf, len);
+}
+
+/* Queue a write of len bytes at sector on that disk and notify, without
+ * waiting; the request's status byte (0xff until the device writes it). */
+volatile uint8_t *probe_blk_submit_write_nth(uint64_t sector, void *buf, uint32_t len)
+{
+	struct blk_req *r = blk_submit(&nth_blk, 0, T_OUT, sector, buf, len);
+	if (!r)
+		return NULL;
+	vq_kick(&nth_blk.q[0]);
+	return &r->status;
+}
+
+/* Completions the device has put in the used ring so far (all time). */
+unsigned probe_blk_used_nth(void)
+{
+	barrier();
+	return nth_blk.q[0].used[1];
+}

@@ -4,6 +4,7 @@
 
 #include "../kl_check.h"
 #include <glib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,7 +238,47 @@ static const uint8_t *find(const uint8_t *from, const uint8_t *end, const char *
 	return NULL;
 }
 
-/* DSDT = \_S5 package, then Scope (\_SB) { Device (PCI0) {...} } to the end. */
+/* The PCI hot-plug part after \_SB (src/hw/acpi_pcihp_aml.c):
+ * Scope (\_SB.PCI0) { PCST/SEJ regions, S08..SF8 with _ADR/_SUN/_EJ0, PCNT }
+ * then Scope (\_GPE) { _E01 } to the end. */
+static void check_pcihp(const uint8_t *p, const uint8_t *end)
+{
+	unsigned n;
+	ck_assert_uint_eq(p[0], 0x10);                        /* ScopeOp */
+	const uint8_t *send = p + 1 + pkglen(p + 1, &n);
+	p += 1 + n;
+	ck_assert_mem_eq(p, "\\\x2e_SB_PCI0", 10);           /* \ DualNamePrefix */
+	static const uint8_t region[] = { 0x5b, 0x80, 'P', 'C', 'S', 'T', 0x01, 0x0b, 0x00, 0xae };
+	find(p, send, (const char *)region, sizeof(region));
+	unsigned slots = 0;
+	for (unsigned s = 1; s < 32; s++) {
+		char name[6];
+		snprintf(name, sizeof(name), "S%02X_", s << 3); /* NameSeg padded with '_' */
+		const uint8_t *q = find(p, send, name, 4);
+		ck_assert_uint_eq(q[-3], 0x5b);               /* DeviceOp, 1-byte PkgLength */
+		ck_assert_uint_eq(q[-2], 0x82);
+		q = find(q, send, "_ADR", 4) + 4;
+		ck_assert_uint_eq(aml_int(&q), (uint64_t)s << 16);
+		ck_assert_mem_eq(q, "\x08_SUN", 5);
+		q += 5;
+		ck_assert_uint_eq(aml_int(&q), s);
+		find(q, send, "_EJ0", 4);
+		slots++;
+	}
+	ck_assert_uint_eq(slots, 31);
+	find(p, send, "\x14", 1);                             /* MethodOp */
+	find(p, send, "PCNT", 4);
+	p = send;
+	ck_assert_uint_eq(p[0], 0x10);
+	ck_assert_ptr_eq(p + 1 + pkglen(p + 1, &n), end);
+	p += 1 + n;
+	ck_assert_mem_eq(p, "\\_GPE\x14", 6);
+	find(p, end, "_E01", 4);
+	find(p, end, "\\\x2f\x03_SB_PCI0PCNT", 15);         /* the call to \_SB.PCI0.PCNT */
+}
+
+/* DSDT = \_S5 package, then Scope (\_SB) { Device (PCI0) {...} }, then the
+ * hot-plug part (check_pcihp) to the end. */
 static void check_dsdt(const uint8_t *d, uint32_t len)
 {
 	static const uint8_t s5[] = { 0x08, '_', 'S', '5', '_', 0x12, 0x08, 0x04,
@@ -247,7 +288,10 @@ static void check_dsdt(const uint8_t *d, uint32_t len)
 	const uint8_t *p = d + 36 + sizeof(s5);
 	unsigned n;
 	ck_assert_uint_eq(p[0], 0x10);                        /* ScopeOp */
-	ck_assert_ptr_eq(p + 1 + pkglen(p + 1, &n), end);     /* spans to the end */
+	const uint8_t *sb_end = p + 1 + pkglen(p + 1, &n);
+	ck_assert(sb_end < end);
+	check_pcihp(sb_end, end);
+	end = sb_end;                                         /* \_SB from here */
 	p += 1 + n;
 	ck_assert_mem_eq(p, "\\_SB_", 5);
 	p += 5;
@@ -361,6 +405,10 @@ START_TEST(test_acpi)
 	ck_assert_uint_eq(rd32(f + 64), KL_ACPI_PM1A_CNT);
 	ck_assert_uint_eq(f[88], 4);
 	ck_assert_uint_eq(f[89], 2);
+	ck_assert_uint_eq(rd32(f + 80), KL_ACPI_GPE0_BLK);  /* GPE0 block (PCI hot-plug) */
+	ck_assert_uint_eq(f[92], KL_ACPI_GPE0_LEN);
+	ck_assert_uint_eq(f[220], 1);                       /* X_GPE0_BLK: system I/O */
+	ck_assert_uint_eq(rd64(f + 224), KL_ACPI_GPE0_BLK);
 	uint32_t flags = rd32(f + 112);
 	ck_assert_uint_eq(flags & (1u << 4), 0);            /* power button: fixed feature */
 	ck_assert_uint_eq(flags & (1u << 20), 0);           /* not HW-reduced */

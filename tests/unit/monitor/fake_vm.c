@@ -4,6 +4,8 @@
 
 #include "fake_vm.h"
 #include "kvmlite/assist.h"
+#include "kvmlite/hotplug.h"
+#include "kvmlite/pci.h"
 #include "kvmlite/migration.h"
 #include "../../../src/block/node.h"
 
@@ -305,4 +307,47 @@ int kl_snapshot_job(struct kl_vm *vm, enum kl_snapshot_op op, const char *job_id
 	(void)vm, (void)op, (void)job_id, (void)tag, (void)vmstate, (void)devices, (void)ndevices;
 	*err = g_strdup("fake: no snapshots");
 	return -1;
+}
+/* Hot-plug (src/hotplug/qdev.c, src/hw/pci.c): the fake machine has no
+ * devices and no PCI bus; device_add fails with a fixed text. */
+int kl_qdev_add(struct kl_vm *vm, struct kl_opts *o, bool hotplug, char **err)
+{
+	(void)vm, (void)o, (void)hotplug;
+	*err = g_strdup("fake: no devices");
+	return -1;
+}
+int kl_qdev_del(struct kl_vm *vm, const char *id, bool *not_found, char **err)
+{
+	(void)vm;
+	*not_found = true;
+	*err = g_strdup_printf("Device '%s' not found", id);
+	return -1;
+}
+void kl_qdev_set_deleted_fn(void (*fn)(const char *id, const char *path)) { (void)fn; }
+void kl_qdev_foreach(void (*fn)(const struct kl_qdev *q, void *opaque), void *opaque)
+{
+	(void)fn, (void)opaque;
+}
+const struct kl_qdev *kl_qdev_at_slot(int slot) { (void)slot; return NULL; }
+struct kl_pci_dev *kl_pci_dev_at(struct kl_vm *vm, unsigned slot)
+{
+	(void)vm, (void)slot;
+	return NULL;
+}
+uint32_t kl_pci_cfg_read(struct kl_vm *vm, unsigned slot, unsigned fn, unsigned off, unsigned size)
+{
+	(void)vm, (void)slot, (void)fn, (void)off, (void)size;
+	return 0xffffffffu;
+}
+uint64_t kl_pci_bar_size(const struct kl_pci_dev *d, unsigned bar, enum kl_pci_bar_type *type,
+			 bool *prefetch)
+{
+	(void)d, (void)bar, (void)type, (void)prefetch;
+	return 0;
+}
+uint64_t kl_pci_bar_addr(const struct kl_pci_dev *d, unsigned bar, bool *mapped)
+{
+	(void)d, (void)bar;
+	*mapped = false;
+	return 0;
 }

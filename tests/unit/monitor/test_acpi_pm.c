@@ -39,6 +39,41 @@ static void wr(uint64_t port, unsigned size, uint64_t v)
 #define EN (KL_ACPI_PM1A_EVT + 2)
 #define CNT KL_ACPI_PM1A_CNT
 
+#define GSTS KL_ACPI_GPE0_BLK
+#define GEN (KL_ACPI_GPE0_BLK + 2)
+
+/* GPE0 block (PCI hot-plug's bit 1): status raised by the device model,
+ * SCI while STS & EN, write-1-to-clear, byte access, cleared by reset. */
+START_TEST(gpe_sci)
+{
+	ck_assert_uint_eq(rd(GSTS, 2), 0);
+	ck_assert_uint_eq(rd(GEN, 2), 0);
+	kl_acpi_gpe_raise(&vm, KL_ACPI_GPE_PCI_HOTPLUG);
+	ck_assert_uint_eq(rd(GSTS, 1), 0x02);
+	ck_assert_int_eq(fake.irq_calls, 0);            /* not enabled: no SCI */
+	wr(GEN, 1, 0x02);
+	ck_assert_uint_eq(rd(GEN, 1), 0x02);
+	ck_assert_int_eq(fake.irq_calls, 1);
+	ck_assert_uint_eq(fake.irq_gsi, KL_ACPI_SCI_IRQ);
+	ck_assert_int_eq(fake.irq_level, 1);
+	ck_assert_uint_eq(rd(GSTS, 4), 0x02 | 0x02 << 16);
+	wr(GSTS, 1, 0x01);                               /* another bit: no effect */
+	ck_assert_uint_eq(rd(GSTS, 1), 0x02);
+	ck_assert_int_eq(fake.irq_level, 1);
+	wr(GSTS, 1, 0x02);                               /* acknowledge */
+	ck_assert_uint_eq(rd(GSTS, 1), 0);
+	ck_assert_int_eq(fake.irq_level, 0);
+	kl_acpi_gpe_raise(&vm, KL_ACPI_GPE_PCI_HOTPLUG);
+	ck_assert_int_eq(fake.irq_level, 1);
+	kl_acpi_gpe_raise(&vm, 16);                      /* out of the block: ignored */
+	ck_assert_uint_eq(rd(GSTS, 2), 0x02);
+	fake.reset_fn(fake.reset_opaque);
+	ck_assert_uint_eq(rd(GSTS, 2), 0);
+	ck_assert_uint_eq(rd(GEN, 2), 0);
+	ck_assert_int_eq(fake.irq_level, 0);
+}
+END_TEST
+
 START_TEST(reset_values)
 {
 	ck_assert_uint_eq(rd(STS, 2), 0);
@@ -149,6 +184,7 @@ int main(void)
 	tcase_add_checked_fixture(t, setup, teardown);
 	tcase_add_test(t, reset_values);
 	tcase_add_test(t, power_button_sci);
+	tcase_add_test(t, gpe_sci);
 	tcase_add_test(t, s5_shutdown);
 	tcase_add_test(t, reset_clears);
 	tcase_add_test(t, ports_taken);

@@ -428,6 +428,33 @@ START_TEST(cmd_queries)
 }
 END_TEST
 
+/* Hot-plug commands on the fake machine (no devices, no PCI): replies and
+ * errors pass through as the lower layers give them. */
+START_TEST(cmd_hotplug)
+{
+	negotiate();
+	expect("{\"execute\":\"query-pci\"}", "{\"return\": [{\"bus\": 0, \"devices\": []}]}");
+	expect("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine/peripheral/\"}}",
+	       "{\"return\": [{\"name\": \"type\", \"type\": \"string\"}]}");
+	expect("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine\"}}",
+	       "{\"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device '/machine' not found\"}}");
+	expect("{\"execute\":\"device_del\",\"arguments\":{\"id\":\"d9\"}}",
+	       "{\"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device 'd9' not found\"}}");
+	expect("{\"execute\":\"device_del\",\"arguments\":{}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'id' is missing\"}}");
+	expect("{\"execute\":\"device_add\",\"arguments\":{\"driver\":\"e1000\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"fake: no block graph\"}}");
+	expect("{\"execute\":\"netdev_add\",\"arguments\":{\"id\":\"n0\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'type' is missing\"}}");
+	expect("{\"execute\":\"netdev_add\",\"arguments\":{\"type\":\"user\"}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'id' is missing\"}}");
+	expect("{\"execute\":\"netdev_add\",\"arguments\":{\"type\":\"user\",\"id\":\"n0\",\"x\":[1]}}",
+	       "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Invalid parameter type for 'x', expected: string\"}}");
+	expect("{\"execute\":\"netdev_del\",\"arguments\":{\"id\":\"n0\"}}",
+	       "{\"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device 'n0' not found\"}}");
+}
+END_TEST
+
 START_TEST(cmd_block)
 {
 	negotiate();
@@ -904,6 +931,7 @@ static Suite *suite(void)
 	tcase_add_test(t, cmd_power);
 	tcase_add_test(t, cmd_queries);
 	tcase_add_test(t, cmd_block);
+	tcase_add_test(t, cmd_hotplug);
 	tcase_add_test(t, cmd_block_nodes);
 	suite_add_tcase(s, t);
 	t = tcase_create("sockets");
