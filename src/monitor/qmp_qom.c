@@ -154,7 +154,7 @@ enum kl_qmp_err kl_qmp_qom_list(struct kl_qmp_session *s, JsonObject *args, Json
 		while (n > 0 && path[n - 1] == '/')
 			n--;
 		GHashTable *seen = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
-		for (guint i = 0; i < objs->len; i++) {
+		for (guint i = 0; objs && i < objs->len; i++) {
 			struct qom_obj *c = g_ptr_array_index(objs, i);
 			if (strncmp(c->path, path, n) || c->path[n] != '/')
 				continue;

@@ -436,8 +436,11 @@ START_TEST(cmd_hotplug)
 	expect("{\"execute\":\"query-pci\"}", "{\"return\": [{\"bus\": 0, \"devices\": []}]}");
 	expect("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine/peripheral/\"}}",
 	       "{\"return\": [{\"name\": \"type\", \"type\": \"string\"}]}");
+	/* /machine exists on every machine, as in QEMU (libvirt lists it) */
 	expect("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/machine\"}}",
-	       "{\"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device '/machine' not found\"}}");
+	       "{\"return\": [{\"name\": \"type\", \"type\": \"string\"}]}");
+	expect("{\"execute\":\"qom-list\",\"arguments\":{\"path\":\"/nowhere\"}}",
+	       "{\"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device '/nowhere' not found\"}}");
 	expect("{\"execute\":\"device_del\",\"arguments\":{\"id\":\"d9\"}}",
 	       "{\"error\": {\"class\": \"DeviceNotFound\", \"desc\": \"Device 'd9' not found\"}}");
 	expect("{\"execute\":\"device_del\",\"arguments\":{}}",
