@@ -329,23 +329,24 @@ void kl_qdev_foreach(void (*fn)(const struct kl_qdev *q, void *opaque), void *op
 	(void)fn, (void)opaque;
 }
 const struct kl_qdev *kl_qdev_at_slot(int slot) { (void)slot; return NULL; }
-struct kl_pci_dev *kl_pci_dev_at(struct kl_vm *vm, unsigned slot)
+/* weak: a target that links the real src/hw/pci.c (fuzz_balloon) uses it */
+__attribute__((weak)) struct kl_pci_dev *kl_pci_dev_at(struct kl_vm *vm, unsigned slot)
 {
 	(void)vm, (void)slot;
 	return NULL;
 }
-uint32_t kl_pci_cfg_read(struct kl_vm *vm, unsigned slot, unsigned fn, unsigned off, unsigned size)
+__attribute__((weak)) uint32_t kl_pci_cfg_read(struct kl_vm *vm, unsigned slot, unsigned fn, unsigned off, unsigned size)
 {
 	(void)vm, (void)slot, (void)fn, (void)off, (void)size;
 	return 0xffffffffu;
 }
-uint64_t kl_pci_bar_size(const struct kl_pci_dev *d, unsigned bar, enum kl_pci_bar_type *type,
+__attribute__((weak)) uint64_t kl_pci_bar_size(const struct kl_pci_dev *d, unsigned bar, enum kl_pci_bar_type *type,
 			 bool *prefetch)
 {
 	(void)d, (void)bar, (void)type, (void)prefetch;
 	return 0;
 }
-uint64_t kl_pci_bar_addr(const struct kl_pci_dev *d, unsigned bar, bool *mapped)
+__attribute__((weak)) uint64_t kl_pci_bar_addr(const struct kl_pci_dev *d, unsigned bar, bool *mapped)
 {
 	(void)d, (void)bar;
 	*mapped = false;
