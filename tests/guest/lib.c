@@ -322,6 +322,17 @@ const char *probe_cmdline_get(const char *key, char *buf, size_t len)
 	return NULL;
 }
 
+unsigned long probe_cmdline_num(const char *key, unsigned long def)
+{
+	char v[32];
+	if (!probe_cmdline_get(key, v, sizeof(v)))
+		return def;
+	unsigned long n = 0;
+	for (const char *p = v; *p >= '0' && *p <= '9'; p++)
+		n = n * 10 + (unsigned long)(*p - '0');
+	return n;
+}
+
 /* ---- memory ---------------------------------------------------------------- */
 static uint64_t alloc_next, alloc_limit;
 

@@ -81,6 +81,8 @@ extern struct hvm_start_info *probe_boot_info;  /* physical = virtual */
 extern const char *probe_cmdline;               /* "" when absent */
 /* Value of `key=value` on the command line copied into buf; NULL if absent. */
 const char *probe_cmdline_get(const char *key, char *buf, size_t len);
+/* key=DIGITS as a number (leading digits only), def when the key is absent */
+unsigned long probe_cmdline_num(const char *key, unsigned long def);
 
 /* Linker symbols */
 extern char _image_start[], _image_end[];

@@ -118,17 +118,6 @@ static int io_step(uint64_t n)
 	return 0;
 }
 
-static uint64_t num_arg(const char *key, uint64_t dflt)
-{
-	char v[24];
-	if (!probe_cmdline_get(key, v, sizeof(v)))
-		return dflt;
-	uint64_t n = 0;
-	for (const char *p = v; *p >= '0' && *p <= '9'; p++)
-		n = n * 10 + (uint64_t)(*p - '0');
-	return n;
-}
-
 static void lock(void)
 {
 	uint32_t one = 1;
@@ -187,11 +176,11 @@ static void ap_hook(unsigned slot)
 
 static int test_migrate(void)
 {
-	delay_us = num_arg("delay", 1000);
-	limit = num_arg("n", 0);
-	dirty_pages = num_arg("dirty", 0);
+	delay_us = probe_cmdline_num("delay", 1000);
+	limit = probe_cmdline_num("n", 0);
+	dirty_pages = probe_cmdline_num("dirty", 0);
 	if (dirty_pages) {
-		dirty_total = num_arg("dirtymb", 16) * 256;
+		dirty_total = probe_cmdline_num("dirtymb", 16) * 256;
 		if (!dirty_total)
 			return probe_fail("dirtymb=0");
 		/* not zeroed: a memset of M MiB takes seconds in ring 0 here */
@@ -200,13 +189,13 @@ static int test_migrate(void)
 			return probe_fail("no room for a %llu-page dirty buffer",
 					  (unsigned long long)dirty_total);
 	}
-	if (num_arg("blk", 0)) {
+	if (probe_cmdline_num("blk", 0)) {
 		if (!(blk_cap = probe_blk_open()))
 			return -1;
 		wblk = probe_alloc(512, 512);
 		for (unsigned i = 0; i < NREAD; i++)
 			rblk[i] = probe_alloc(4096, 4096);
-		if (num_arg("gen", 0))
+		if (probe_cmdline_num("gen", 0))
 			genblk = probe_alloc(512, 512);
 	}
 	char nv[16];

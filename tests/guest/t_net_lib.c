@@ -221,16 +221,6 @@ icmp:;
 
 /* ---- two VMs on one wire ---------------------------------------------------- */
 
-static unsigned long cmd_num(const char *key, unsigned long def)
-{
-	char v[32];
-	if (!probe_cmdline_get(key, v, sizeof(v)))
-		return def;
-	unsigned long n = 0;
-	for (const char *p = v; *p >= '0' && *p <= '9'; p++)
-		n = n * 10 + (unsigned long)(*p - '0');
-	return n;
-}
 
 /* Pair frame: broadcast, ethertype 0x88b5, [14] sender role 'a'|'b',
  * [15] kind, [16..19] sequence, [20..59] 0x5a. */
@@ -262,7 +252,7 @@ int net_pair_run(struct netif *nif)
 	if (!probe_cmdline_get("role", role, sizeof(role)) || (role[0] != 'a' && role[0] != 'b'))
 		return probe_fail("role=a|b missing on the command line");
 	const char peer = role[0] == 'a' ? 'b' : 'a';
-	unsigned long count = cmd_num("count", 20);
+	unsigned long count = probe_cmdline_num("count", 20);
 	uint8_t *f = probe_alloc(128, 64);
 	uint8_t *r = probe_alloc(NET_FRAME_MAX, 64);
 	unsigned long got = 0, next_send = 0, hellos = 0;

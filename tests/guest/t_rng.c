@@ -18,16 +18,6 @@
 #define QSIZE 8
 #define TIMEOUT_US 10000000
 
-static unsigned long cmd_num(const char *key, unsigned long def)
-{
-	char v[32];
-	if (!probe_cmdline_get(key, v, sizeof(v)))
-		return def;
-	unsigned long n = 0;
-	for (const char *p = v; *p >= '0' && *p <= '9'; p++)
-		n = n * 10 + (unsigned long)(*p - '0');
-	return n;
-}
 
 static int rng_read(struct vq *q, uint8_t *buf, uint32_t len, uint32_t *got, uint64_t timeout)
 {
@@ -61,7 +51,7 @@ static int limit_test(struct vq *q, unsigned long limit)
 		return probe_fail("first request of the period got %u bytes (max-bytes %lu)", got,
 				  limit);
 	uint64_t total = got;
-	unsigned long secs = cmd_num("secs", 3);
+	unsigned long secs = probe_cmdline_num("secs", 3);
 	uint64_t end = t0 + secs * 1000000ull * hz;
 	struct vbuf b = { (uint64_t)(uintptr_t)buf, 4096, true };
 	int head = vq_add(q, &b, 1);
@@ -117,7 +107,7 @@ static int t_rng(void)
 	uint32_t el = 0;
 	if (vq_wait(&q, &el, TIMEOUT_US) != eh || el == 0 || el > 16)
 		return probe_fail("the request posted before DRIVER_OK: not completed or %u bytes", el);
-	unsigned long limit = cmd_num("limit", 0);
+	unsigned long limit = probe_cmdline_num("limit", 0);
 	if (limit)
 		return limit_test(&q, limit);
 
