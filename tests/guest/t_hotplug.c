@@ -65,17 +65,19 @@ static int disk_a_turn(void)
 	return 0;
 }
 
-/* Wait for GPE0_STS bit 1 (doing disk A I/O meanwhile), then clear it. */
+/* Wait for GPE0_STS bit 1 (doing disk A I/O meanwhile, at least once), then clear it. */
 static int wait_gpe(const char *what)
 {
 	uint64_t t0 = rdtsc(), limit = WAIT_US * (tsc_per_us() ? tsc_per_us() : 1000);
-	while (!(inb(gpe_sts) & GPE_HP)) {
+	/* At least one disk A turn per wait, even when the GPE is already up:
+	 * the runner counts on one write per wait, whatever the timing. */
+	do {
 		if (disk_a_turn() < 0)
 			return -1;
 		if (rdtsc() - t0 > limit)
 			return probe_fail("no hot-plug GPE for %s within %llu s", what,
 					  (unsigned long long)(WAIT_US / 1000000));
-	}
+	} while (!(inb(gpe_sts) & GPE_HP));
 	outb(gpe_sts, GPE_HP);                  /* write 1 to clear */
 	if (inb(gpe_sts) & GPE_HP)
 		return probe_fail("GPE0_STS bit 1 does not clear");
