@@ -30,6 +30,7 @@
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
 
+#include "fuzz_platform.h"
 #include "fuzz_util.h"
 
 #define RAM_A_SIZE 0x10000u
@@ -45,53 +46,6 @@ static struct kl_virtio_dev *vd;
 static uint64_t ring[NQ][3];
 static uint16_t avail_idx[NQ];
 
-static int f_set_irq(struct kl_vm *v, unsigned gsi, int level)
-{
-	(void)v, (void)gsi, (void)level;
-	return 0;
-}
-static int f_irqfd(struct kl_vm *v, int efd, unsigned gsi, bool assign)
-{
-	(void)v, (void)efd, (void)gsi, (void)assign;
-	return 0;
-}
-static int f_ioeventfd(struct kl_vm *v, uint64_t addr, unsigned len, bool pio, int efd,
-		       bool datamatch, uint64_t data, bool assign)
-{
-	(void)v, (void)addr, (void)len, (void)pio, (void)efd, (void)datamatch, (void)data,
-		(void)assign;
-	return 0;
-}
-static int f_route_add(struct kl_vm *v, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	return 24;
-}
-static int f_route_update(struct kl_vm *v, unsigned gsi, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)gsi, (void)addr, (void)data;
-	return 0;
-}
-static void f_route_del(struct kl_vm *v, unsigned gsi)
-{
-	(void)v, (void)gsi;
-}
-static int f_signal_msi(struct kl_vm *v, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	return 0;
-}
-static void f_add_reset_handler(struct kl_vm *v, void (*fn)(void *), void *opaque)
-{
-	(void)v, (void)fn, (void)opaque;
-}
-
-static const struct kl_pci_platform_ops fake_ops = {
-	.set_irq = f_set_irq, .irqfd = f_irqfd, .ioeventfd = f_ioeventfd,
-	.msi_route_add = f_route_add, .msi_route_update = f_route_update,
-	.msi_route_del = f_route_del, .signal_msi = f_signal_msi,
-	.add_reset_handler = f_add_reset_handler,
-};
 
 static void wr(unsigned off, unsigned size, uint64_t v)
 {
@@ -167,7 +121,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	kl_mem_add_region(&vm.mem, RAM_B_GPA, RAM_B_SIZE, ram_b);
 	vm.mem.shared = false;
 	char *err = NULL;
-	FUZZ_ASSERT(kl_pci_host_create(&vm, &fake_ops, &err));
+	FUZZ_ASSERT(kl_pci_host_create(&vm, &fuzz_pci_ops, &err));
 	const struct kl_device_type *t = kl_device_type_find("virtio-balloon-pci");
 	FUZZ_ASSERT(t);
 	struct kl_opts *o = kl_opts_parse("free-page-reporting=on,deflate-on-oom=on", NULL, &err);
@@ -245,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 
 	kl_pci_host_destroy(&vm);
+	fuzz_platform_forget();
 	FUZZ_ASSERT(!kl_balloon_present());
 	kl_vmstate_free_all(&vm);
 	kl_bus_destroy(&vm.pio);

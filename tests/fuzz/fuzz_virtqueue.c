@@ -37,6 +37,7 @@
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
 
+#include "fuzz_platform.h"
 #include "fuzz_util.h"
 
 #define RAM_A_SIZE 0x10000u
@@ -60,64 +61,6 @@ static unsigned nheld;
 static uint64_t ring_gpa[NQ][3];
 static bool mmio_mode;
 
-/* ---- fake platform: accepts everything, checks the arguments ---- */
-static void (*vm_reset_fn)(void *opaque);
-static void *vm_reset_opaque;
-
-static int f_set_irq(struct kl_vm *v, unsigned gsi, int level)
-{
-	(void)v;
-	FUZZ_ASSERT(gsi < 24 && (level == 0 || level == 1));
-	return 0;
-}
-static int f_irqfd(struct kl_vm *v, int efd, unsigned gsi, bool assign)
-{
-	(void)v, (void)gsi, (void)assign;
-	FUZZ_ASSERT(efd >= 0);
-	return 0;
-}
-static int f_ioeventfd(struct kl_vm *v, uint64_t addr, unsigned len, bool pio, int efd,
-		       bool datamatch, uint64_t data, bool assign)
-{
-	(void)v, (void)addr, (void)len, (void)pio, (void)datamatch, (void)data, (void)assign;
-	FUZZ_ASSERT(efd >= 0);
-	return 0;
-}
-static unsigned next_gsi;
-static int f_route_add(struct kl_vm *v, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	return (int)(24 + next_gsi++ % 1000);
-}
-static int f_route_update(struct kl_vm *v, unsigned gsi, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	FUZZ_ASSERT(gsi >= 24);
-	return 0;
-}
-static void f_route_del(struct kl_vm *v, unsigned gsi)
-{
-	(void)v;
-	FUZZ_ASSERT(gsi >= 24);
-}
-static int f_signal_msi(struct kl_vm *v, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	return 0;
-}
-static void f_add_reset_handler(struct kl_vm *v, void (*fn)(void *), void *opaque)
-{
-	(void)v;
-	vm_reset_fn = fn;
-	vm_reset_opaque = opaque;
-}
-
-static const struct kl_pci_platform_ops fake_ops = {
-	.set_irq = f_set_irq, .irqfd = f_irqfd, .ioeventfd = f_ioeventfd,
-	.msi_route_add = f_route_add, .msi_route_update = f_route_update,
-	.msi_route_del = f_route_del, .signal_msi = f_signal_msi,
-	.add_reset_handler = f_add_reset_handler,
-};
 
 static bool in_region(const void *p, size_t len, const uint8_t *base, size_t size)
 {
@@ -411,13 +354,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	kl_mem_add_region(&vm.mem, 0, RAM_A_SIZE, ram_a);
 	kl_mem_add_region(&vm.mem, RAM_B_GPA, RAM_B_SIZE, ram_b);
 	char *err = NULL;
-	FUZZ_ASSERT(kl_pci_host_create(&vm, &fake_ops, &err));
+	FUZZ_ASSERT(kl_pci_host_create(&vm, &fuzz_pci_ops, &err));
 	const struct kl_virtio_pci_info info = {
 		.name = "virtio-fuzz", .device_id = 0x1f, .class_code = 0xff0000,
 		.num_queues = NQ, .queue_size = QMAX, .config_len = 8, .slot = -1,
 	};
 	if (mmio_mode) {
-		vd = kl_virtio_mmio_create(&vm, &fake_ops, MMIO_GPA, MMIO_GSI, &info, &dev_ops, NULL,
+		vd = kl_virtio_mmio_create(&vm, &fuzz_pci_ops, MMIO_GPA, MMIO_GSI, &info, &dev_ops, NULL,
 					   &err);
 		FUZZ_ASSERT(vd);
 		slot = 0;
@@ -520,8 +463,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		}
 		case 12: /* VM reset (every PCI device) */
-			if (vm_reset_fn)
-				vm_reset_fn(vm_reset_opaque);
+			fuzz_platform_vm_reset();
 			break;
 		}
 		check_status(vd);
@@ -533,7 +475,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		kl_virtio_mmio_destroy(vd); /* the fake platform has no add_cleanup */
 	kl_pci_host_destroy(&vm);
 	kl_vmstate_free_all(&vm); /* the (now empty) section registry */
-	vm_reset_fn = NULL;
+	fuzz_platform_forget();
 	was_broken = false;
 	kl_bus_destroy(&vm.pio);
 	kl_bus_destroy(&vm.mmio);

@@ -35,6 +35,7 @@
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
 
+#include "fuzz_platform.h"
 #include "fuzz_util.h"
 
 #define RAM_SIZE 0x10000u
@@ -54,58 +55,6 @@ static uint16_t avail_idx[MAXQ], last_used2;
 static unsigned next_buf;
 static bool port_open[2];
 
-/* ---- fakes ---- */
-static void (*vm_reset_fn)(void *opaque);
-static void *vm_reset_opaque;
-static int f_set_irq(struct kl_vm *v, unsigned gsi, int level)
-{
-	(void)v;
-	FUZZ_ASSERT(gsi < 24 && (level == 0 || level == 1));
-	return 0;
-}
-static int f_irqfd(struct kl_vm *v, int efd, unsigned gsi, bool assign)
-{
-	(void)v, (void)efd, (void)gsi, (void)assign;
-	return 0;
-}
-static int f_ioeventfd(struct kl_vm *v, uint64_t addr, unsigned len, bool pio, int efd,
-		       bool datamatch, uint64_t data, bool assign)
-{
-	(void)v, (void)addr, (void)len, (void)pio, (void)efd, (void)datamatch, (void)data;
-	(void)assign;
-	return 0;
-}
-static int f_route_add(struct kl_vm *v, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	return 24;
-}
-static int f_route_update(struct kl_vm *v, unsigned gsi, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)gsi, (void)addr, (void)data;
-	return 0;
-}
-static void f_route_del(struct kl_vm *v, unsigned gsi)
-{
-	(void)v, (void)gsi;
-}
-static int f_signal_msi(struct kl_vm *v, uint64_t addr, uint32_t data)
-{
-	(void)v, (void)addr, (void)data;
-	return 0;
-}
-static void f_add_reset_handler(struct kl_vm *v, void (*fn)(void *), void *opaque)
-{
-	(void)v;
-	vm_reset_fn = fn;
-	vm_reset_opaque = opaque;
-}
-static const struct kl_pci_platform_ops fake_ops = {
-	.set_irq = f_set_irq, .irqfd = f_irqfd, .ioeventfd = f_ioeventfd,
-	.msi_route_add = f_route_add, .msi_route_update = f_route_update,
-	.msi_route_del = f_route_del, .signal_msi = f_signal_msi,
-	.add_reset_handler = f_add_reset_handler,
-};
 
 /* the monitor's event (the target links no monitor) */
 void kl_monitor_vserport_change(const char *id, bool open)
@@ -246,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	ram = calloc(1, RAM_SIZE);
 	kl_mem_add_region(&vm.mem, 0, RAM_SIZE, ram);
 	char *err = NULL;
-	FUZZ_ASSERT(kl_pci_host_create(&vm, &fake_ops, &err));
+	FUZZ_ASSERT(kl_pci_host_create(&vm, &fuzz_pci_ops, &err));
 	FUZZ_ASSERT(kl_chardev_add("ringbuf,id=r0,size=1024", &err) == 0);
 	FUZZ_ASSERT(kl_chardev_add("ringbuf,id=r1,size=1024", &err) == 0);
 	char spec[96];
@@ -323,13 +272,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_ctrl_rx();
 	}
 
-	if (vm_reset_fn)
-		vm_reset_fn(vm_reset_opaque); /* closes every port: events for the open ones */
+	fuzz_platform_vm_reset(); /* closes every port: events for the open ones */
 	FUZZ_ASSERT(!port_open[0] && !port_open[1]);
 	kl_pci_host_destroy(&vm);
 	kl_chardev_cleanup();
 	kl_vmstate_free_all(&vm);
-	vm_reset_fn = NULL;
+	fuzz_platform_forget();
 	kl_bus_destroy(&vm.pio);
 	kl_bus_destroy(&vm.mmio);
 	free(ram);
