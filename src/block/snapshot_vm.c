@@ -95,73 +95,90 @@ bool kl_snap_all_have(struct kl_snap_devs *d, const char *tag)
 	return true;
 }
 
-int kl_snap_all_create(struct kl_snap_devs *d, const char *tag, struct kl_bnode *vm_bs,
-		       const uint8_t *vm, uint64_t vmlen, uint64_t vm_clock, char **err)
+/* One snapshot operation on one node, quiesced; 0 or -1 with *e set. */
+struct snap_op {
+	const char *verb;                /* "create", "load", "delete" */
+	bool skip_missing;               /* a node without the snapshot is skipped */
+	int (*fn)(struct kl_bnode *bs, const struct kl_snapshot_info *in,
+		  const struct snap_op *op, char **e);
+	const char *tag;
+	struct kl_bnode *vm_bs;          /* create: the node that takes the VM state */
+	const uint8_t *vm;
+	uint64_t vmlen, vm_clock;
+};
+
+static int op_create(struct kl_bnode *bs, const struct kl_snapshot_info *in,
+		     const struct snap_op *op, char **e)
+{
+	(void)in;
+	bool with_vm = bs == op->vm_bs;
+	return bs->drv->snapshot_create_vm(bs, NULL, op->tag, with_vm ? op->vm : NULL,
+					   with_vm ? op->vmlen : 0, op->vm_clock, e);
+}
+
+static int op_goto(struct kl_bnode *bs, const struct kl_snapshot_info *in,
+		   const struct snap_op *op, char **e)
+{
+	(void)op;
+	return bs->drv->snapshot_goto(bs, in->id, e);
+}
+
+static int op_delete(struct kl_bnode *bs, const struct kl_snapshot_info *in,
+		     const struct snap_op *op, char **e)
+{
+	(void)op;
+	return bs->drv->snapshot_delete(bs, in->id, in->name, e);
+}
+
+/* Run op on every disk in turn; the first failure stops it with QEMU's
+ * "Could not <verb> snapshot 'TAG' on 'DEV': why". */
+static int snap_each(struct kl_snap_devs *d, const struct snap_op *op, char **err)
 {
 	for (unsigned i = 0; i < d->n; i++) {
 		struct kl_bnode *bs = d->bs[i];
+		struct kl_snapshot_info in;
 		char *e = NULL;
+		int r = -1;
+		bool found = op->fn == op_create || kl_snap_find(bs, op->tag, &in);
+		if (!found && op->skip_missing)
+			continue;
 		struct kl_bnode_quiesce q;
-		bool with_vm = bs == vm_bs;
 		kl_bnode_quiesce_all(bs, &q);
-		int r = bs->drv->snapshot_create_vm(bs, NULL, tag, with_vm ? vm : NULL,
-						    with_vm ? vmlen : 0, vm_clock, &e);
+		if (!found)
+			e = g_strdup("snapshot not found");
+		else
+			r = op->fn(bs, &in, op, &e);
 		kl_bnode_resume_all(&q);
 		if (r < 0) {
-			*err = g_strdup_printf("Could not create snapshot '%s' on '%s': %s", tag,
-					       dev_name(bs), e ? e : "error");
+			*err = g_strdup_printf("Could not %s snapshot '%s' on '%s': %s", op->verb,
+					       op->tag, dev_name(bs), e ? e : "error");
 			g_free(e);
 			return -1;
 		}
 	}
 	return 0;
+}
+
+int kl_snap_all_create(struct kl_snap_devs *d, const char *tag, struct kl_bnode *vm_bs,
+		       const uint8_t *vm, uint64_t vmlen, uint64_t vm_clock, char **err)
+{
+	const struct snap_op op = { .verb = "create", .fn = op_create, .tag = tag, .vm_bs = vm_bs,
+				    .vm = vm, .vmlen = vmlen, .vm_clock = vm_clock };
+	return snap_each(d, &op, err);
 }
 
 int kl_snap_all_goto(struct kl_snap_devs *d, const char *tag, char **err)
 {
-	for (unsigned i = 0; i < d->n; i++) {
-		struct kl_bnode *bs = d->bs[i];
-		struct kl_snapshot_info in;
-		char *e = NULL;
-		struct kl_bnode_quiesce q;
-		int r = -1;
-		kl_bnode_quiesce_all(bs, &q);
-		if (!kl_snap_find(bs, tag, &in))
-			e = g_strdup("snapshot not found");
-		else
-			r = bs->drv->snapshot_goto(bs, in.id, &e);
-		kl_bnode_resume_all(&q);
-		if (r < 0) {
-			*err = g_strdup_printf("Could not load snapshot '%s' on '%s': %s", tag,
-					       dev_name(bs), e ? e : "error");
-			g_free(e);
-			return -1;
-		}
-	}
-	return 0;
+	const struct snap_op op = { .verb = "load", .fn = op_goto, .tag = tag };
+	return snap_each(d, &op, err);
 }
 
 int kl_snap_all_delete(struct kl_snap_devs *d, const char *tag, char **err)
 {
-	for (unsigned i = 0; i < d->n; i++) {
-		struct kl_bnode *bs = d->bs[i];
-		struct kl_snapshot_info in;
-		char *e = NULL;
-		/* as QEMU: a node without the snapshot is skipped */
-		if (!kl_snap_find(bs, tag, &in))
-			continue;
-		struct kl_bnode_quiesce q;
-		kl_bnode_quiesce_all(bs, &q);
-		int r = bs->drv->snapshot_delete(bs, in.id, in.name, &e);
-		kl_bnode_resume_all(&q);
-		if (r < 0) {
-			*err = g_strdup_printf("Could not delete snapshot '%s' on '%s': %s", tag,
-					       dev_name(bs), e ? e : "error");
-			g_free(e);
-			return -1;
-		}
-	}
-	return 0;
+	/* as QEMU: a node without the snapshot is skipped */
+	const struct snap_op op = { .verb = "delete", .skip_missing = true, .fn = op_delete,
+				    .tag = tag };
+	return snap_each(d, &op, err);
 }
 
 int kl_snap_vmstate_read(struct kl_bnode *bs, const char *id, uint8_t *buf, uint64_t len,
