@@ -656,7 +656,10 @@ int main(int argc, char **argv)
 		boot_cfg.initrd_image = initrd_img;
 		boot_cfg.initrd_len = initrd_len;
 	}
-	if (load_boot(vm) < 0)
+	/* -incoming: guest RAM and the vCPUs come from the stream; as QEMU's
+	 * ROM loader during INMIGRATE, nothing is written into RAM now (with
+	 * x-ignore-shared RAM may be the running source's shared file) */
+	if (!cli.incoming && load_boot(vm) < 0)
 		exit(1);
 	if (!keep_images) {
 		boot_cfg.image = NULL;

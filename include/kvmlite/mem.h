@@ -57,6 +57,10 @@ struct kl_guest_mem {
 	size_t map_size;
 	int memfd;           /* -1 unless opts.memfd or opts.mem_path: the fd */
 	bool shared;         /* MAP_SHARED mapping */
+	/* memory-backend-file,share=on (a named file, not a directory's
+	 * temporary one): another process can map the same RAM, which is what
+	 * migration's x-ignore-shared relies on */
+	bool file_shared;
 	uint64_t page_size;  /* host page size of the backing (hugetlbfs: 2M..) */
 	/* Set while a live migration tracks dirty pages (src/migration/
 	 * dirty.c): told of every write the VMM itself makes into guest RAM,

@@ -59,6 +59,9 @@ struct kl_mig_out {
 	char *err;
 	GByteArray *mem;    /* non-NULL: the stream goes here, not to fd
 			       (socket layout; snapshot-save) */
+	/* x-ignore-shared with RAM that is a shared file: no RAM is sent,
+	 * a SHARED record names the file for the destination to check */
+	bool skip_shared_ram;
 };
 /* Reads a stream from an fd or from a memory buffer (fd < 0). */
 struct kl_mig_in {

@@ -70,6 +70,13 @@ static uint64_t default_huge_page_size(void)
 
 /* memory-backend-file's mem-path: a directory gets an unlinked temporary
  * file in it (as QEMU), anything else is opened (created) as the file. */
+/* mem-path names a file (not a directory for a temporary one) */
+static bool mem_path_is_file(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && !S_ISDIR(st.st_mode);
+}
+
 static int open_mem_path(const char *path, uint64_t size, char **err)
 {
 	struct stat st;
@@ -198,6 +205,7 @@ int kl_mem_init(struct kl_guest_mem *m, uint64_t ram_size, const struct kl_mem_o
 	m->map_size = ram_size;
 	m->memfd = fd;
 	m->shared = !opts->private_map;
+	m->file_shared = opts->mem_path && !opts->private_map && mem_path_is_file(opts->mem_path);
 	m->page_size = page;
 	uint64_t low = ram_size < KL_PCI_HOLE_START ? ram_size : KL_PCI_HOLE_START;
 	kl_mem_add_region(m, 0, low, p);

@@ -637,6 +637,9 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 	src.uri = g_strdup(uri);
 	memset(&src.out, 0, sizeof(src.out));
 	src.out.fd = -1;
+	/* x-ignore-shared, as QEMU: RAM that is a shared file is not sent
+	 * (the destination maps the same file); other RAM still is */
+	src.out.skip_shared_ram = params.ignore_shared && vm->mem.file_shared;
 	char *e = NULL;
 	if (u.t == T_FILE) {
 		src.out.fd = open(u.path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
@@ -692,6 +695,23 @@ int kl_migrate(struct kl_vm *vm, const char *uri, char **err)
 		return 0;
 	}
 	uri_free(&u);
+	if (src.out.skip_shared_ram) {
+		/* no RAM to pre-copy: the header, the SHARED record, then
+		 * stop-and-copy of the devices */
+		info.st.total_ram = vm->mem.ram_size;
+		if (kl_mig_save_header(vm, &src.out) < 0 ||
+		    kl_mig_shared_save(vm, &src.out) < 0) {
+			e = g_strdup(src.out.err ? src.out.err : "cannot write the migration stream");
+			prefer_verdict(src.out.fd, &e);
+			finish_times(kl_clock_ns());
+			fail(e);
+			source_end(vm);
+			return 0;
+		}
+		info.st.bytes = src.out.pos;
+		complete(vm, src_was_running);
+		return 0;
+	}
 	/* live pre-copy: every page once, then what the guest dirtied */
 	if (kl_dirty_start(vm, &src.dirty, &e) < 0 || kl_mig_save_header(vm, &src.out) < 0) {
 		if (!e)

@@ -151,12 +151,14 @@ static int save_region_stream(struct kl_mig_out *out, const struct kl_mem_region
 
 int kl_mig_ram_save(struct kl_vm *vm, struct kl_mig_out *out, struct kl_mig_stats *st)
 {
+	st->total_ram = vm->mem.ram_size;
+	if (out->skip_shared_ram)
+		return kl_mig_shared_save(vm, out);
 	/* stop-and-copy (vCPUs parked): pages that were never touched are
 	 * zero and not read, as the first pass of a live migration */
 	struct kl_ram_cursor c;
 	memset(&c, 0, sizeof(c));
 	kl_mig_ram_find_holes(vm, &c);
-	st->total_ram = vm->mem.ram_size;
 	int rc = 0;
 	for (unsigned i = 0; i < vm->mem.nregions && rc == 0; i++) {
 		const struct kl_mem_region *r = &vm->mem.regions[i];
@@ -372,7 +374,10 @@ void kl_mig_ram_load_begin(struct kl_vm *vm, struct kl_mig_in *in)
 	for (unsigned i = 0; i < vm->mem.nregions && i < 8; i++) {
 		const struct kl_mem_region *r = &vm->mem.regions[i];
 		in->written[i] = NULL;
-		if (!vm->mem.map_base || madvise(r->hva, r->size, MADV_REMOVE) < 0)
+		/* never a shared file's pages: they may be the source's RAM
+		 * (x-ignore-shared), or another process's */
+		if (!vm->mem.map_base || vm->mem.file_shared ||
+		    madvise(r->hva, r->size, MADV_REMOVE) < 0)
 			continue;
 		in->written[i] = g_new0(uint64_t, (r->size / KL_MIG_PAGE + 63) / 64);
 	}
@@ -459,6 +464,63 @@ int kl_mig_zero_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 			continue;
 		if (!kl_mig_page_is_zero(hva + off))
 			memset(hva + off, 0, KL_MIG_PAGE);
+	}
+	return 0;
+}
+
+/* The identity of a shared RAM file: device, inode, size. */
+static bool shared_file_id(const struct kl_guest_mem *m, uint64_t id[3])
+{
+	struct stat sb;
+	if (!m->file_shared || m->memfd < 0 || fstat(m->memfd, &sb) < 0)
+		return false;
+	id[0] = (uint64_t)sb.st_dev;
+	id[1] = (uint64_t)sb.st_ino;
+	id[2] = m->map_size;
+	return true;
+}
+
+int kl_mig_shared_save(struct kl_vm *vm, struct kl_mig_out *out)
+{
+	uint64_t id[3];
+	if (!shared_file_id(&vm->mem, id)) {
+		if (!out->err)
+			out->err = g_strdup("x-ignore-shared: guest RAM is not a shared file");
+		return -1;
+	}
+	struct kl_vms_out o;
+	kl_vms_out_init(&o);
+	kl_vms_put_u8(&o, KL_REC_SHARED);
+	for (unsigned i = 0; i < 3; i++)
+		kl_vms_put_u64(&o, id[i]);
+	int r = kl_mig_write_vms(out, &o);
+	kl_vms_out_free(&o);
+	return r;
+}
+
+int kl_mig_shared_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
+{
+	uint8_t h[24];
+	if (kl_mig_read(in, h, sizeof(h), err) < 0)
+		return -1;
+	uint64_t id[3];
+	if (!shared_file_id(&vm->mem, id)) {
+		*err = g_strdup("the source left guest RAM out of the stream (x-ignore-shared): this "
+				"destination's RAM must map the same file "
+				"(-object memory-backend-file,share=on,mem-path=...)");
+		return -1;
+	}
+	if (kl_mig_get_u64(h) != id[0] || kl_mig_get_u64(h + 8) != id[1] ||
+	    kl_mig_get_u64(h + 16) != id[2]) {
+		*err = g_strdup_printf("the source left guest RAM out of the stream (x-ignore-shared) "
+				       "but its RAM file (device 0x%llx, inode %llu, %llu bytes) is not "
+				       "this destination's (device 0x%llx, inode %llu, %llu bytes)",
+				       (unsigned long long)kl_mig_get_u64(h),
+				       (unsigned long long)kl_mig_get_u64(h + 8),
+				       (unsigned long long)kl_mig_get_u64(h + 16),
+				       (unsigned long long)id[0], (unsigned long long)id[1],
+				       (unsigned long long)id[2]);
+		return -1;
 	}
 	return 0;
 }

@@ -493,6 +493,8 @@ int kl_mig_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 			rc = kl_mig_ram_load(vm, in, err);
 		} else if (t == KL_REC_ZERO) {
 			rc = kl_mig_zero_load(vm, in, err);
+		} else if (t == KL_REC_SHARED) {
+			rc = kl_mig_shared_load(vm, in, err);
 		} else if (t == KL_REC_SECTION) {
 			rc = load_section(&c, in, err);
 		} else if (t == KL_REC_END) {

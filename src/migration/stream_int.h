@@ -14,6 +14,8 @@
 #define KL_REC_RAM 0x01       /* u64 gpa, u64 len, u32 pad; pad zero bytes; data; u32 crc */
 #define KL_REC_ZERO 0x02      /* u64 gpa, u64 len: pages that are all zero */
 #define KL_REC_SECTION 0x03   /* str name, u32 version, u32 len, payload, u32 crc */
+#define KL_REC_SHARED 0x04    /* u64 st_dev, u64 st_ino, u64 size: RAM is that shared file,
+				 not sent (x-ignore-shared) */
 #define KL_REC_END 0xff       /* u32 number of sections, u32 "END!" */
 #define KL_REC_END_TAG 0x21444e45u
 #define KL_MIG_RAM_RUN (256u * KL_MIG_PAGE) /* socket RAM records: at most 1 MiB */
@@ -61,5 +63,8 @@ void kl_mig_ram_load_end(struct kl_vm *vm, struct kl_mig_in *in);
 /* after the record type byte */
 int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);
 int kl_mig_zero_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);
+/* x-ignore-shared: the SHARED record (source) and its check (destination) */
+int kl_mig_shared_save(struct kl_vm *vm, struct kl_mig_out *out);
+int kl_mig_shared_load(struct kl_vm *vm, struct kl_mig_in *in, char **err);
 
 #endif

@@ -410,6 +410,80 @@ START_TEST(vms_bad_values)
 }
 END_TEST
 
+/* x-ignore-shared: RAM that is a shared file is left out; the SHARED record
+ * names the file and a destination mapping another file (or none) refuses. */
+static void share_file(struct mig_vm *m, int fd)
+{
+	m->vm.mem.file_shared = fd >= 0;
+	m->vm.mem.memfd = fd;
+	m->vm.mem.map_size = m->ram_size;
+}
+
+START_TEST(shared_ram)
+{
+	struct mig_vm a, b;
+	mig_vm_init(&a, RAM, 1);
+	mig_vm_init(&b, RAM, 1);
+	fill(&a);
+	int fd1 = memfd_create("ram1", MFD_CLOEXEC), fd2 = memfd_create("ram2", MFD_CLOEXEC);
+	ck_assert(fd1 >= 0 && fd2 >= 0);
+	int out_fd = memfd_create("mig", MFD_CLOEXEC);
+	char *err = NULL;
+	struct kl_mig_stats st;
+	memset(&st, 0, sizeof(st));
+	/* not a shared file: the save refuses */
+	struct kl_mig_out o0 = { .fd = out_fd, .skip_shared_ram = true };
+	ck_assert_int_eq(kl_mig_save(&a.vm, &o0, &st, &err), -1);
+	ck_assert_msg(strstr(err, "not a shared file"), "%s", err);
+	g_free(err);
+	err = NULL;
+	g_free(o0.err);
+	/* a shared file: no page in the stream */
+	share_file(&a, fd1);
+	ck_assert_int_eq(ftruncate(out_fd, 0), 0);
+	ck_assert_int_eq(lseek(out_fd, 0, SEEK_SET), 0);
+	struct kl_mig_out o = { .fd = out_fd, .skip_shared_ram = true };
+	memset(&st, 0, sizeof(st));
+	ck_assert_msg(kl_mig_save(&a.vm, &o, &st, &err) == 0, "%s", err);
+	ck_assert_uint_eq(st.normal_pages, 0);
+	ck_assert_uint_eq(st.zero_pages, 0);
+	ck_assert_uint_lt(o.pos, 4096);
+	GByteArray *s = g_byte_array_sized_new((guint)o.pos);
+	g_byte_array_set_size(s, (guint)o.pos);
+	ck_assert_int_eq(pread(out_fd, s->data, o.pos, 0), (ssize_t)o.pos);
+	/* the same file: loads, devices only (RAM untouched) */
+	share_file(&b, fd1);
+	b.ram[9 * 4096] = 0x77;
+	ck_assert_msg(load(&b, s->data, s->len, &err) == 0, "%s", err);
+	ck_assert_uint_eq(b.dev.a, 0xdeadbeef);
+	ck_assert_uint_eq(b.ram[9 * 4096], 0x77);
+	/* another file, or RAM that is no shared file: refused, naming it */
+	share_file(&b, fd2);
+	ck_assert_int_eq(load(&b, s->data, s->len, &err), -1);
+	ck_assert_msg(strstr(err, "x-ignore-shared") && strstr(err, "is not this destination"),
+		      "%s", err);
+	g_free(err);
+	err = NULL;
+	share_file(&b, -1);
+	ck_assert_int_eq(load(&b, s->data, s->len, &err), -1);
+	ck_assert_msg(strstr(err, "must map the same file"), "%s", err);
+	g_free(err);
+	/* truncated inside the record */
+	share_file(&b, fd1);
+	for (size_t n = s->len - 30; n < s->len; n++) {
+		err = NULL;
+		ck_assert_int_eq(load(&b, s->data, n, &err), -1);
+		g_free(err);
+	}
+	g_byte_array_free(s, TRUE);
+	close(out_fd);
+	close(fd1);
+	close(fd2);
+	mig_vm_free(&a);
+	mig_vm_free(&b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("migration");
@@ -426,6 +500,7 @@ static Suite *suite(void)
 	tcase_add_test(t, shape_refusals);
 	tcase_add_test(t, vms_round_trip);
 	tcase_add_test(t, vms_bad_values);
+	tcase_add_test(t, shared_ram);
 	suite_add_tcase(s, t);
 	return s;
 }
