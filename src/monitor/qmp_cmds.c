@@ -232,7 +232,7 @@ static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject 
 	JsonArray *a = json_array_new();
 	for (unsigned i = 0; s->vm->vcpus && i < s->vm->ncpus; i++) {
 		const struct kl_vcpu *c = s->vm->vcpus[i];
-		if (!c)
+		if (!kl_vcpu_plugged(c))
 			continue;
 		int idx = kl_vcpu_index(c);
 		int64_t so, co, th;
@@ -297,7 +297,7 @@ static char *hmp_run(struct kl_qmp_session *s, const char *line, int64_t cur_cpu
 		g_string_append(o, "\r\n");
 	} else if (!strcmp(c0, "info") && c1 && words->len == 2 && !strcmp(c1, "cpus")) {
 		for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
-			if (!vm->vcpus[i])
+			if (!kl_vcpu_plugged(vm->vcpus[i]))
 				continue;
 			int idx = kl_vcpu_index(vm->vcpus[i]);
 			g_string_append_printf(o, "%c CPU #%d: thread_id=%d\r\n",
