@@ -54,6 +54,9 @@ void kl_cpuhp_foreach_slot(struct kl_vm *vm,
 				      unsigned socket, unsigned core, unsigned thread,
 				      const char *qom_path),
 			   void *opaque);
+/* QOM path of the vCPU in slot (query-cpus-fast): /machine/peripheral/ID
+ * for one added with an id, else /machine/unattached/device[slot]; g_free. */
+char *kl_cpuhp_qom_path(struct kl_vm *vm, unsigned slot);
 /* DEVICE_DELETED sender (the monitor): id may be NULL. */
 void kl_cpuhp_set_deleted_fn(void (*fn)(const char *id, const char *path));
 

@@ -60,6 +60,12 @@ static char *qom_path(const struct cpuhp_state *st, unsigned slot)
 	return g_strdup_printf("/machine/unattached/device[%u]", slot);
 }
 
+char *kl_cpuhp_qom_path(struct kl_vm *vm, unsigned slot)
+{
+	struct cpuhp_state *st = st_of(vm);
+	return qom_path(st && slot < vm->ncpus ? st : NULL, slot);
+}
+
 void kl_cpuhp_foreach_slot(struct kl_vm *vm,
 			   void (*fn)(void *opaque, const char *type, unsigned slot,
 				      unsigned socket, unsigned core, unsigned thread,

@@ -6,6 +6,7 @@
 #include "kvmlite/assist.h"
 #include "kvmlite/block.h"
 #include "kvmlite/chardev.h"
+#include "kvmlite/cpu_hotplug.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
 #include "kvmlite/numa.h"
@@ -245,7 +246,7 @@ static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject 
 			json_object_set_int_member(p, "node-id", kl_numa_cpu_node((unsigned)idx));
 		JsonObject *o = json_object_new();
 		json_object_set_int_member(o, "cpu-index", idx);
-		char *qom = g_strdup_printf("/machine/unattached/device[%d]", idx);
+		char *qom = kl_cpuhp_qom_path(s->vm, (unsigned)idx);
 		json_object_set_string_member(o, "qom-path", qom);
 		g_free(qom);
 		json_object_set_int_member(o, "thread-id", kl_vcpu_thread_id(c));

@@ -11,7 +11,7 @@ vcpus-count 1, props socket-id/core-id/thread-id and a qom-path for the boot
 CPU only; device_add errors: the boot CPU's occupied slot, a core-id and a
 socket-id out of range, a missing thread-id, an unknown property, another
 CPU type; device_add of core 1 succeeds: its slot gets qom-path
-/machine/peripheral/c1, query-cpus-fast lists two CPUs, the same slot again
+/machine/peripheral/c1, query-cpus-fast lists two CPUs (c1 at that path), the same slot again
 is refused, a duplicate id is refused; device_del of the boot CPU is refused.
 kvmlite only (QEMU refuses CPU unplug until the guest's firmware switched
 its CPU hot-plug to the modern interface, which the probe's does not): a
@@ -93,8 +93,9 @@ def main():
         s = slots(q)
         check(s == [want_slot(2), want_slot(1, "/machine/peripheral/c1"), want_slot(0, boot)],
               "query-hotpluggable-cpus after the plug: %r" % s)
-        cpus = sorted(c["cpu-index"] for c in q.cmd("query-cpus-fast"))
-        check(cpus == [0, 1], "query-cpus-fast lists CPUs 0 and 1: %r" % cpus)
+        cpus = sorted((c["cpu-index"], c["qom-path"]) for c in q.cmd("query-cpus-fast"))
+        check(cpus == [(0, boot), (1, "/machine/peripheral/c1")],
+              "query-cpus-fast lists CPUs 0 and 1 with their QOM paths: %r" % cpus)
         e = err(q, "device_add", cpu(1, id="c2"))
         check(e == {"class": "GenericError", "desc": "CPU[1] with APIC ID 1 exists"},
               "device_add of the plugged slot again: %r" % e)

@@ -378,3 +378,8 @@ void kl_cpuhp_foreach_slot(struct kl_vm *vm,
 	(void)vm, (void)fn, (void)opaque;
 }
 void kl_cpuhp_set_deleted_fn(void (*fn)(const char *id, const char *path)) { (void)fn; }
+char *kl_cpuhp_qom_path(struct kl_vm *vm, unsigned slot)
+{
+	(void)vm;
+	return g_strdup_printf("/machine/unattached/device[%u]", slot);
+}
