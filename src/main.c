@@ -17,6 +17,7 @@
 #include "kvmlite/cli.h"
 #include "kvmlite/cpu.h"
 #include "kvmlite/device.h"
+#include "kvmlite/cpu_hotplug.h"
 #include "kvmlite/hotplug.h"
 #include "kvmlite/hw.h"
 #include "kvmlite/loop.h"
@@ -79,7 +80,7 @@ static int load_boot(struct kl_vm *vm)
 	struct kvm_sregs sregs;
 	char *err = NULL;
 	kl_vcpu_get_reset_state(vm->vcpus[0], &regs, &sregs);
-	if (kl_boot_load_ex(&vm->mem, &boot_cfg, vm->ncpus, &boot_opts, &regs, &sregs, NULL,
+	if (kl_boot_load_ex(&vm->mem, &boot_cfg, vm->boot_cpus, &boot_opts, &regs, &sregs, NULL,
 			    &err) < 0) {
 		fprintf(stderr, "kvmlite: %s\n", err);
 		g_free(err);
@@ -539,7 +540,7 @@ int main(int argc, char **argv)
 			die("-blockdev %s: %s", spec, err);
 	}
 	struct kl_cpu_opts copts = { .model = cli.cpu, .assist = cli.assist,
-				     .assist_log = cli.assist_log };
+				     .assist_log = cli.assist_log, .max_cpus = cli.maxcpus };
 	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
 		die_err(err);
 	/* host NUMA placement, before the guest touches its RAM */
@@ -587,6 +588,13 @@ int main(int argc, char **argv)
 		/* ACPI PCI hot-plug on the PCI host's bus 0 (docs/hotplug.md) */
 		if (kl_qdev_hotplug_init(vm, &err) < 0)
 			die_err(err);
+		/* vCPU hot-plug when -smp maxcpus > cpus (src/hotplug/cpu_hotplug.c) */
+		if (kl_cpuhp_init(vm, &err) < 0)
+			die_err(err);
+		kl_acpi_set_cpu_slots(vm->ncpus);
+	} else if (vm->ncpus > vm->boot_cpus) {
+		die("-smp maxcpus=%u: CPU hot-plug needs ACPI PCI (-M pc, or -M microvm,pcie=on)",
+		    vm->ncpus);
 		if (!kl_pci_host_create(vm, NULL, &err))
 			die_err(err);
 	}
@@ -727,6 +735,7 @@ int main(int argc, char **argv)
 	kl_thr_group_objects_free();
 	kl_object_types_free_all();
 	kl_acpi_set_numa(NULL);
+	kl_acpi_set_cpu_slots(0);
 	kl_numa_free(&numa);
 	kl_monitor_cleanup();
 	kl_chardev_cleanup();

@@ -127,6 +127,10 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
  * (max entries; returns the count), for the tables and tests. */
 struct kl_numa;
 void kl_acpi_set_numa(const struct kl_numa *n);
+/* CPU hot-plug (-smp maxcpus=): from now on the MADT lists `slots` CPUs, those
+ * beyond ncpus disabled, and the DSDT has the CPU hot-plug devices
+ * (kvmlite/cpu_hotplug.h).  0: none. */
+void kl_acpi_set_cpu_slots(unsigned slots);
 struct kl_acpi_mem_range {
 	unsigned node;
 	uint64_t base, len;

@@ -10,6 +10,7 @@
 struct kl_cli {
 	uint64_t ram_size;       /* bytes; default 128 MiB */
 	unsigned smp, sockets, cores, threads;
+	unsigned maxcpus;        /* -smp maxcpus= (= smp when not given) */
 	char *kernel, *initrd, *append;
 	char *cpu;               /* -cpu; NULL = default model */
 	int assist;              /* -accel kvm,emulation-assist=on|off: enum kl_assist_mode */

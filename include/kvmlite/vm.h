@@ -24,6 +24,7 @@ struct kl_cpu_opts {
 	const char *model;       /* -cpu; NULL = the default model */
 	int assist;              /* enum kl_assist_mode (kvmlite/assist.h) */
 	bool assist_log;         /* -d assist */
+	unsigned max_cpus;       /* -smp maxcpus=: vCPU slots (0: = ncpus) */
 };
 
 enum kl_runstate {
@@ -63,9 +64,12 @@ struct kl_vm {
 	struct kl_bus pio;
 	struct kl_bus mmio;
 
-	unsigned ncpus;
+	unsigned ncpus;            /* vCPU slots (-smp maxcpus=) */
+	unsigned boot_cpus;        /* present at start (-smp N): slots 0..N-1 */
 	unsigned sockets, cores, threads;
-	struct kl_vcpu **vcpus;
+	struct kl_vcpu **vcpus;    /* ncpus entries, one per slot; an empty slot's
+				      vCPU exists but is not plugged (kl_vcpu_plugged) */
+	const char *cpu_model;     /* -cpu, for hot-plugged vCPUs */
 	struct kl_assist *assist;  /* emulation assist, NULL when off */
 	struct kl_virtio_mmio_slots *virtio_mmio; /* -M microvm's virtio-mmio
 						     transports (virtio.h), or NULL */
@@ -145,5 +149,14 @@ void kl_vm_emit(struct kl_vm *vm, enum kl_vm_event ev, const struct kl_event_inf
 /* vCPU info for query-cpus-fast */
 int kl_vcpu_index(const struct kl_vcpu *c);
 int kl_vcpu_thread_id(const struct kl_vcpu *c); /* host TID */
+/* vCPU hot-plug (src/hotplug/cpu_hotplug.c).  Every slot's vCPU and thread
+ * exist from the start (the seccomp sandbox allows neither KVM_CREATE_VCPU
+ * nor a KVM_RUN thread made by the armed main thread later); an empty slot's
+ * thread stays parked.  BQL held, main loop. */
+bool kl_vcpu_plugged(const struct kl_vcpu *c);
+/* Plug: the vCPU loads its reset state (an AP: wait-for-SIPI) and runs. */
+void kl_vcpu_plug(struct kl_vcpu *c);
+/* Unplug: returns once the vCPU is out of KVM_RUN and parked. */
+void kl_vcpu_unplug(struct kl_vcpu *c);
 
 #endif

@@ -90,7 +90,7 @@ FLAGFN(f_smp)
 	    get_count(o, "maxcpus", flag, &maxcpus, err) < 0 || get_count(o, "dies", flag, &dies, err) < 0 ||
 	    kl_opts_check_unused(o, flag, err) < 0)
 		goto out;
-	if (!kl_opts_get(o, "cpus") && !sockets && !cores && !threads) {
+	if (!kl_opts_get(o, "cpus") && !sockets && !cores && !threads && !maxcpus) {
 		*err = g_strdup_printf("%s %s: give the number of CPUs", flag, v);
 		goto out;
 	}
@@ -98,25 +98,46 @@ FLAGFN(f_smp)
 		*err = g_strdup_printf("%s %s: the number of CPUs must be at least 1", flag, v);
 		goto out;
 	}
-	if (!sockets) sockets = 1;
-	if (!threads) threads = 1;
+	/* QEMU 7.2's machine_parse_smp_config (cores preferred over sockets) */
 	if (!dies) dies = 1;
-	if (!cores) cores = cpus ? (cpus + sockets * threads - 1) / (sockets * threads) : 1;
-	if (!cpus) cpus = sockets * cores * threads;
-	if (sockets * dies * cores * threads < cpus) {
-		*err = g_strdup_printf("%s %s: sockets*cores*threads (%u) is less than cpus (%u)", flag, v,
-				       sockets * dies * cores * threads, cpus);
+	if (!cpus && !maxcpus) {
+		if (!sockets) sockets = 1;
+		if (!cores) cores = 1;
+		if (!threads) threads = 1;
+	} else {
+		if (!maxcpus) maxcpus = cpus;
+		if (!sockets) sockets = 1;
+		if (!cores) {
+			if (!threads) threads = 1;
+			cores = maxcpus / (sockets * dies * threads);
+		}
+		if (!threads) threads = cores ? maxcpus / (sockets * dies * cores) : 0;
+	}
+	if (!maxcpus) maxcpus = sockets * dies * cores * threads;
+	if (!cpus) cpus = maxcpus;
+	if (sockets * dies * cores * threads != maxcpus) {
+		*err = g_strdup_printf("Invalid CPU topology: product of the hierarchy must match "
+				       "maxcpus: sockets (%u) * dies (%u) * cores (%u) * threads (%u) "
+				       "!= maxcpus (%u)", sockets, dies, cores, threads, maxcpus);
 		goto out;
 	}
-	if (maxcpus && maxcpus != cpus) {
-		*err = g_strdup_printf("%s %s: CPU hotplug (maxcpus > cpus) is not supported", flag, v);
+	if (maxcpus < cpus) {
+		*err = g_strdup_printf("Invalid CPU topology: maxcpus must be equal to or greater than "
+				       "smp: sockets (%u) * dies (%u) * cores (%u) * threads (%u) == "
+				       "maxcpus (%u) < smp_cpus (%u)", sockets, dies, cores, threads,
+				       maxcpus, cpus);
 		goto out;
 	}
-	if (cpus > 255) {
+	if (dies != 1) {
+		*err = g_strdup_printf("%s %s: dies > 1 are not supported", flag, v);
+		goto out;
+	}
+	if (maxcpus > 255) {
 		*err = g_strdup_printf("%s %s: at most 255 CPUs are supported", flag, v);
 		goto out;
 	}
 	c->smp = cpus;
+	c->maxcpus = maxcpus;
 	c->sockets = sockets;
 	c->cores = cores;
 	c->threads = threads;
@@ -412,7 +433,7 @@ FLAGFN(f_accepted)
 
 static const struct flag flags[] = {
 	{ "m", ARG, f_m, "-m [size=]SIZE       guest RAM (default 128M; suffixes K, M, G, T)" },
-	{ "smp", ARG, f_smp, "-smp N[,sockets=S][,cores=C][,threads=T]  number of vCPUs" },
+	{ "smp", ARG, f_smp, "-smp N[,maxcpus=M][,sockets=S][,cores=C][,threads=T]  number of vCPUs (M: hot-pluggable slots)" },
 	{ "cpu", ARG, f_cpu, "-cpu MODEL[,+feat][,-feat]  CPU model (-cpu help lists them)" },
 	{ "M", ARG, f_machine, "-M, -machine TYPE[,accel=kvm][,memory-backend=ID][,pcie=on][,mem-merge=on|off]\n"
 			       "                       pc/q35: PC with PCI; microvm: virtio-mmio, no PCI unless pcie=on;\n"
@@ -486,7 +507,7 @@ int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
 {
 	memset(c, 0, sizeof(*c));
 	c->ram_size = 128ULL << 20;
-	c->smp = c->sockets = c->cores = c->threads = 1;
+	c->smp = c->maxcpus = c->sockets = c->cores = c->threads = 1;
 	c->machine_pcie = c->machine_auto_cmdline = -1;
 	c->mem_merge = true;
 	c->drives = g_ptr_array_new_with_free_func(g_free);

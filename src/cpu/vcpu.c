@@ -116,6 +116,7 @@ struct kl_vcpu *kl_vcpu_create(struct kl_vm *vm, unsigned index, const char *mod
 	struct kl_vcpu *c = g_new0(struct kl_vcpu, 1);
 	c->vm = vm;
 	c->index = index;
+	c->plugged = index < vm->boot_cpus;
 	c->fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, (unsigned long)index);
 	if (c->fd < 0) {
 		*err = g_strdup_printf("cannot create vCPU %u: %s", index, g_strerror(errno));
@@ -176,6 +177,27 @@ int kl_vcpu_index(const struct kl_vcpu *c)
 int kl_vcpu_thread_id(const struct kl_vcpu *c)
 {
 	return c->tid;
+}
+
+bool kl_vcpu_plugged(const struct kl_vcpu *c)
+{
+	return c && c->plugged;
+}
+
+void kl_vcpu_plug(struct kl_vcpu *c)
+{
+	c->plugged = true;
+	c->reset_gen = 0; /* reload the reset state first: an AP waits for SIPI */
+	g_cond_broadcast(&c->vm->state_cond);
+}
+
+void kl_vcpu_unplug(struct kl_vcpu *c)
+{
+	c->plugged = false;
+	while (c->started && !c->exited && !c->parked) {
+		kl_vcpu_kick(c);
+		kl_cond_wait(&c->vm->state_cond);
+	}
 }
 
 static const char *seg_fmt(const struct kvm_segment *s, char *buf, size_t n)
@@ -416,7 +438,7 @@ static bool may_run(struct kl_vcpu *c)
 {
 	struct kl_vm *vm = c->vm;
 	return vm->state == KL_RS_RUNNING && !vm->pause_req && !vm->quit_requested &&
-	       c->reset_gen == vm->reset_gen && !c->stop_after_exit;
+	       c->reset_gen == vm->reset_gen && !c->stop_after_exit && c->plugged;
 }
 
 static void *vcpu_thread(void *p)

@@ -17,6 +17,7 @@ struct kl_vcpu {
 	pthread_t thread;
 	int tid;
 	bool started, exited, parked;
+	bool plugged;            /* false: an empty hot-plug slot (parked) */
 	struct kl_assist_vcpu *assist; /* emulation assist, NULL when off */
 	uint32_t cpuid_crc;       /* CRC-32 of the CPUID table set (migration check) */
 	bool stop_after_exit;    /* a reset was requested from this vCPU */

@@ -135,9 +135,12 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 	vm->event_listeners = g_ptr_array_new_with_free_func(g_free);
 	vm->cleanups = g_ptr_array_new_with_free_func(g_free);
 	vm->state = KL_RS_PRELAUNCH;
-	vm->ncpus = ncpus;
+	unsigned slots = cpu->max_cpus > ncpus ? cpu->max_cpus : ncpus;
+	vm->ncpus = slots;
+	vm->boot_cpus = ncpus;
+	vm->cpu_model = cpu->model;
 	vm->sockets = 1;
-	vm->cores = ncpus;
+	vm->cores = slots;
 	vm->threads = 1;
 
 	const char *dev = getenv("KVMLITE_KVM_DEV");
@@ -163,12 +166,12 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 	int maxcpus = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MAX_VCPUS);
 	if (maxcpus <= 0)
 		maxcpus = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_NR_VCPUS);
-	if (maxcpus > 0 && ncpus > (unsigned)maxcpus) {
-		*err = g_strdup_printf("-smp %u exceeds KVM's maximum of %d vCPUs", ncpus, maxcpus);
+	if (maxcpus > 0 && slots > (unsigned)maxcpus) {
+		*err = g_strdup_printf("-smp %u exceeds KVM's maximum of %d vCPUs", slots, maxcpus);
 		return -1;
 	}
-	if (ncpus > 255) {
-		*err = g_strdup_printf("-smp %u: at most 255 vCPUs are supported (xAPIC ids)", ncpus);
+	if (slots > 255) {
+		*err = g_strdup_printf("-smp %u: at most 255 vCPUs are supported (xAPIC ids)", slots);
 		return -1;
 	}
 	vm->vcpu_mmap_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
@@ -226,8 +229,8 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 		if (!vm->assist)
 			return -1;
 	}
-	vm->vcpus = g_new0(struct kl_vcpu *, ncpus);
-	for (unsigned i = 0; i < ncpus; i++) {
+	vm->vcpus = g_new0(struct kl_vcpu *, slots);
+	for (unsigned i = 0; i < slots; i++) {
 		vm->vcpus[i] = kl_vcpu_create(vm, i, cpu->model, err);
 		if (!vm->vcpus[i])
 			return -1;
@@ -243,7 +246,7 @@ int kl_vm_start(struct kl_vm *vm, bool paused, char **err)
 {
 	vm->state = paused ? KL_RS_PRELAUNCH : KL_RS_RUNNING;
 	for (unsigned i = 0; i < vm->ncpus; i++)
-		if (kl_vcpu_start(vm->vcpus[i], err) < 0)
+		if (vm->vcpus[i] && kl_vcpu_start(vm->vcpus[i], err) < 0)
 			return -1;
 	return 0;
 }
@@ -262,7 +265,7 @@ static void wait_parked(struct kl_vm *vm)
 		unsigned idle = 0;
 		for (unsigned i = 0; i < vm->ncpus; i++) {
 			struct kl_vcpu *c = vm->vcpus[i];
-			if (!c->started || c->exited || c->parked)
+			if (!c || !c->started || c->exited || c->parked)
 				idle++;
 		}
 		if (idle == vm->ncpus)

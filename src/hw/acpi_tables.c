@@ -23,6 +23,7 @@
  */
 #include "aml.h"
 #include "boot_priv.h"
+#include "kvmlite/cpu_hotplug.h"
 #include "kvmlite/hotplug.h"
 #include "kvmlite/pci.h"
 
@@ -183,6 +184,15 @@ static void gas_io(uint8_t *g, uint64_t port, uint8_t bits, uint8_t access)
 	kl_put64(g + 4, port);
 }
 
+/* -smp maxcpus=: vCPU slots (0 or <= ncpus: no CPU hot-plug).  A count,
+ * set once by main.c as kl_acpi_set_numa. */
+static unsigned cpu_slots;
+
+void kl_acpi_set_cpu_slots(unsigned slots)
+{
+	cpu_slots = slots;
+}
+
 int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, char **err)
 {
 	return kl_acpi_write_ex(m, ncpus, true, rsdp, err);
@@ -197,11 +207,19 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 		return -1;
 	}
 	const uint64_t base = KL_ACPI_TABLES_ADDR;
+	/* CPU hot-plug: the MADT lists every slot, the absent ones disabled
+	 * (flags 0, as QEMU 7.2's pc); the DSDT has QEMU's CPU devices */
+	unsigned present = ncpus;
+	bool cpuhp = pci && cpu_slots > ncpus && cpu_slots <= ACPI_MAX_CPUS;
+	if (cpuhp)
+		ncpus = cpu_slots;
 	GByteArray *aml = g_byte_array_new();
 	aml_bytes(aml, aml_s5, sizeof(aml_s5));
 	if (pci) {
 		aml_pci_root(aml);
 		kl_acpi_pcihp_aml(aml);         /* PCI hot-plug slots, \_GPE._E01 */
+		if (cpuhp)
+			kl_acpi_cpuhp_aml(aml, ncpus); /* \_SB.CPUS, \_GPE._E02 */
 	}
 	uint32_t dsdt_len = HDR_SIZE + aml->len;
 	uint32_t madt_off = (DSDT_OFF + dsdt_len + 15) & ~15u;
@@ -260,7 +278,7 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 		p[1] = 8;
 		p[2] = (uint8_t)i;                      /* ACPI processor UID */
 		p[3] = (uint8_t)i;                      /* APIC id */
-		kl_put32(p + 4, 1);                     /* enabled */
+		kl_put32(p + 4, i < present ? 1 : 0);   /* enabled (hot-plug: absent) */
 	}
 	p[0] = 1;                                       /* I/O APIC */
 	p[1] = 12;

@@ -154,6 +154,7 @@ KL_QMP_BLOCK_CMDS_DECL(kl_qmp_device_del)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_netdev_add)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_netdev_del)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_pci)
+KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_hotpluggable_cpus)
 extern const struct kl_qmp_arg kl_qmp_device_del_args[];
 /* device_add / netdev_add: free-form (the commands check them) */
 #define KL_QMP_HOTPLUG_CMDS \
@@ -161,7 +162,8 @@ extern const struct kl_qmp_arg kl_qmp_device_del_args[];
 	{ "device_del", kl_qmp_device_del, kl_qmp_device_del_args }, \
 	{ "netdev_add", kl_qmp_netdev_add, NULL }, \
 	{ "netdev_del", kl_qmp_netdev_del, kl_qmp_device_del_args }, \
-	{ "query-pci", kl_qmp_query_pci, no_args },
+	{ "query-pci", kl_qmp_query_pci, no_args }, \
+	{ "query-hotpluggable-cpus", kl_qmp_query_hotpluggable_cpus, no_args },
 
 /* Event name + optional data (consumed) -> every negotiated client. */
 void kl_monitor_broadcast(const char *event, JsonNode *data);

@@ -6,6 +6,7 @@
 #include "kvmlite/assist.h"
 #include "kvmlite/block.h"
 #include "kvmlite/chardev.h"
+#include "kvmlite/cpu_hotplug.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
 #include "kvmlite/numa.h"
@@ -232,7 +233,7 @@ static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject 
 	JsonArray *a = json_array_new();
 	for (unsigned i = 0; s->vm->vcpus && i < s->vm->ncpus; i++) {
 		const struct kl_vcpu *c = s->vm->vcpus[i];
-		if (!c)
+		if (!kl_vcpu_plugged(c))
 			continue;
 		int idx = kl_vcpu_index(c);
 		int64_t so, co, th;
@@ -245,7 +246,7 @@ static enum kl_qmp_err cmd_query_cpus_fast(struct kl_qmp_session *s, JsonObject 
 			json_object_set_int_member(p, "node-id", kl_numa_cpu_node((unsigned)idx));
 		JsonObject *o = json_object_new();
 		json_object_set_int_member(o, "cpu-index", idx);
-		char *qom = g_strdup_printf("/machine/unattached/device[%d]", idx);
+		char *qom = kl_cpuhp_qom_path(s->vm, (unsigned)idx);
 		json_object_set_string_member(o, "qom-path", qom);
 		g_free(qom);
 		json_object_set_int_member(o, "thread-id", kl_vcpu_thread_id(c));
@@ -297,7 +298,7 @@ static char *hmp_run(struct kl_qmp_session *s, const char *line, int64_t cur_cpu
 		g_string_append(o, "\r\n");
 	} else if (!strcmp(c0, "info") && c1 && words->len == 2 && !strcmp(c1, "cpus")) {
 		for (unsigned i = 0; vm->vcpus && i < vm->ncpus; i++) {
-			if (!vm->vcpus[i])
+			if (!kl_vcpu_plugged(vm->vcpus[i]))
 				continue;
 			int idx = kl_vcpu_index(vm->vcpus[i]);
 			g_string_append_printf(o, "%c CPU #%d: thread_id=%d\r\n",

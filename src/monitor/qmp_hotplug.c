@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../block/node.h"
+#include "kvmlite/cpu_hotplug.h"
 #include "kvmlite/hotplug.h"
 #include "kvmlite/net.h"
 #include "kvmlite/pci.h"
@@ -24,6 +25,7 @@ static void send_deleted(const char *id, const char *path)
 static void __attribute__((constructor)) hotplug_events_register(void)
 {
 	kl_qdev_set_deleted_fn(send_deleted);
+	kl_cpuhp_set_deleted_fn(send_deleted);
 }
 
 enum kl_qmp_err kl_qmp_device_add(struct kl_qmp_session *s, JsonObject *args, JsonNode **ret,
@@ -33,7 +35,8 @@ enum kl_qmp_err kl_qmp_device_add(struct kl_qmp_session *s, JsonObject *args, Js
 	struct kl_opts *o = kl_opts_from_json(args, "device_add", desc);
 	if (!o)
 		return KL_QMP_GENERIC;
-	int r = kl_qdev_add(s->vm, o, true, desc);
+	int r = kl_cpuhp_is_cpu_driver(kl_opts_get(o, "driver")) ?
+		kl_cpuhp_device_add(s->vm, o, desc) : kl_qdev_add(s->vm, o, true, desc);
 	kl_opts_free(o);
 	return r < 0 ? KL_QMP_GENERIC : KL_QMP_OK;
 }
@@ -43,6 +46,9 @@ enum kl_qmp_err kl_qmp_device_del(struct kl_qmp_session *s, JsonObject *args, Js
 {
 	(void)ret;
 	bool not_found;
+	int c = kl_cpuhp_device_del(s->vm, json_object_get_string_member(args, "id"), desc);
+	if (c <= 0)
+		return c < 0 ? KL_QMP_GENERIC : KL_QMP_OK;
 	if (kl_qdev_del(s->vm, json_object_get_string_member(args, "id"), &not_found, desc) < 0)
 		return not_found ? KL_QMP_DEVICE_NOT_FOUND : KL_QMP_GENERIC;
 	return KL_QMP_OK;
@@ -190,6 +196,34 @@ enum kl_qmp_err kl_qmp_query_pci(struct kl_qmp_session *s, JsonObject *args, Jso
 	json_object_set_array_member(bus, "devices", devs);
 	JsonArray *a = json_array_new();
 	json_array_add_object_element(a, bus);
+	*ret = kl_qmp_arr_node(a);
+	return KL_QMP_OK;
+}
+
+static void add_hp_cpu(void *opaque, const char *type, unsigned slot, unsigned socket,
+		       unsigned core, unsigned thread, const char *qom_path)
+{
+	(void)slot;
+	JsonObject *p = json_object_new();
+	json_object_set_int_member(p, "core-id", core);
+	json_object_set_int_member(p, "thread-id", thread);
+	json_object_set_int_member(p, "socket-id", socket);
+	JsonObject *e = json_object_new();
+	json_object_set_object_member(e, "props", p);
+	json_object_set_int_member(e, "vcpus-count", 1);
+	if (qom_path)
+		json_object_set_string_member(e, "qom-path", qom_path);
+	json_object_set_string_member(e, "type", type);
+	json_array_add_object_element(opaque, e);
+}
+
+/* query-hotpluggable-cpus: every slot, highest first, as QEMU */
+enum kl_qmp_err kl_qmp_query_hotpluggable_cpus(struct kl_qmp_session *s, JsonObject *args,
+					       JsonNode **ret, char **desc)
+{
+	(void)args, (void)desc;
+	JsonArray *a = json_array_new();
+	kl_cpuhp_foreach_slot(s->vm, add_hp_cpu, a);
 	*ret = kl_qmp_arr_node(a);
 	return KL_QMP_OK;
 }

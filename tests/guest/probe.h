@@ -269,6 +269,8 @@ uint8_t checksum8(const void *p, size_t len);
  * probe_ap_hook(slot) when it is set (slot 0.. in start order), and halts
  * when that returns. */
 int probe_smp_start(void);
+/* Start one AP (a hot-plugged CPU): INIT-SIPI-SIPI; *reported its LAPIC id. */
+int probe_ap_start(unsigned id, unsigned *reported);
 extern void (*probe_ap_hook)(unsigned slot);
 
 /* ---- guest-requested reset (t_basic.c) ---------------------------------- */

@@ -125,6 +125,44 @@ int probe_smp_start(void)
 	return 0;
 }
 
+/* Start the one AP with APIC id `id` (a hot-plugged CPU: t_cpuhp.c) with
+ * INIT-SIPI-SIPI; each call takes a fresh AP slot and stack (at most 8).
+ * 0 with *reported = the APIC id the AP read from its LAPIC, or -1. */
+int probe_ap_start(unsigned id, unsigned *reported)
+{
+	static bool ready;
+	const unsigned max = 8;
+	if (!ready) {
+		memcpy((void *)(uintptr_t)TRAMPOLINE_BASE, trampoline_start,
+		       (size_t)(trampoline_end - trampoline_start));
+		ap_stack_size = AP_STACK_PAGES * 4096;
+		ap_stack_base = (uint64_t)(uintptr_t)probe_alloc_pages(AP_STACK_PAGES * max);
+		if (!ap_stack_base)
+			return probe_fail("cannot allocate AP stacks");
+		ap_next_slot = 0;
+		ap_reported = 0;
+		barrier();
+		lapic_enable();
+		lapic_write(LAPIC_ESR, 0);
+		ready = true;
+	}
+	uint32_t before = ap_reported;
+	if (before >= max)
+		return probe_fail("probe_ap_start: more than %u AP starts", max);
+	if (lapic_send_ipi(id, 0x0000c500) || lapic_send_ipi(id, 0x00008500))
+		return probe_fail("INIT IPI to apic id %u stayed pending", id);
+	udelay(10000);
+	for (unsigned s = 0; s < 2 && ap_reported == before; s++) {
+		if (lapic_send_ipi(id, 0x00004600 | (TRAMPOLINE_BASE >> 12)))
+			return probe_fail("SIPI to apic id %u stayed pending", id);
+		udelay(200);
+	}
+	if (!wait_reported(before + 1, 2000000))
+		return probe_fail("AP apic id %u did not report within 2 s", id);
+	*reported = ap_ids[before];
+	return 0;
+}
+
 static int test_smp(void)
 {
 	return probe_smp_start();

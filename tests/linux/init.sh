@@ -99,6 +99,28 @@ powerdown)
 		exec 3<&-
 	fi
 	;;
+cpuhp)
+	# -smp 1,maxcpus=2: the host device_adds CPU 1 after this line; online
+	# it as udev would and run a process pinned to it
+	echo "KL-READY cpuhp $(nproc)"
+	i=0
+	while [ ! -e /sys/devices/system/cpu/cpu1/online ] && [ $i -lt 300 ]; do
+		sleep 1
+		i=$((i + 1))
+	done
+	if [ ! -e /sys/devices/system/cpu/cpu1/online ]; then
+		fail cpuhp "no /sys/devices/system/cpu/cpu1 after device_add"
+	elif ! echo 1 >/sys/devices/system/cpu/cpu1/online; then
+		fail cpuhp "writing 1 to cpu1/online failed"
+	else
+		c1=$(taskset -c 1 cut -d' ' -f39 /proc/self/stat)
+		if [ "$(nproc)" = 2 ] && [ "$c1" = 1 ]; then
+			pass cpuhp
+		else
+			fail cpuhp "nproc $(nproc), the process pinned to CPU 1 ran on '$c1'"
+		fi
+	fi
+	;;
 shell)
 	exec sh
 	;;

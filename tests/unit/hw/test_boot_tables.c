@@ -486,6 +486,46 @@ START_TEST(test_acpi)
 }
 END_TEST
 
+/* CPU hot-plug (-smp 1,maxcpus=3): the MADT lists 3 LAPICs, only the first
+ * enabled; the DSDT has \_SB.PCI0.PRES, \_SB.CPUS with C000..C002, CSCN,
+ * and \_GPE._E02; without slots (0) none of it. */
+START_TEST(test_acpi_cpuhp)
+{
+	char *err = NULL;
+	uint64_t rsdp = 0;
+	kl_acpi_set_cpu_slots(_i ? 3 : 0);
+	ck_assert_int_eq(kl_acpi_write(&mem, 1, &rsdp, &err), 0);
+	kl_acpi_set_cpu_slots(0);
+	uint8_t *x = gpa(rd64(gpa(rsdp + 24, 8)), 52);
+	uint8_t *madt = table(rd64(x + 44), "APIC");
+	uint8_t *fadt = table(rd64(x + 36), "FACP");
+	uint8_t *dsdt = table(rd32(fadt + 40), "DSDT");
+	uint32_t mlen = rd32(madt + 4), dlen = rd32(dsdt + 4);
+	unsigned n = 0, enabled = 0, ioapic_id = 0;
+	for (uint32_t off = 44; off + 2 <= mlen; off += madt[off + 1]) {
+		if (madt[off] == 0) {
+			ck_assert_uint_eq(madt[off + 2], n);       /* UID */
+			ck_assert_uint_eq(madt[off + 3], n);       /* APIC id */
+			ck_assert_uint_eq(rd32(madt + off + 4), n == 0 ? 1 : 0);
+			enabled += rd32(madt + off + 4) & 1;
+			n++;
+		} else if (madt[off] == 1) {
+			ioapic_id = madt[off + 2];
+		}
+	}
+	ck_assert_uint_eq(n, _i ? 3 : 1);
+	ck_assert_uint_eq(enabled, 1);
+	ck_assert_uint_eq(ioapic_id, n);
+	const uint8_t *d = dsdt + 36, *end = dsdt + dlen;
+	const char *names[] = { "CSCN", "CTFY", "CSTA", "C000", "C002", "PRES", "_E02", "CPEN" };
+	for (unsigned i = 0; i < G_N_ELEMENTS(names); i++)
+		ck_assert_msg((memmem(d, (size_t)(end - d), names[i], 4) != NULL) == (_i != 0),
+			      "%s %s in the DSDT",
+			      names[i], _i ? "missing" : "present");
+	ck_assert_ptr_null(memmem(d, (size_t)(end - d), "C003", 4));
+}
+END_TEST
+
 /* Cross-check with ACPICA (KVMLITE_IASL, from acpica-tools): every table
  * disassembles, and the disassembled DSDT compiles back without errors. */
 static void run_iasl(const char *dir, const char *const *args, const char *what)
@@ -511,7 +551,9 @@ START_TEST(test_acpi_iasl)
 {
 	char *err = NULL;
 	uint64_t rsdp = 0;
+	kl_acpi_set_cpu_slots(_i ? 6 : 0);  /* _i: CPU hot-plug, 4 of 6 slots present */
 	ck_assert_int_eq(kl_acpi_write(&mem, 4, &rsdp, &err), 0);
+	kl_acpi_set_cpu_slots(0);
 	char *dir = g_dir_make_tmp("kvmlite-acpi-XXXXXX", NULL);
 	ck_assert_ptr_nonnull(dir);
 	uint8_t *x = gpa(rd64(gpa(rsdp + 24, 8)), 52);
@@ -538,6 +580,12 @@ START_TEST(test_acpi_iasl)
 	ck_assert_ptr_nonnull(strstr(text, "EisaId (\"PNP0A03\")"));
 	ck_assert_ptr_nonnull(strstr(text, "Name (_PRT, Package (0x80)"));
 	ck_assert_ptr_nonnull(strstr(text, "0xDFFFFFFF"));
+	if (_i) {
+		ck_assert_ptr_nonnull(strstr(text, "Processor (C005, 0x05"));
+		ck_assert_ptr_nonnull(strstr(text, "Method (_E02, 0, NotSerialized)"));
+		ck_assert_ptr_nonnull(strstr(text, "Method (CSCN, 0, Serialized)"));
+		ck_assert_ptr_nonnull(strstr(text, "Device (\\_SB.PCI0.PRES)"));
+	}
 	g_free(text);
 	const char *args[] = { "-p", "recompiled", dsl, NULL };
 	run_iasl(dir, args, "compile dsdt.dsl");
@@ -560,12 +608,13 @@ int main(void)
 	tc = tcase_create("acpi");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, test_acpi, 0, 3);
+	tcase_add_loop_test(tc, test_acpi_cpuhp, 0, 2);
 	suite_add_tcase(s, tc);
 	if (getenv("KVMLITE_IASL")) {
 		tc = tcase_create("acpi_iasl");
 		tcase_add_checked_fixture(tc, setup, teardown);
 		tcase_set_timeout(tc, 60);
-		tcase_add_test(tc, test_acpi_iasl);
+		tcase_add_loop_test(tc, test_acpi_iasl, 0, 2);
 		suite_add_tcase(s, tc);
 	}
 	return kl_check_run(s);

@@ -4,6 +4,7 @@
 
 #include "fake_vm.h"
 #include "kvmlite/assist.h"
+#include "kvmlite/cpu_hotplug.h"
 #include "kvmlite/hotplug.h"
 #include "kvmlite/pci.h"
 #include "kvmlite/migration.h"
@@ -351,4 +352,34 @@ __attribute__((weak)) uint64_t kl_pci_bar_addr(const struct kl_pci_dev *d, unsig
 	(void)d, (void)bar;
 	*mapped = false;
 	return 0;
+}
+
+/* vCPU hot-plug (src/hotplug/cpu_hotplug.c): every fake vCPU is plugged, no
+ * CPU hot-plug controller */
+bool kl_vcpu_plugged(const struct kl_vcpu *c) { return c != NULL; }
+bool kl_cpuhp_is_cpu_driver(const char *driver) { (void)driver; return false; }
+int kl_cpuhp_device_add(struct kl_vm *vm, struct kl_opts *o, char **err)
+{
+	(void)vm, (void)o;
+	*err = g_strdup("no CPU hot-plug in the fake machine");
+	return -1;
+}
+int kl_cpuhp_device_del(struct kl_vm *vm, const char *id, char **err)
+{
+	(void)vm, (void)id, (void)err;
+	return 1;
+}
+void kl_cpuhp_foreach_slot(struct kl_vm *vm,
+			   void (*fn)(void *opaque, const char *type, unsigned slot,
+				      unsigned socket, unsigned core, unsigned thread,
+				      const char *qom_path),
+			   void *opaque)
+{
+	(void)vm, (void)fn, (void)opaque;
+}
+void kl_cpuhp_set_deleted_fn(void (*fn)(const char *id, const char *path)) { (void)fn; }
+char *kl_cpuhp_qom_path(struct kl_vm *vm, unsigned slot)
+{
+	(void)vm;
+	return g_strdup_printf("/machine/unattached/device[%u]", slot);
 }
