@@ -646,7 +646,12 @@ int main(int argc, char **argv)
 	boot_cfg.initrd = cli.initrd;
 	boot_cfg.cmdline = cli.append ? cli.append : "";
 	static char *microvm_cmdline; /* lives as long as boot_cfg */
-	if (microvm && cli.machine_auto_cmdline != 0) {
+	/* microvm,acpi=on: the transports are LNRO0005 in the DSDT and (as
+	 * QEMU) not on the command line; by default kvmlite uses the command
+	 * line (docs/virtio-pci.md) */
+	if (microvm && cli.machine_acpi == 1)
+		boot_opts.acpi_virtio_mmio = vm->virtio_mmio;
+	if (microvm && cli.machine_auto_cmdline != 0 && cli.machine_acpi != 1) {
 		microvm_cmdline = kl_microvm_cmdline(vm, boot_cfg.cmdline);
 		boot_cfg.cmdline = microvm_cmdline;
 	}

@@ -106,6 +106,9 @@ struct kl_boot_opts {
 	bool no_acpi;
 	/* No PCI host: none in the DSDT (-M microvm without pcie=on). */
 	bool no_pci;
+	/* Describe these virtio-mmio transports (those in use) as LNRO0005
+	 * devices in the DSDT (-M microvm,acpi=on; src/hw/microvm_aml.c). */
+	const struct kl_virtio_mmio_slots *acpi_virtio_mmio;
 };
 /* kl_boot_load with options (NULL = defaults: all zero, same as
  * kl_boot_load) and an optional (NULL ok) report of the placement. */
@@ -118,9 +121,11 @@ int kl_boot_load_ex(const struct kl_guest_mem *m, const struct kl_boot_config *c
  * [KL_ACPI_TABLES_ADDR, KL_ACPI_TABLES_END); *rsdp gets the RSDP address. */
 int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, char **err);
 /* The same; pci=false leaves the PCI root bridge out of the DSDT (-M
- * microvm without pcie=on). */
-int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uint64_t *rsdp,
-		     char **err);
+ * microvm without pcie=on); vmmio (NULL: none) adds its transports in use
+ * as LNRO0005 devices. */
+struct kl_virtio_mmio_slots;
+int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci,
+		     const struct kl_virtio_mmio_slots *vmmio, uint64_t *rsdp, char **err);
 /* NUMA (kvmlite/numa.h): from now on kl_acpi_write adds an SRAT (and a
  * SLIT with -numa dist) for n (NULL or no nodes: none); n must outlive the
  * VM.  kl_acpi_numa_mem_ranges: the Memory Affinity ranges of the SRAT

@@ -20,6 +20,7 @@ struct kl_cli {
 	char *mem_backend;       /* -machine memory-backend=ID */
 	int machine_pcie;        /* -M microvm,pcie=on|off: 1/0, -1 unset (off) */
 	int machine_auto_cmdline; /* -M microvm,auto-kernel-cmdline=on|off: -1 unset (on) */
+	int machine_acpi;        /* -M ...,acpi=on|off: 1/0, -1 unset */
 	bool mem_merge;          /* -machine mem-merge=on|off (default on: KSM) */
 	bool mem_prealloc;       /* -mem-prealloc */
 	GPtrArray *drives, *blockdevs, *devices, *netdevs, *chardevs, *serials, *qmps, *mons, *objects;

@@ -157,9 +157,10 @@ FLAGFN(f_machine)
 	const char *t = kl_opts_get(o, "type");
 	const char *accel = kl_opts_get(o, "accel");
 	const char *mb = kl_opts_get(o, "memory-backend");
-	bool b;
-	/* Properties with no effect on kvmlite's one machine. */
-	if (kl_opts_get_bool(o, "acpi", true, &b, err) < 0 || kl_opts_get_bool(o, "pic", true, &b, err) < 0 ||
+	bool b, acpi = true;
+	/* Properties with no effect on kvmlite's one machine (acpi=on: on
+	 * microvm the virtio-mmio transports go into the DSDT, as QEMU). */
+	if (kl_opts_get_bool(o, "acpi", true, &acpi, err) < 0 || kl_opts_get_bool(o, "pic", true, &b, err) < 0 ||
 	    kl_opts_get_bool(o, "pit", true, &b, err) < 0 || kl_opts_get_bool(o, "rtc", true, &b, err) < 0 ||
 	    kl_opts_get_bool(o, "isa-serial", true, &b, err) < 0)
 		goto out;
@@ -204,6 +205,8 @@ FLAGFN(f_machine)
 		c->machine_pcie = pcie;
 	if (kl_opts_get(o, "auto-kernel-cmdline"))
 		c->machine_auto_cmdline = autocl;
+	if (kl_opts_get(o, "acpi"))
+		c->machine_acpi = acpi;
 	r = 0;
 out:
 	kl_opts_free(o);
@@ -508,7 +511,7 @@ int kl_cli_parse(int argc, char **argv, struct kl_cli *c, char **err)
 	memset(c, 0, sizeof(*c));
 	c->ram_size = 128ULL << 20;
 	c->smp = c->maxcpus = c->sockets = c->cores = c->threads = 1;
-	c->machine_pcie = c->machine_auto_cmdline = -1;
+	c->machine_pcie = c->machine_auto_cmdline = c->machine_acpi = -1;
 	c->mem_merge = true;
 	c->drives = g_ptr_array_new_with_free_func(g_free);
 	c->blockdevs = g_ptr_array_new_with_free_func(g_free);

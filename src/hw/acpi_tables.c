@@ -14,7 +14,8 @@
  *           clear); IAPC_BOOT_ARCH = LEGACY_DEVICES|VGA_NOT_PRESENT (no 8042).
  *   0xe0400 DSDT: \_S5 and \_SB.PCI0 (PCI root bridge with _CRS and _PRT),
  *           AML below (src/hw/aml.c), then the hot-plug slots
- *           (src/hw/acpi_pcihp.c)
+ *           (src/hw/acpi_pcihp.c); with -M microvm,acpi=on the
+ *           virtio-mmio transports as LNRO0005 (src/hw/microvm_aml.c)
  *   after the DSDT (16-byte aligned): MADT "APIC" rev 5: LAPIC per CPU (UID = APIC id = i), IOAPIC id
  *           ncpus at KL_IOAPIC_BASE GSI base 0, overrides ISA IRQ0 -> GSI 2
  *           (conforming), SCI IRQ -> GSI SCI and the PCI INTx GSIs 10, 11
@@ -195,11 +196,11 @@ void kl_acpi_set_cpu_slots(unsigned slots)
 
 int kl_acpi_write(const struct kl_guest_mem *m, unsigned ncpus, uint64_t *rsdp, char **err)
 {
-	return kl_acpi_write_ex(m, ncpus, true, rsdp, err);
+	return kl_acpi_write_ex(m, ncpus, true, NULL, rsdp, err);
 }
 
-int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uint64_t *rsdp,
-		     char **err)
+int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci,
+		     const struct kl_virtio_mmio_slots *vmmio, uint64_t *rsdp, char **err)
 {
 	if (ncpus < 1 || ncpus > ACPI_MAX_CPUS) {
 		*err = g_strdup_printf("ACPI: %u CPUs is out of range (1-%d)", ncpus,
@@ -221,6 +222,7 @@ int kl_acpi_write_ex(const struct kl_guest_mem *m, unsigned ncpus, bool pci, uin
 		if (cpuhp)
 			kl_acpi_cpuhp_aml(aml, ncpus); /* \_SB.CPUS, \_GPE._E02 */
 	}
+	kl_microvm_acpi_aml(aml, vmmio);        /* -M microvm,acpi=on: LNRO0005 */
 	uint32_t dsdt_len = HDR_SIZE + aml->len;
 	uint32_t madt_off = (DSDT_OFF + dsdt_len + 15) & ~15u;
 	uint32_t madt_len = 44 + 8 * ncpus + 12 + 4 * 10 + 6;

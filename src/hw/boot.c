@@ -329,7 +329,7 @@ int kl_boot_load_ex(const struct kl_guest_mem *m, const struct kl_boot_config *c
 	/* Fixed tables first (0xe0000-0xfffff); the loaders keep clear of them. */
 	uint64_t rsdp = 0;
 	if (kl_mptable_write(m, ncpus, err) < 0 ||
-	    (!opts->no_acpi && kl_acpi_write_ex(m, ncpus, !opts->no_pci, &rsdp, err) < 0)) {
+	    (!opts->no_acpi && kl_acpi_write_ex(m, ncpus, !opts->no_pci, opts->acpi_virtio_mmio, &rsdp, err) < 0)) {
 		g_free(owned);
 		return -1;
 	}

@@ -53,6 +53,12 @@ uint64_t kl_boot_gdt_entry(const struct kvm_segment *s);
 void kl_acpi_header(uint8_t *t, const char *sig, uint32_t len, uint8_t rev);
 void kl_acpi_finish(uint8_t *t);
 
+/* Scope (\_SB) with an LNRO0005 device per virtio-mmio transport in use
+ * (microvm_aml.c); nothing when s is NULL or has none. */
+struct kl_virtio_mmio_slots;
+struct _GByteArray; /* GByteArray (glib) */
+void kl_microvm_acpi_aml(struct _GByteArray *a, const struct kl_virtio_mmio_slots *s);
+
 /* SRAT/SLIT (acpi_numa.c): with the NUMA configuration set by
  * kl_acpi_set_numa (kvmlite/boot.h), kl_acpi_write appends
  * kl_acpi_numa_len() bytes (0 without NUMA) after the MADT, written by

@@ -1,6 +1,7 @@
-/* virtio-balloon-pci (virtio 1.x 5.5):
+/* virtio-balloon (virtio 1.x 5.5):
  *   -device virtio-balloon-pci[,id=ID][,deflate-on-oom=on|off]
  *           [,free-page-reporting=on|off][,bus=pci.0][,addr=SLOT]
+ *   -device virtio-balloon-device[,...]  (virtio-mmio, -M microvm; no addr=)
  *
  * Queues as QEMU 7.2 creates them: 0 inflate, 1 deflate, 2 stats, and 3
  * free page reporting when free-page-reporting=on.  Features: STATS_VQ and
@@ -369,8 +370,9 @@ static const struct kl_qom_prop vb_props[] = {
 	{ NULL },
 };
 
-/* ---- VM state: section "virtio-balloon/0000:00:SS.0" ----
- * The transport and queues are in "virtio-pci/...".  Quiesce gives the
+/* ---- VM state: section "virtio-balloon/INST" (vd->inst: "0000:00:SS.0"
+ * on PCI, "0xBASE" on virtio-mmio) ----
+ * The transport and queues are in the transport's section.  Quiesce gives the
  * held stats buffer back to the ring (the destination pops it again).
  * v1: u8 deflate-on-oom, u8 free-page-reporting (must match), u32
  * num_pages, u32 actual, u32 poison_val, u64 polling interval, u64
@@ -468,27 +470,29 @@ static void vb_destroy(struct kl_virtio_dev *vd)
 	g_free(b);
 }
 
-static int vb_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
+static int vb_create(struct kl_vm *vm, struct kl_opts *opts, enum kl_virtio_transport_kind t,
+		     char **err)
 {
+	const char *tname = kl_virtio_type_name("virtio-balloon", t);
 	bool doom, rep, b_;
-	uint64_t slot;
+	uint64_t slot = 0;
 	if (kl_opts_get_bool(opts, "deflate-on-oom", false, &doom, err) < 0 ||
 	    kl_opts_get_bool(opts, "free-page-reporting", false, &rep, err) < 0 ||
-	    kl_opts_get_u64(opts, "addr", 0, &slot, err) < 0)
+	    (t == KL_VIRTIO_TRANSPORT_PCI && kl_opts_get_u64(opts, "addr", 0, &slot, err) < 0))
 		return -1;
 	if (kl_opts_get_bool(opts, "free-page-hint", false, &b_, err) < 0)
 		return -1;
 	if (b_) {
-		*err = g_strdup("virtio-balloon-pci: free-page-hint=on is not supported");
+		*err = g_strdup_printf("%s: free-page-hint=on is not supported", tname);
 		return -1;
 	}
 	if (slot >= KL_PCI_NSLOTS) {
-		*err = g_strdup_printf("virtio-balloon-pci: addr=%" G_GUINT64_FORMAT
-				       " is not a PCI slot (1..31)", (guint64)slot);
+		*err = g_strdup_printf("%s: addr=%" G_GUINT64_FORMAT
+				       " is not a PCI slot (1..31)", tname, (guint64)slot);
 		return -1;
 	}
 	if (kl_balloon_present()) {
-		*err = g_strdup("virtio-balloon-pci: only one balloon device is supported");
+		*err = g_strdup_printf("%s: only one balloon device is supported", tname);
 		return -1;
 	}
 	struct vballoon *b = g_new0(struct vballoon, 1);
@@ -503,12 +507,12 @@ static int vb_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	ops->reset = vb_reset;
 	ops->destroy = vb_destroy;
 	struct kl_virtio_pci_info info = {
-		.name = "virtio-balloon-pci", .device_id = VIRTIO_ID_BALLOON,
+		.name = tname, .device_id = VIRTIO_ID_BALLOON,
 		.class_code = 0x00ff00, /* QEMU: PCI_CLASS_OTHERS */
 		.num_queues = rep ? 4 : 3, .queue_size = QUEUE_SIZE, .config_len = CONFIG_LEN,
 		.slot = slot ? (int)slot : -1,
 	};
-	b->vd = kl_virtio_pci_create(vm, &info, ops, b, err);
+	b->vd = kl_virtio_create(vm, t, &info, ops, b, err);
 	if (!b->vd) {
 		g_free(ops);
 		g_free(b);
@@ -516,16 +520,12 @@ static int vb_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	}
 	b->qom_path = g_strdup(kl_device_path() ? kl_device_path() : "/machine/peripheral-anon/balloon");
 	kl_balloon_register(&vb_balloon_ops, b);
-	kl_qom_add(b->qom_path, "virtio-balloon-pci", vb_props, b);
-	char inst[KL_PCI_ADDR_STR_LEN];
-	kl_pci_addr_str(b->vd->pci, inst, sizeof(inst));
-	kl_vmstate_register(vm, inst, &vb_vmstate_ops, b);
+	kl_qom_add(b->qom_path, tname, vb_props, b);
+	kl_vmstate_register(vm, b->vd->inst, &vb_vmstate_ops, b);
 	return 0;
 }
 
-static const struct kl_device_type virtio_balloon_pci = {
-	.name = "virtio-balloon-pci",
-	.help = "virtio memory balloon (deflate-on-oom=on|off, free-page-reporting=on|off, addr=SLOT)",
-	.create = vb_create,
-};
-KL_DEVICE_TYPE(virtio_balloon_pci)
+KL_VIRTIO_DEVICE_TYPES(virtio_balloon, "virtio-balloon",
+		       "virtio memory balloon (deflate-on-oom=on|off, free-page-reporting=on|off, "
+		       "addr=SLOT on PCI)",
+		       vb_create, false)

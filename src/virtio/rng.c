@@ -1,5 +1,6 @@
-/* virtio-rng-pci (virtio 1.x 5.4): -device virtio-rng-pci[,rng=ID]
- * [,max-bytes=N][,period=MS][,id=,bus=,addr=]
+/* virtio-rng (virtio 1.x 5.4): -device virtio-rng-pci[,rng=ID]
+ * [,max-bytes=N][,period=MS][,id=,bus=,addr=], and virtio-rng-device (the
+ * same on a virtio-mmio transport of -M microvm, without addr=)
  *
  * One request queue (8 entries, as QEMU); every device-writable buffer the
  * driver makes available is filled with bytes from the back-end
@@ -188,8 +189,9 @@ static void vrng_reset(struct kl_virtio_dev *vd)
 	s->fd_watch = s->retry_timer = 0;
 }
 
-/* ---- VM state: section "virtio-rng/0000:00:SS.0" (kvmlite/vmstate.h) ----
- * The transport and the queue are in "virtio-pci/..."; this section holds
+/* ---- VM state: section "virtio-rng/INST" (kvmlite/vmstate.h; INST is
+ * vd->inst: "0000:00:SS.0" on PCI, "0xBASE" on virtio-mmio) ----
+ * The transport and the queue are in its own section; this one holds
  * the rate limit the destination must agree on and the quota left in the
  * current period: v1 = u64 max-bytes, u32 period, u64 quota_remaining
  * (<= max-bytes; QEMU can let it go below 0 by one request, kvmlite never
@@ -263,17 +265,19 @@ static void vrng_destroy(struct kl_virtio_dev *vd)
 	g_free(s);
 }
 
-static int vrng_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
+static int vrng_create(struct kl_vm *vm, struct kl_opts *opts, enum kl_virtio_transport_kind t,
+		       char **err)
 {
+	const char *tname = kl_virtio_type_name("virtio-rng", t);
 	const char *rng = kl_opts_get(opts, "rng");
-	uint64_t max_bytes, period, slot;
+	uint64_t max_bytes, period, slot = 0;
 	if (kl_opts_get_u64(opts, "max-bytes", DEFAULT_MAX_BYTES, &max_bytes, err) < 0 ||
 	    kl_opts_get_u64(opts, "period", DEFAULT_PERIOD_MS, &period, err) < 0 ||
-	    kl_opts_get_u64(opts, "addr", 0, &slot, err) < 0)
+	    (t == KL_VIRTIO_TRANSPORT_PCI && kl_opts_get_u64(opts, "addr", 0, &slot, err) < 0))
 		return -1;
 	if (period > UINT32_MAX) {
-		*err = g_strdup_printf("Property 'virtio-rng-pci.period' doesn't take value '%" G_GUINT64_FORMAT "'",
-				       (guint64)period);
+		*err = g_strdup_printf("Property '%s.period' doesn't take value '%" G_GUINT64_FORMAT "'",
+				       tname, (guint64)period);
 		return -1;
 	}
 	if (period == 0) {
@@ -285,15 +289,15 @@ static int vrng_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 		return -1;
 	}
 	if (slot >= KL_PCI_NSLOTS) {
-		*err = g_strdup_printf("virtio-rng-pci: addr=%" G_GUINT64_FORMAT " is not a PCI slot (1..31)",
-				       (guint64)slot);
+		*err = g_strdup_printf("%s: addr=%" G_GUINT64_FORMAT " is not a PCI slot (1..31)",
+				       tname, (guint64)slot);
 		return -1;
 	}
 	struct kl_rng *r = NULL;
 	if (rng) {
 		r = kl_rng_find(rng);
 		if (!r) {
-			*err = g_strdup_printf("Property 'virtio-rng-pci.rng' can't find value '%s'", rng);
+			*err = g_strdup_printf("Property '%s.rng' can't find value '%s'", tname, rng);
 			return -1;
 		}
 	}
@@ -306,7 +310,7 @@ static int vrng_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	s->activate_timer = true;
 	s->period_timer = kl_ptimer_new(on_period, s);
 	if (!s->period_timer) {
-		*err = g_strdup("virtio-rng-pci: cannot create the rate-limit timer (timerfd)");
+		*err = g_strdup_printf("%s: cannot create the rate-limit timer (timerfd)", tname);
 		kl_rng_free_default(s->own_rng);
 		g_free(s);
 		return -1;
@@ -317,11 +321,11 @@ static int vrng_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 	ops->reset = vrng_reset;
 	ops->destroy = vrng_destroy;
 	struct kl_virtio_pci_info info = {
-		.name = "virtio-rng-pci", .device_id = VIRTIO_ID_RNG, .class_code = 0x00ff00,
+		.name = tname, .device_id = VIRTIO_ID_RNG, .class_code = 0x00ff00,
 		.num_queues = 1, .queue_size = QUEUE_SIZE, .config_len = 0,
 		.slot = slot ? (int)slot : -1,
 	};
-	s->vd = kl_virtio_pci_create(vm, &info, ops, s, err);
+	s->vd = kl_virtio_create(vm, t, &info, ops, s, err);
 	if (!s->vd) {
 		g_free(ops);
 		kl_ptimer_free(s->period_timer);
@@ -329,15 +333,10 @@ static int vrng_create(struct kl_vm *vm, struct kl_opts *opts, char **err)
 		g_free(s);
 		return -1;
 	}
-	char inst[KL_PCI_ADDR_STR_LEN];
-	kl_pci_addr_str(s->vd->pci, inst, sizeof(inst));
-	kl_vmstate_register(vm, inst, &vrng_vmstate_ops, s);
+	kl_vmstate_register(vm, s->vd->inst, &vrng_vmstate_ops, s);
 	return 0;
 }
 
-static const struct kl_device_type virtio_rng_pci = {
-	.name = "virtio-rng-pci",
-	.help = "virtio entropy device (rng=ID, max-bytes=N, period=MS, addr=SLOT)",
-	.create = vrng_create,
-};
-KL_DEVICE_TYPE(virtio_rng_pci)
+KL_VIRTIO_DEVICE_TYPES(virtio_rng, "virtio-rng",
+		       "virtio entropy device (rng=ID, max-bytes=N, period=MS, addr=SLOT on PCI)",
+		       vrng_create, false)

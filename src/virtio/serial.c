@@ -1,5 +1,6 @@
 /* virtio-serial (virtio 1.x section 5.3, VIRTIO_CONSOLE_F_MULTIPORT):
  *   -device virtio-serial-pci[,id=ID][,max_ports=N][,addr=SLOT]
+ *   -device virtio-serial-device[,id=ID][,max_ports=N]   (virtio-mmio, -M microvm)
  *   -device virtconsole,chardev=CHR[,name=][,nr=][,id=][,bus=ID.0]
  *   -device virtserialport,chardev=CHR,name=NAME[,nr=][,id=][,bus=ID.0]
  *
@@ -316,7 +317,8 @@ static void vser_config_write(struct kl_virtio_dev *vd, unsigned off, const void
 
 /* ---------------- VM state ---------------- */
 
-/* Section "virtio-serial/<pci addr>": the control state of each port and
+/* Section "virtio-serial/INST" (vd->inst: the PCI address, or the
+ * virtio-mmio base "0xBASE"): the control state of each port and
  * the bytes waiting on both sides (the transport has its own section). */
 static int vser_save(void *opaque, struct kl_vms_out *o, char **err)
 {
@@ -442,12 +444,14 @@ static void vser_destroy(struct kl_virtio_dev *vd)
 	g_free(v);
 }
 
-static int vser_create(struct kl_vm *vm, struct kl_opts *o, char **err)
+static int vser_create(struct kl_vm *vm, struct kl_opts *o, enum kl_virtio_transport_kind t,
+		       char **err)
 {
-	uint64_t maxp, slot;
+	const char *tname = kl_virtio_type_name("virtio-serial", t);
+	uint64_t maxp, slot = 0;
 	const char *id = kl_opts_get(o, "id");
 	if (kl_opts_get_u64(o, "max_ports", MAX_PORTS, &maxp, err) < 0 ||
-	    kl_opts_get_u64(o, "addr", 0, &slot, err) < 0)
+	    (t == KL_VIRTIO_TRANSPORT_PCI && kl_opts_get_u64(o, "addr", 0, &slot, err) < 0))
 		return -1;
 	if (maxp < 1 || maxp > MAX_PORTS) {
 		*err = g_strdup_printf("max_ports=%llu is out of range (1..%d)",
@@ -470,14 +474,14 @@ static int vser_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	ops->config_write = vser_config_write;
 	ops->destroy = vser_destroy;
 	struct kl_virtio_pci_info info = {
-		.name = "virtio-serial-pci", .device_id = VIRTIO_ID_CONSOLE, .class_code = 0x078000,
+		.name = tname, .device_id = VIRTIO_ID_CONSOLE, .class_code = 0x078000,
 		.num_queues = 2 * (v->max_ports + 1), .queue_size = QUEUE_SIZE,
 		.config_len = CONFIG_LEN, .slot = slot ? (int)slot : -1,
 	};
 	if (!devices)
 		devices = g_ptr_array_new();
 	g_ptr_array_add(devices, v);
-	v->vd = kl_virtio_pci_create(vm, &info, ops, v, err);
+	v->vd = kl_virtio_create(vm, t, &info, ops, v, err);
 	if (!v->vd) {
 		g_ptr_array_remove(devices, v);
 		g_free(ops);
@@ -488,9 +492,7 @@ static int vser_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	uint32_t mp = v->max_ports;
 	uint8_t *c = v->vd->config;
 	c[4] = mp, c[5] = mp >> 8, c[6] = mp >> 16, c[7] = mp >> 24;
-	char inst[KL_PCI_ADDR_STR_LEN];
-	kl_pci_addr_str(v->vd->pci, inst, sizeof(inst));
-	kl_vmstate_register(vm, inst, &vser_vmstate, v);
+	kl_vmstate_register(vm, v->vd->inst, &vser_vmstate, v);
 	return 0;
 }
 
@@ -514,7 +516,7 @@ static struct vser *find_bus(const char *bus, char **err)
 	}
 	*err = bus ? g_strdup_printf("Bus '%s' not found", bus)
 		   : g_strdup("No 'virtio-serial-bus' bus found for device (add -device "
-			      "virtio-serial-pci first)");
+			      "virtio-serial-pci or virtio-serial-device first)");
 	return NULL;
 }
 
@@ -598,12 +600,9 @@ static int vport_create(struct kl_vm *vm, struct kl_opts *o, char **err)
 	return port_create(vm, o, false, err);
 }
 
-static const struct kl_device_type virtio_serial_pci = {
-	.name = "virtio-serial-pci",
-	.help = "virtio-serial device (max_ports=N (1..30), addr=SLOT)",
-	.create = vser_create,
-};
-KL_DEVICE_TYPE(virtio_serial_pci)
+KL_VIRTIO_DEVICE_TYPES(virtio_serial, "virtio-serial",
+		       "virtio-serial device (max_ports=N (1..30), addr=SLOT on PCI)",
+		       vser_create, false)
 
 static const struct kl_device_type virtconsole = {
 	.name = "virtconsole",

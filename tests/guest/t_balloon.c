@@ -1,5 +1,6 @@
-/* Probe test `balloon` for virtio-balloon-pci, driven from the host by
- * tests/qmp/test_balloon.py (QMP balloon / qom-set, RSS of the VMM):
+/* Probe test `balloon` for virtio-balloon-pci (virtio-balloon-device with
+ * `transport=mmio`), driven from the host by tests/qmp/test_balloon.py
+ * (QMP balloon / qom-set, RSS of the VMM):
  *
  *   1. negotiate STATS_VQ (+ DEFLATE_ON_OOM, PAGE_REPORTING when offered),
  *      queues inflate/deflate/stats(/reporting); a first stats buffer
@@ -187,7 +188,7 @@ static int balloon_test(void)
 		for (const char *p = buf; *p >= '0' && *p <= '9'; p++)
 			npages = npages * 10 + (unsigned)(*p - '0');
 	}
-	if (vdev_find(VIRTIO_ID_BALLOON, 0, &d) < 0)
+	if (vdev_find_any(VIRTIO_ID_BALLOON, 0, &d) < 0)
 		return -1;
 	uint64_t got;
 	if (vdev_negotiate(&d, 1ull << F_STATS_VQ | 1ull << F_DEFLATE_ON_OOM | 1ull << F_REPORTING,

@@ -1,4 +1,5 @@
-/* Probe tests for virtio-rng-pci (virtio 1.x 5.4):
+/* Probe tests for virtio-rng-pci (virtio 1.x 5.4), and virtio-rng-device
+ * with `transport=mmio` on the command line (-M microvm):
  *   rng        negotiate; a request posted before DRIVER_OK is served after it;
  *              two reads of 64 bytes: neither all one value, the
  *              two differ; a chain with only a device-readable buffer
@@ -88,7 +89,7 @@ static int t_rng(void)
 	struct vdev d;
 	struct vq q;
 	uint64_t got_f;
-	if (vdev_find(VIRTIO_ID_RNG, 0, &d) < 0)
+	if (vdev_find_any(VIRTIO_ID_RNG, 0, &d) < 0)
 		return -1;
 	if (vdev_negotiate(&d, 0, &got_f) < 0)
 		return -1;

@@ -84,18 +84,10 @@ static void cfg_handler(struct trap_frame *f) { (void)f; cfg_irqs++; lapic_eoi()
 static void q_handler(struct trap_frame *f) { (void)f; q_irqs++; lapic_eoi(); }
 
 /* Open the inst-th virtio-blk device with nq queues. */
-static bool on_mmio(void)
-{
-	char v[8];
-	const char *t = probe_cmdline_get("transport", v, sizeof(v));
-	return t && !strcmp(t, "mmio");
-}
-
 static int blk_open_nth(struct blk *b, unsigned inst, unsigned nq, unsigned qsize, uint64_t extra)
 {
 	/* transport=mmio: the virtio-blk-device of -M microvm */
-	if ((on_mmio() ? vdev_find_mmio(VIRTIO_ID_BLOCK, inst, &b->d)
-		       : vdev_find(VIRTIO_ID_BLOCK, inst, &b->d)) < 0)
+	if (vdev_find_any(VIRTIO_ID_BLOCK, inst, &b->d) < 0)
 		return -1;
 	uint64_t want = 1ULL << F_SIZE_MAX | 1ULL << F_SEG_MAX | 1ULL << F_RO | 1ULL << F_BLK_SIZE |
 			1ULL << F_FLUSH | (nq > 1 ? 1ULL << F_MQ : 0) | extra;

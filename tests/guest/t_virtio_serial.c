@@ -1,5 +1,6 @@
 /* Probe test `vserial` for virtio-serial-pci (virtio 1.x section 5.3,
- * MULTIPORT), driven by tests/qmp/test_vserial.py: a virtconsole at port 0
+ * MULTIPORT; virtio-serial-device with `transport=mmio`), driven by
+ * tests/qmp/test_vserial.py: a virtconsole at port 0
  * and a virtserialport named org.qemu.guest_agent.0 at port 1, both on
  * socket chardevs the host has connected before the guest runs.
  *
@@ -158,7 +159,7 @@ static int hostile(void)
 
 static int t_vserial(void)
 {
-	if (vdev_find(VIRTIO_ID_CONSOLE, 0, &d) < 0)
+	if (vdev_find_any(VIRTIO_ID_CONSOLE, 0, &d) < 0)
 		return -1;
 	uint64_t got;
 	if (vdev_negotiate(&d, 1ULL << F_MULTIPORT, &got) < 0)

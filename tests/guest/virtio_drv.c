@@ -152,6 +152,19 @@ int vdev_find_mmio(uint16_t device_id, unsigned instance, struct vdev *d)
 			  "entries", device_id, instance, entries);
 }
 
+bool vdev_on_mmio(void)
+{
+	char v[8];
+	const char *t = probe_cmdline_get("transport", v, sizeof(v));
+	return t && !strcmp(t, "mmio");
+}
+
+int vdev_find_any(uint16_t device_id, unsigned instance, struct vdev *d)
+{
+	return vdev_on_mmio() ? vdev_find_mmio(device_id, instance, d)
+			      : vdev_find(device_id, instance, d);
+}
+
 uint8_t vdev_status(struct vdev *d)
 {
 	return d->mmio ? mmio_read32(d->mmio + VM_STATUS) : mmio_read8(d->common + VC_STATUS);

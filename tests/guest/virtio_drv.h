@@ -101,6 +101,10 @@ int vdev_find(uint16_t device_id, unsigned instance, struct vdev *d);
  * virtio_mmio.device= entries of the command line (magic, version 2 and
  * device id checked).  0 or -1 (with probe_fail). */
 int vdev_find_mmio(uint16_t device_id, unsigned instance, struct vdev *d);
+/* The transport the command line names: `transport=mmio` -> vdev_find_mmio
+ * (-M microvm, virtio-X-device), otherwise vdev_find (PCI). */
+bool vdev_on_mmio(void);
+int vdev_find_any(uint16_t device_id, unsigned instance, struct vdev *d);
 /* virtio-mmio register offsets */
 #define VM_MAGIC 0x000
 #define VM_VERSION 0x004

@@ -2,7 +2,10 @@
 """virtio-balloon-pci end to end: the probe guest's `balloon` test
 (tests/guest/t_balloon.c) driven over QMP.
 
-usage: test_balloon.py [--merge yes|no] KVMLITE PROBE_ELF [EXTRA VMM ARGS...]
+usage: test_balloon.py [--merge yes|no] [--mmio] KVMLITE PROBE_ELF [EXTRA VMM ARGS...]
+
+--mmio: -M microvm with virtio-balloon-device (the virtio-mmio transport;
+the probe runs with transport=mmio), QOM type virtio-balloon-device.
 
 --merge: the 128 MiB guest RAM mapping must (yes) or must not (no) be
 KSM-mergeable ("mg" in its smaps VmFlags): -machine mem-merge / merge=.
@@ -100,16 +103,22 @@ def no_balloon(binary, probe):
 def main():
     argv = sys.argv[1:]
     merge = None
-    if argv[:1] == ["--merge"]:
-        merge, argv = argv[1] == "yes", argv[2:]
+    mmio = False
+    while argv[:1] in (["--merge"], ["--mmio"]):
+        if argv[0] == "--mmio":
+            mmio, argv = True, argv[1:]
+        else:
+            merge, argv = argv[1] == "yes", argv[2:]
+    dtype = "virtio-balloon-device" if mmio else "virtio-balloon-pci"
     extra = argv[2:]
     _, binary, probe, status = main_args(__doc__, argv[:2])
     if status is not None:
         return status
     no_balloon(binary, probe)
-    vm = VMM("kvmlite", binary, probe, "balloon", cmdline="pages=%d" % PAGES, paused=False,
-             extra=["-m", "128", "-device",
-                    "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on"] + extra)
+    vm = VMM("kvmlite", binary, probe, "balloon",
+             cmdline="pages=%d" % PAGES + (" transport=mmio" if mmio else ""), paused=False,
+             extra=["-m", "128"] + (["-M", "microvm"] if mmio else []) +
+             ["-device", dtype + ",id=balloon0,free-page-reporting=on,deflate-on-oom=on"] + extra)
     print("run: %s" % " ".join(vm.cmd), flush=True)
     try:
         q = QMP(vm.sock)
@@ -122,9 +131,9 @@ def main():
               names.get("guest-stats-polling-interval") == "int" and names.get("type") == "string",
               "qom-list %s: %r" % (PATH, names))
         kids = q.cmd("qom-list", {"path": "/machine/peripheral"})
-        check({"name": "balloon0", "type": "child<virtio-balloon-pci>"} in kids,
+        check({"name": "balloon0", "type": "child<%s>" % dtype} in kids,
               "qom-list /machine/peripheral: %r" % kids)
-        check(q.cmd("qom-get", {"path": PATH, "property": "type"}) == "virtio-balloon-pci", "type")
+        check(q.cmd("qom-get", {"path": PATH, "property": "type"}) == dtype, "type")
         gs = poll(lambda: (lambda g: g if g["last-update"] else None)(
             q.cmd("qom-get", {"path": PATH, "property": "guest-stats"})))
         st = gs["stats"] if gs else {}
@@ -170,9 +179,9 @@ def main():
             a = dict(path=PATH, property="guest-stats-polling-interval", **args)
             check(err(q, "qom-set", a) == ("GenericError", want), "qom-set %r: %s" % (args, want))
         check(err(q, "qom-set", {"path": PATH, "property": "guest-stats", "value": 1})[1] ==
-              "Property 'virtio-balloon-pci.guest-stats' is not writable", "guest-stats read-only")
+              "Property '%s.guest-stats' is not writable" % dtype, "guest-stats read-only")
         check(err(q, "qom-get", {"path": PATH, "property": "nope"}) ==
-              ("GenericError", "Property 'virtio-balloon-pci.nope' not found"), "unknown property")
+              ("GenericError", "Property '%s.nope' not found" % dtype), "unknown property")
         check(err(q, "balloon", {"value": 0}) == ("GenericError", "Parameter 'target' expects a size"),
               "balloon 0")
         check(err(q, "balloon", {"value": "1"})[0] == "GenericError", "balloon with a string")

@@ -15,7 +15,12 @@ following the guest, the host's hang-up reaching the guest as PORT_OPEN 0
 and the guest's close as VSERPORT_CHANGE open=false.  The guest also sends
 hostile control messages (see the C file) that must be ignored.
 
-usage: test_vserial.py [--vmm kvmlite|qemu] VMM_BINARY PROBE_ELF
+With --mmio the same on -M microvm with virtio-serial-device (virtio-mmio;
+the probe runs with transport=mmio).  QEMU then runs microvm with acpi=off
+(its only way to announce the transports on the command line) and
+virtio-mmio.force-legacy=false (its default is the legacy version 1).
+
+usage: test_vserial.py [--mmio] [--vmm kvmlite|qemu] VMM_BINARY PROBE_ELF
 Exit status 0 pass, 1 fail, 77 skip.
 """
 import os
@@ -76,7 +81,11 @@ def frontend_open(q, label):
 
 
 def main():
-    flavour, binary, probe, status = main_args(__doc__, sys.argv[1:])
+    argv = sys.argv[1:]
+    mmio = argv[:1] == ["--mmio"]
+    if mmio:
+        argv = argv[1:]
+    flavour, binary, probe, status = main_args(__doc__, argv)
     if status is not None:
         return status
     import tempfile
@@ -88,10 +97,17 @@ def main():
                         "bus=vser0.0",
              "-chardev", "socket,id=con0,path=%s,server=on,wait=off" % con,
              "-chardev", "socket,id=ch1,path=%s,server=on,wait=off" % port]
-    if flavour == "qemu":  # modern-only, as kvmlite's (device id 0x1043)
+    if mmio:
+        extra[1] = "virtio-serial-device,id=vser0"
+        if flavour == "qemu":
+            extra += ["-M", "microvm,acpi=off", "-global", "virtio-mmio.force-legacy=false"]
+        else:
+            extra += ["-M", "microvm"]
+    elif flavour == "qemu":  # modern-only, as kvmlite's (device id 0x1043)
         extra[1] += ",disable-legacy=on"
         extra += ["-M", "pc"]
-    vm = VMM(flavour, binary, probe, "vserial", extra=extra)
+    vm = VMM(flavour, binary, probe, "vserial", extra=extra,
+             cmdline="transport=mmio" if mmio else "")
     print("vserial: %s" % " ".join(vm.cmd), flush=True)
     try:
         q = QMP(vm.sock)

@@ -11,6 +11,7 @@
 #include "kvmlite/boot.h"
 #include "kvmlite/mem.h"
 #include "kvmlite/pci.h"
+#include "kvmlite/virtio.h"
 
 #define RAM_SIZE (4 * 1024 * 1024ULL)
 
@@ -597,6 +598,67 @@ START_TEST(test_acpi_iasl)
 }
 END_TEST
 
+/* -M microvm,acpi=on (src/hw/microvm_aml.c): no PCI root, one LNRO0005
+ * device per transport in use with Memory32Fixed (base, 0x200) and a
+ * level/active-high Interrupt of its GSI; with iasl the DSDT disassembles
+ * to those and compiles back. */
+START_TEST(test_acpi_microvm)
+{
+	struct kl_virtio_mmio_slots sl = { .base = 0xfeb00000, .count = 7,
+					   .gsi = { 5, 6, 7, 12, 13, 14, 15 }, .used = 2 };
+	char *err = NULL;
+	uint64_t rsdp = 0;
+	ck_assert_int_eq(kl_acpi_write_ex(&mem, 1, false, &sl, &rsdp, &err), 0);
+	uint8_t *x = gpa(rd64(gpa(rsdp + 24, 8)), 52);
+	uint64_t dsdt = rd32(gpa(rd64(x + 36) + 40, 4));
+	uint8_t *d = table(dsdt, "DSDT");
+	uint32_t len = rd32(d + 4);
+	const uint8_t *end = d + len;
+	ck_assert_ptr_null(memmem(d, len, "PCI0", 4));
+	const uint8_t *p = d + 36;
+	for (unsigned i = 0; i < 3; i++) {
+		char name[5];
+		snprintf(name, sizeof(name), "VR%02u", i);
+		const uint8_t *v = memmem(d, len, name, 4);
+		if (i == 2) {
+			ck_assert_ptr_null(v);   /* slot 2 has no device */
+			break;
+		}
+		ck_assert_ptr_nonnull(v);
+		p = find(v, end, "LNRO0005\0", 9);
+		uint8_t mem32[12] = { 0x86, 0x09, 0x00, 0x01 };
+		uint32_t base = 0xfeb00000 + 0x200 * i;
+		memcpy(mem32 + 4, &base, 4);
+		memcpy(mem32 + 8, "\x00\x02\x00\x00", 4);
+		p = find(p, end, (const char *)mem32, sizeof(mem32));
+		uint8_t irq[9] = { 0x89, 0x06, 0x00, 0x01, 0x01, sl.gsi[i], 0, 0, 0 };
+		find(p, end, (const char *)irq, sizeof(irq));
+	}
+	if (getenv("KVMLITE_IASL")) {
+		char *dir = g_dir_make_tmp("kvmlite-acpi-XXXXXX", NULL);
+		char *fn = g_strdup_printf("%s/dsdt.dat", dir), *dsl = g_strdup_printf("%s/dsdt.dsl", dir);
+		ck_assert(g_file_set_contents(fn, (const char *)d, len, NULL));
+		const char *args[] = { "-d", fn, NULL };
+		run_iasl(dir, args, "dsdt");
+		gchar *text = NULL;
+		ck_assert(g_file_get_contents(dsl, &text, NULL, NULL));
+		ck_assert_ptr_nonnull(strstr(text, "Device (VR01)"));
+		ck_assert_ptr_nonnull(strstr(text, "Name (_HID, \"LNRO0005\")"));
+		ck_assert_ptr_nonnull(strstr(text, "0xFEB00200"));
+		ck_assert_ptr_nonnull(strstr(text, "Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive"));
+		g_free(text);
+		const char *args2[] = { "-p", "recompiled", dsl, NULL };
+		run_iasl(dir, args2, "compile dsdt.dsl");
+		char *cmd = g_strdup_printf("rm -rf '%s'", dir);
+		ck_assert_int_eq(system(cmd), 0);
+		g_free(cmd);
+		g_free(fn);
+		g_free(dsl);
+		g_free(dir);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("boot_tables");
@@ -609,6 +671,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, test_acpi, 0, 3);
 	tcase_add_loop_test(tc, test_acpi_cpuhp, 0, 2);
+	tcase_add_test(tc, test_acpi_microvm);
 	suite_add_tcase(s, tc);
 	if (getenv("KVMLITE_IASL")) {
 		tc = tcase_create("acpi_iasl");
