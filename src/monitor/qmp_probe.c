@@ -174,7 +174,7 @@ enum kl_qmp_err kl_qmp_query_cpu_definitions(struct kl_qmp_session *s, JsonObjec
 		g_free(tn);
 		json_object_set_array_member(o, "unavailable-features", json_array_new());
 		json_object_set_boolean_member(o, "static", false);
-		json_object_set_boolean_member(o, "migration-safe", strcmp(*n, "host") != 0);
+		json_object_set_boolean_member(o, "migration-safe", strcmp(*n, "host") && strcmp(*n, "max"));
 		json_object_set_boolean_member(o, "deprecated", false);
 		json_array_add_object_element(a, o);
 	}
