@@ -18,6 +18,7 @@
 #include "kvmlite/cpu.h"
 #include "kvmlite/device.h"
 #include "kvmlite/cpu_hotplug.h"
+#include "kvmlite/fdset.h"
 #include "kvmlite/hotplug.h"
 #include "kvmlite/hw.h"
 #include "kvmlite/loop.h"
@@ -501,13 +502,17 @@ int main(int argc, char **argv)
 		die("-incoming %s: %s", cli.incoming, err);
 	if (cli.loadvm && cli.incoming)
 		die("-loadvm and -incoming cannot be used together");
-	if (!cli.kernel)
+	/* -machine none (libvirt's capability probe): KVM and the monitors, no
+	 * guest: no RAM-using devices, no vCPU, no kernel (as QEMU's 'none') */
+	bool none = cli.machine && !strcmp(cli.machine, "none");
+	if (!cli.kernel && !none)
 		die("-kernel is required: kvmlite has no firmware and boots a kernel directly");
 	/* Read and recognise the kernel before touching /dev/kvm; the first
 	 * load uses this copy, a reset reads the file again. */
 	void *kernel_img = NULL;
 	size_t kernel_len = 0;
-	if (kl_boot_read_kernel(cli.kernel, &kernel_img, &kernel_len, &err) == KL_KERNEL_UNKNOWN)
+	if (cli.kernel &&
+	    kl_boot_read_kernel(cli.kernel, &kernel_img, &kernel_len, &err) == KL_KERNEL_UNKNOWN)
 		die_err(err);
 	if (cli.initrd && kl_boot_check_file("initrd", cli.initrd, &err) < 0)
 		die_err(err);
@@ -540,8 +545,8 @@ int main(int argc, char **argv)
 			die("-blockdev %s: %s", spec, err);
 	}
 	struct kl_cpu_opts copts = { .model = cli.cpu, .assist = cli.assist,
-				     .assist_log = cli.assist_log, .max_cpus = cli.maxcpus };
-	if (kl_vm_create(vm, ram, &mopts, cli.smp, &copts, &err) < 0)
+				     .assist_log = cli.assist_log, .max_cpus = none ? 0 : cli.maxcpus };
+	if (kl_vm_create(vm, none ? 2u << 20 : ram, &mopts, none ? 0 : cli.smp, &copts, &err) < 0)
 		die_err(err);
 	/* host NUMA placement, before the guest touches its RAM */
 	if (kl_hostmem_apply(vm->mem.map_base, vm->mem.map_size, &ram_bind, &err) < 0)
@@ -571,9 +576,9 @@ int main(int argc, char **argv)
 		vm->has_uuid = true;
 	}
 
-	if (kl_platform_init(vm, &err) < 0)
+	if (!none && kl_platform_init(vm, &err) < 0)
 		die_err(err);
-	if (kl_acpi_pm_init(vm, &err) < 0)
+	if (!none && kl_acpi_pm_init(vm, &err) < 0)
 		die_err(err);
 	/* -M microvm: virtio-mmio transports, PCI only with pcie=on */
 	bool microvm = cli.machine && !strcmp(cli.machine, "microvm");
@@ -584,7 +589,7 @@ int main(int argc, char **argv)
 		die("-machine auto-kernel-cmdline: property exists only on -M microvm");
 	if (microvm && kl_microvm_init(vm, &err) < 0)
 		die_err(err);
-	if (!microvm || cli.machine_pcie == 1) {
+	if (!none && (!microvm || cli.machine_pcie == 1)) {
 		/* ACPI PCI hot-plug on the PCI host's bus 0 (docs/hotplug.md) */
 		if (kl_qdev_hotplug_init(vm, &err) < 0)
 			die_err(err);
@@ -672,14 +677,14 @@ int main(int argc, char **argv)
 	/* -incoming: guest RAM and the vCPUs come from the stream; as QEMU's
 	 * ROM loader during INMIGRATE, nothing is written into RAM now (with
 	 * x-ignore-shared RAM may be the running source's shared file) */
-	if (!cli.incoming && load_boot(vm) < 0)
+	if (!none && !cli.incoming && load_boot(vm) < 0)
 		exit(1);
 	if (!keep_images) {
 		boot_cfg.image = NULL;
 		g_free(kernel_img);
 		kernel_img = NULL;
 	}
-	vm->reload_boot = load_boot;
+	vm->reload_boot = none ? NULL : load_boot;
 
 	for (guint i = 0; i < cli.qmps->len; i++)
 		if (kl_monitor_add_qmp(vm, g_ptr_array_index(cli.qmps, i), &err) < 0)
@@ -739,6 +744,7 @@ int main(int argc, char **argv)
 	kl_blockdev_close_all();
 	kl_thr_group_objects_free();
 	kl_object_types_free_all();
+	kl_fdset_free_all();
 	kl_acpi_set_numa(NULL);
 	kl_acpi_set_cpu_slots(0);
 	kl_numa_free(&numa);

@@ -130,6 +130,10 @@ void kl_vm_pause(struct kl_vm *vm);   /* -> PAUSED, emits STOP */
 void kl_vm_resume(struct kl_vm *vm);  /* -> RUNNING, emits RESUME */
 /* Any thread; the work happens on the main loop. */
 void kl_vm_request_reset(struct kl_vm *vm, bool guest, const char *reason);
+/* Main thread, BQL held: carry out a requested reset now rather than in its
+ * bottom half (QMP system_reset: the next command, e.g. libvirt's 'cont'
+ * after a -no-shutdown SHUTDOWN, sees the reset done, as under QEMU). */
+void kl_vm_reset_now(struct kl_vm *vm);
 /* Stop the VM and end the main loop; the process exits with exit_code. */
 void kl_vm_request_shutdown(struct kl_vm *vm, int exit_code, bool guest, const char *reason);
 /* ACPI-button-like request; emits POWERDOWN and calls powerdown_fn. */

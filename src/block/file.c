@@ -4,6 +4,7 @@
  * loop.  Engines (threads.c, native.c, io_uring.c) take the file object.
  * The node driver "file" over it is at the end (kl_bdrv_file). */
 #include "block_int.h"
+#include "kvmlite/fdset.h"
 #include "kvmlite/clock.h"
 #include "kvmlite/iov.h"
 
@@ -165,7 +166,7 @@ struct kl_bfile *kl_bfile_open(const struct kl_bfile_opts *o, char **err)
 	if (o->dsync)
 		flags |= O_DSYNC;
 
-	int fd = open(f, flags);
+	int fd = kl_fdset_open(f, flags, 0);
 	if (fd < 0) {
 		int e = errno;
 		if (e == EINVAL && direct && access(f, F_OK) == 0)

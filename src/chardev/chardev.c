@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "chardev_int.h"
+#include "kvmlite/fdset.h"
 #include "kvmlite/loop.h"
 
 #define READ_CHUNK 65536
@@ -23,7 +24,7 @@ static const struct kl_chr_be *const backends[] = {
 
 int kl_chardev_open_path(const char *path, int flags, mode_t mode, char **err)
 {
-	int fd = open(path, flags | O_CLOEXEC, mode);
+	int fd = kl_fdset_open(path, flags | O_CLOEXEC, mode);
 	if (fd < 0)
 		*err = g_strdup_printf("cannot open '%s': %s", path, g_strerror(errno));
 	return fd;

@@ -7,6 +7,7 @@
 
 #include "kvmlite/assist.h"
 #include "kvmlite/opts.h"
+#include "cli_compat.h"
 
 enum arg { NOARG, ARG };
 
@@ -162,7 +163,9 @@ FLAGFN(f_machine)
 	 * microvm the virtio-mmio transports go into the DSDT, as QEMU). */
 	if (kl_opts_get_bool(o, "acpi", true, &acpi, err) < 0 || kl_opts_get_bool(o, "pic", true, &b, err) < 0 ||
 	    kl_opts_get_bool(o, "pit", true, &b, err) < 0 || kl_opts_get_bool(o, "rtc", true, &b, err) < 0 ||
-	    kl_opts_get_bool(o, "isa-serial", true, &b, err) < 0)
+	    kl_opts_get_bool(o, "isa-serial", true, &b, err) < 0 ||
+	    kl_opts_get_bool(o, "usb", false, &b, err) < 0 ||
+	    kl_opts_get_bool(o, "dump-guest-core", true, &b, err) < 0)
 		goto out;
 	/* microvm (src/hw/microvm.c): pcie=on gives it kvmlite's PCI host;
 	 * the virtio-mmio devices go on the kernel command line unless
@@ -195,7 +198,8 @@ FLAGFN(f_machine)
 		}
 		set_str(&c->machine, t);
 	}
-	if (accel && strcmp(accel, "kvm")) {
+	/* accel=kvm:tcg (libvirt's probe): the first of the list kvmlite has */
+	if (accel && strcmp(accel, "kvm") && !g_str_has_prefix(accel, "kvm:")) {
 		*err = g_strdup_printf("%s %s: accelerator '%s' is not supported (only kvm)", flag, v, accel);
 		goto out;
 	}
@@ -491,6 +495,7 @@ static const struct flag flags[] = {
 	{ "sandbox", ARG, f_sandbox, "-sandbox on|off[,obsolete=allow|deny][,elevateprivileges=allow|deny|children]\n"
 			     "                       [,spawn=allow|deny][,resourcecontrol=allow|deny]\n"
 			     "                       seccomp allow-lists per thread (default on; docs/sandbox.md)" },
+	KL_CLI_COMPAT_FLAGS
 	{ "version", NOARG, f_version, "-version             print the version and exit" },
 	{ "h", NOARG, f_help, "-h, -help, --help    this help" },
 	{ "help", NOARG, f_help, NULL },

@@ -462,6 +462,8 @@ static void reset_bh(void *opaque)
 	struct kl_vm *vm = opaque;
 	bool guest = reset_guest;
 	const char *reason = reset_reason;
+	if (!reset_pending)   /* done already by kl_vm_reset_now() */
+		return;
 	reset_pending = false;
 	if (vm->quit_requested)
 		return;
@@ -485,6 +487,12 @@ static void reset_bh(void *opaque)
 	g_cond_broadcast(&vm->state_cond);
 	struct kl_event_info info = { guest, reason };
 	kl_vm_emit(vm, KL_EV_RESET, &info);
+}
+
+void kl_vm_reset_now(struct kl_vm *vm)
+{
+	if (reset_pending)
+		reset_bh(vm);
 }
 
 void kl_vm_request_reset(struct kl_vm *vm, bool guest, const char *reason)
@@ -519,6 +527,7 @@ void kl_vm_request_shutdown(struct kl_vm *vm, int exit_code, bool guest, const c
 		struct kl_event_info info = { guest, reason };
 		vm->state = KL_RS_SHUTDOWN;
 		kl_vm_emit(vm, KL_EV_SHUTDOWN, &info);
+		kl_vm_emit(vm, KL_EV_STOP, NULL); /* as QEMU: STOP follows */
 		kick_all(vm);
 	} else if (!vm->quit_requested) {
 		vm->quit_requested = true;

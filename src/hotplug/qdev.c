@@ -124,6 +124,20 @@ int kl_qdev_add(struct kl_vm *vm, struct kl_opts *o, bool hotplug, char **err)
 		*err = g_strdup_printf("Bus '%s' not found", bus);
 		return -1;
 	}
+	/* bootindex (QEMU's boot order of a disk or NIC): kvmlite boots the
+	 * -kernel image only, so the value is checked and has no effect */
+	const char *bi = kl_opts_get(o, "bootindex");
+	if (bi) {
+		char *end;
+		long v = strtol(bi, &end, 0);
+		if (!*bi || *end || v < -1 || v > 65535 ||
+		    !(g_str_has_prefix(drv, "virtio-blk") || g_str_has_prefix(drv, "virtio-net") ||
+		      !strcmp(drv, "e1000"))) {
+			*err = g_strdup_printf("Property '%s.bootindex' not found or invalid value '%s'",
+					       drv, bi);
+			return -1;
+		}
+	}
 	const char *addr = kl_opts_get(o, "addr");
 	if (addr && t->hotpluggable) {
 		int slot = parse_addr(addr, err);

@@ -125,6 +125,7 @@ static enum kl_qmp_err cmd_system_reset(struct kl_qmp_session *s, JsonObject *ar
 {
 	(void)args, (void)ret, (void)desc;
 	kl_vm_request_reset(s->vm, false, "host-qmp-system-reset");
+	kl_vm_reset_now(s->vm);
 	return KL_QMP_OK;
 }
 
@@ -378,6 +379,7 @@ static const struct kl_qmp_cmd cmds[] = {
 	{ "query-netdev-throttle", kl_qmp_cmd_query_netdev_throttle, no_args },
 	KL_QMP_BALLOON_CMDS
 	KL_QMP_HOTPLUG_CMDS
+	KL_QMP_PROBE_CMDS
 	{ NULL },
 };
 

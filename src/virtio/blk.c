@@ -396,6 +396,15 @@ static int vblk_create(struct kl_vm *vm, struct kl_opts *opts, enum kl_virtio_tr
 		*err = g_strdup_printf("%s: drive= is required", tname);
 		return -1;
 	}
+	/* write-cache: the device always offers VIRTIO_BLK_F_FLUSH over the
+	 * backend's cache mode (a write-back cache, QEMU's write-cache=on);
+	 * off (write-through toward the guest) is not implemented */
+	const char *wc = kl_opts_get(opts, "write-cache");
+	if (wc && strcmp(wc, "on") && strcmp(wc, "auto")) {
+		*err = g_strdup_printf("%s: write-cache=%s is not supported (kvmlite's virtio-blk "
+				       "has a write-back cache: on or auto)", tname, wc);
+		return -1;
+	}
 	struct kl_blockdev *bd = kl_blockdev_find(drive);
 	if (!bd && kl_bnode_find(drive)) { /* -blockdev node-name=X */
 		char *e = NULL;

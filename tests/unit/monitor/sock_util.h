@@ -27,5 +27,6 @@ void expect_line(int fd, GString *acc, const char *prefix);
 char *tmp_sock(void);
 /* The sockets TCase of test_chardev.c: wait=on and client mode. */
 TCase *chardev_modes_tcase(void);
+TCase *schema_tcase(void);   /* test_schema.c */
 
 #endif

@@ -946,6 +946,7 @@ static Suite *suite(void)
 	tcase_add_test(t, tcp_loopback_client);
 	suite_add_tcase(s, t);
 	suite_add_tcase(s, chardev_modes_tcase());
+	suite_add_tcase(s, schema_tcase());
 	return s;
 }
 
