@@ -597,11 +597,11 @@ int main(int argc, char **argv)
 		if (kl_cpuhp_init(vm, &err) < 0)
 			die_err(err);
 		kl_acpi_set_cpu_slots(vm->ncpus);
+		if (!kl_pci_host_create(vm, NULL, &err))
+			die_err(err);
 	} else if (vm->ncpus > vm->boot_cpus) {
 		die("-smp maxcpus=%u: CPU hot-plug needs ACPI PCI (-M pc, or -M microvm,pcie=on)",
 		    vm->ncpus);
-		if (!kl_pci_host_create(vm, NULL, &err))
-			die_err(err);
 	}
 	boot_opts.no_pci = microvm && cli.machine_pcie != 1;
 
