@@ -32,7 +32,7 @@ def checks(lib):
     global L
     L = _Lib(lib)
     return [("cpuhp", check_cpuhp), ("cpuhp-userspace", check_cpuhp_userspace),
-            ("pcihp", check_pcihp)]
+            ("pcihp", check_pcihp), ("pcihp-microvm", check_pcihp_microvm)]
 
 
 # --- vCPU hot-plug -----------------------------------------------------------
@@ -172,6 +172,18 @@ class QmpEvents:
 
 
 def check_pcihp(ctx):
+    pcihp(ctx, "pc")
+
+
+def check_pcihp_microvm(ctx):
+    """pcihp on kvmlite's -M microvm,pcie=on (QEMU's microvm has no ACPI
+    PCI hot-plug: skipped there)."""
+    if ctx.vmm != "kvmlite":
+        raise L.Skip("QEMU's microvm has no ACPI PCI hot-plug (the pcihp check runs -M pc)")
+    pcihp(ctx, "microvm,pcie=on")
+
+
+def pcihp(ctx, machine):
     """Kernel only (parked, loglevel=8): device_add of a virtio-blk-pci disk
     (a -drive if=none drive) and of a virtio-net-pci NIC (netdev_add user)
     -> acpiphp scans the slots and assigns their BARs, virtio_blk names
@@ -188,7 +200,7 @@ def check_pcihp(ctx):
     g = ctx.guest("pcihp", ["-drive", "file=%s,if=none,id=d0,format=raw" % imgs[0],
                             "-device", "virtio-blk-pci,drive=d0,addr=4",
                             "-drive", "file=%s,if=none,id=d1,format=raw" % imgs[1]],
-                  L.PARKED, machine="pc")
+                  L.PARKED, machine=machine)
     g.wait_for(r"virtio_blk virtio\d+: \[vda\] 16384 512-byte", what="cold-plugged vda")
     i, _, _ = g.wait_for(L.PARKED_LINE, what="boot")
     q = QmpEvents(g.qmp_path)
