@@ -590,6 +590,10 @@ int main(int argc, char **argv)
 	if (microvm && kl_microvm_init(vm, &err) < 0)
 		die_err(err);
 	if (!none && (!microvm || cli.machine_pcie == 1)) {
+		/* the PCI host exists from the start (microvm,pcie=on too), so
+		 * that device_add finds bus 0 without a cold-plugged PCI device */
+		if (!kl_pci_host_get(vm) && !kl_pci_host_create(vm, NULL, &err))
+			die_err(err);
 		/* ACPI PCI hot-plug on the PCI host's bus 0 (docs/hotplug.md) */
 		if (kl_qdev_hotplug_init(vm, &err) < 0)
 			die_err(err);
@@ -597,8 +601,6 @@ int main(int argc, char **argv)
 		if (kl_cpuhp_init(vm, &err) < 0)
 			die_err(err);
 		kl_acpi_set_cpu_slots(vm->ncpus);
-		if (!kl_pci_host_create(vm, NULL, &err))
-			die_err(err);
 	} else if (vm->ncpus > vm->boot_cpus) {
 		die("-smp maxcpus=%u: CPU hot-plug needs ACPI PCI (-M pc, or -M microvm,pcie=on)",
 		    vm->ncpus);

@@ -409,6 +409,7 @@ static void dev_cfg_write(struct kl_pci_dev *d, unsigned off, unsigned size, uin
 	uint16_t old_cmd = get16(&d->cfg[KL_PCI_COMMAND]);
 	uint16_t old_msix = d->msix_nvec ? get16(&d->cfg[d->msix_cap + 2]) : 0;
 	bool bar_touched[NBARS] = { false };
+	bool any_bar = false;
 
 	for (unsigned i = 0; i < size; i++) {
 		unsigned o = off + i;
@@ -432,7 +433,13 @@ static void dev_cfg_write(struct kl_pci_dev *d, unsigned off, unsigned size, uin
 				nv[o - base] = val >> (i * 8);
 		}
 		bar_write_cfg(d, idx, get32(nv));
+		any_bar = true;
 	}
+	/* a BAR placed where another BAR of this device still was stays
+	 * unmapped (bar_update); once that one moved away, map it: Linux
+	 * reassigns a hot-plugged device's BARs one by one, with decoding on */
+	if (any_bar)
+		pci_bars_update(d);
 	uint16_t cmd = get16(&d->cfg[KL_PCI_COMMAND]);
 	if ((cmd ^ old_cmd) & (KL_PCI_CMD_IO | KL_PCI_CMD_MEMORY))
 		pci_bars_update(d);

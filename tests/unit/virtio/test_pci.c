@@ -292,6 +292,31 @@ START_TEST(bar_overlap_ignored)
 }
 END_TEST
 
+START_TEST(bar_move_onto_own_bar)
+{
+	/* Linux reassigning a hot-plugged device's BARs with decoding on:
+	 * BAR4 goes where BAR0 still is (refused, unmapped), then BAR0 moves
+	 * away; BAR4 must be mapped at its new place then */
+	setup();
+	struct kl_pci_dev *a = make_dev(3);
+	unsigned sa = kl_pci_slot(a);
+	uint64_t a0 = kl_pci_bar_addr(a, 0, NULL);
+	bool mapped;
+	cfg_wr(sa, 0x20, 4, (uint32_t)a0 | 0xc);
+	cfg_wr(sa, 0x24, 4, 0);
+	kl_pci_bar_addr(a, 4, &mapped);
+	ck_assert(!mapped);
+	cfg_wr(sa, 0x10, 4, (uint32_t)a0 + 0x100000);
+	ck_assert_uint_eq(kl_pci_bar_addr(a, 0, &mapped), a0 + 0x100000);
+	ck_assert(mapped);
+	ck_assert_uint_eq(kl_pci_bar_addr(a, 4, &mapped), a0);
+	ck_assert(mapped);
+	mmio_wr(a0 + 8, 4, 0x5a5a);
+	ck_assert_uint_eq(mmio_rd(a0 + 8, 4), 0x5a5a);
+	teardown();
+}
+END_TEST
+
 START_TEST(cap_list_walk)
 {
 	setup();
@@ -771,6 +796,7 @@ Suite *pci_suite(void)
 	tcase_add_test(tc, host_bridge);
 	tcase_add_test(tc, bar_preassign_and_sizing);
 	tcase_add_test(tc, bar_overlap_ignored);
+	tcase_add_test(tc, bar_move_onto_own_bar);
 	tcase_add_test(tc, cap_list_walk);
 	tcase_add_test(tc, msix_masking);
 	tcase_add_test(tc, intx_routing);
