@@ -228,8 +228,23 @@ START_TEST(test_native_save)
 		memcpy(f->ks, K, host_len);
 		set_rfbm(f, rs);
 		ck_assert_int_eq(run(f, kind_insn(k, AREA)), KL_ASX_DONE);
+		/* XSTATE_BV[1] with the XMM registers all zero: the CPU's
+		 * XINUSE[1] (also 1 for a non-default MXCSR) is not stable
+		 * across the context switches between KVM's save (K) and the
+		 * native one, so either value is the same state */
+		bool xmm0 = all_zero(K + 160, k == K_XSAVE32 || k == K_XSAVEC32 ? 128 : 256);
+		if (xmm0 && (fmem[AREA + 512] ^ N[512]) == 2)
+			N[512] = fmem[AREA + 512];
 		for (unsigned o = 0; o < host_len; o++)
-			if (fmem[AREA + o] != N[o])
+			if (fmem[AREA + o] != N[o] &&
+			    /* XSAVEOPT: the CPU may write a component the
+			     * emulation skips as in its initial configuration, or
+			     * skip one it writes (its init/modified tracking, e.g.
+			     * XINUSE[1] from a non-default MXCSR, changes with
+			     * context switches): what the one side wrote is then
+			     * the state as KVM saved it, the other side untouched */
+			    !(k == K_XSAVEOPT64 && ((fmem[AREA + o] == 0xaa && N[o] == K[o]) ||
+						    (N[o] == 0xaa && fmem[AREA + o] == K[o]))))
 				ck_abort_msg("iteration %d %s rfbm %llx XSTATE_BV %llx: byte %u: "
 					     "%02x, native %02x", it, kname[k],
 					     (unsigned long long)rs, (unsigned long long)xin, o,
