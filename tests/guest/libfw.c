@@ -94,6 +94,22 @@ static const uint8_t *sdt_ok(uint64_t pa, const char *sig)
 	return t;
 }
 
+/* The FADT's GPE0 block: STS at *sts, EN at *en (the block's second half);
+ * 0, or -1 after probe_fail() when there is no FADT or no block of >= 4. */
+int acpi_gpe0_block(uint16_t *sts, uint16_t *en)
+{
+	const uint8_t *fadt = acpi_find_table("FACP");
+	if (!fadt)
+		return probe_fail("no FADT");
+	uint32_t blk = fadt[80] | fadt[81] << 8 | fadt[82] << 16 | (uint32_t)fadt[83] << 24;
+	uint8_t len = fadt[92];
+	if (!blk || len < 4)
+		return probe_fail("FADT: GPE0_BLK 0x%x length %u (want a block of >= 4)", blk, len);
+	*sts = (uint16_t)blk;
+	*en = (uint16_t)(blk + len / 2);
+	return 0;
+}
+
 const void *acpi_find_table(const char sig[4])
 {
 	const uint8_t *rsdp = acpi_find_rsdp(), *root;

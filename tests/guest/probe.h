@@ -256,6 +256,7 @@ struct probe_cpus {
 const void *acpi_find_rsdp(void);
 /* ACPI table by signature via XSDT/RSDT; NULL if absent. */
 const void *acpi_find_table(const char sig[4]);
+int acpi_gpe0_block(uint16_t *sts, uint16_t *en); /* FADT GPE0_STS/EN ports */
 /* MP floating pointer ("_MP_") in EBDA / top of base memory / 0xF0000. */
 const void *mp_find_fp(void);
 /* CPU list from the MADT, else from the MP table.  -1 with a reason if

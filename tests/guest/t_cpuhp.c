@@ -112,15 +112,9 @@ static int cycle(unsigned i)
 
 static int test_cpuhp(void)
 {
-	const uint8_t *fadt = acpi_find_table("FACP");
-	if (!fadt)
-		return probe_fail("no FADT");
-	uint32_t blk = fadt[80] | fadt[81] << 8 | fadt[82] << 16 | (uint32_t)fadt[83] << 24;
-	uint8_t len = fadt[92];
-	if (!blk || len < 4)
-		return probe_fail("FADT: GPE0_BLK 0x%x length %u (want a block of >= 4)", blk, len);
-	gpe_sts = (uint16_t)blk;
-	uint16_t gpe_en = (uint16_t)(blk + len / 2);
+	uint16_t gpe_en;
+	if (acpi_gpe0_block(&gpe_sts, &gpe_en) < 0)
+		return -1;
 	outb(gpe_en, GPE_CPU);
 	if (inb(gpe_en) != GPE_CPU)
 		return probe_fail("GPE0_EN reads 0x%x after writing 0x4", inb(gpe_en));

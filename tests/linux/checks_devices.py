@@ -63,16 +63,7 @@ def check_balloon(ctx):
         raise L.Fail("query-balloon before: %r" % g.qmp("query-balloon"))
     before = vmm_rss(g.proc.pid)
     target = ram // 2
-    t0 = time.monotonic()
-    g.qmp("balloon", arguments={"value": target})
-    while True:
-        actual = g.qmp("query-balloon")["actual"]
-        if actual == target:
-            break
-        if g.proc.poll() is not None or time.monotonic() - t0 > 300:
-            raise L.Fail("query-balloon actual %d, never reached %d" % (actual, target))
-        time.sleep(0.5)
-    took = time.monotonic() - t0
+    took = balloon_to(g, target)
     after = vmm_rss(g.proc.pid)
     inflated = ram - target
     ctx.note("balloon to %d MiB in %.1f s: RSS before %d KiB, after %d KiB, inflated %d KiB, "
@@ -82,13 +73,21 @@ def check_balloon(ctx):
     if before - after < 0.8 * inflated:
         raise L.Fail("RSS fell by %d KiB, less than 80 %% of the inflated %d KiB"
                    % ((before - after) >> 10, inflated >> 10))
-    g.qmp("balloon", arguments={"value": ram})
+    ctx.note("deflated to %d MiB in %.1f s" % (ram >> 20, balloon_to(g, ram, "deflate: ")))
+
+
+def balloon_to(g, target, what=""):
+    """QMP balloon to target bytes, then wait (up to 300 s) until the
+    guest's driver gets there; returns the seconds it took."""
     t0 = time.monotonic()
-    while g.qmp("query-balloon")["actual"] != ram:
+    g.qmp("balloon", arguments={"value": target})
+    while True:
+        actual = g.qmp("query-balloon")["actual"]
+        if actual == target:
+            return time.monotonic() - t0
         if g.proc.poll() is not None or time.monotonic() - t0 > 300:
-            raise L.Fail("the driver never deflated to %d" % ram)
+            raise L.Fail("%squery-balloon actual %d, never reached %d" % (what, actual, target))
         time.sleep(0.5)
-    ctx.note("deflated to %d MiB in %.1f s" % (ram >> 20, time.monotonic() - t0))
 
 
 def fd_position(pid, path):
@@ -239,22 +238,7 @@ def check_microvm_devices(ctx, machine="microvm"):
         raise L.Fail("virtio-rng-device: the guest's driver read nothing from the rng-random "
                    "file (position %s)" % pos)
     target = ram - (16 << 20)
-    t0 = time.monotonic()
-    g.qmp("balloon", arguments={"value": target})
-    while True:
-        actual = g.qmp("query-balloon")["actual"]
-        if actual == target:
-            break
-        if g.proc.poll() is not None or time.monotonic() - t0 > 300:
-            raise L.Fail("virtio-balloon-device: query-balloon actual %d, never reached %d"
-                       % (actual, target))
-        time.sleep(0.5)
-    took = time.monotonic() - t0
-    g.qmp("balloon", arguments={"value": ram})
-    t0 = time.monotonic()
-    while g.qmp("query-balloon")["actual"] != ram:
-        if g.proc.poll() is not None or time.monotonic() - t0 > 300:
-            raise L.Fail("virtio-balloon-device: the driver never deflated to %d" % ram)
-        time.sleep(0.5)
+    took = balloon_to(g, target, "virtio-balloon-device: ")
+    balloon_to(g, ram, "virtio-balloon-device: deflate: ")
     ctx.note("virtio-mmio: rng %d bytes read, balloon inflated 16 MiB in %.1f s and deflated, "
              "hvc0 %d lines" % (pos, took, len(got)))
