@@ -441,6 +441,43 @@ static bool may_run(struct kl_vcpu *c)
 	       c->reset_gen == vm->reset_gen && !c->stop_after_exit && c->plugged;
 }
 
+/* KVM finishes an exit to user space -- the data of a PIO or MMIO read,
+ * the rest of an instruction its emulator was running (all of a guest's
+ * ring 0 on a PVM host) -- only in the next KVM_RUN, and until then the
+ * registers are not the guest's (KVM's api.rst, "immediate_exit").  Before
+ * the vCPU parks (pause, snapshot, migration, reset) it re-enters with
+ * immediate_exit set: KVM completes the exit and returns -EINTR without
+ * running the guest.  Without this, the state saved was mid-instruction
+ * and, worse, the stale completion ran at the next KVM_RUN on top of the
+ * registers loaded meanwhile (snapshot-load in place: the probe then took
+ * a #GP at a 'ret' with the old stack).  Called with the BQL; false when
+ * the vCPU must stop. */
+static bool complete_exit(struct kl_vcpu *c)
+{
+	while (c->exit_pending) {
+		c->run->immediate_exit = 1;
+		kl_unlock();
+		int r = ioctl(c->fd, KVM_RUN, 0);
+		int e = errno;
+		kl_lock();
+		c->run->immediate_exit = 0;
+		if (r < 0) {
+			c->exit_pending = false;
+			if (e == EINTR || e == EAGAIN)
+				break;
+			fprintf(stderr, "kvmlite: vCPU %u: KVM_RUN failed: %s\n", c->index, g_strerror(e));
+			kl_vcpu_dump(c);
+			kl_vm_fatal(c->vm, 2);
+			return false;
+		}
+		/* the completion made a new exit (the next round of a string
+		 * I/O instruction): handle it, and complete that one too */
+		if (!handle_exit(c))
+			return false;
+	}
+	return true;
+}
+
 static void *vcpu_thread(void *p)
 {
 	struct kl_vcpu *c = p;
@@ -462,6 +499,11 @@ static void *vcpu_thread(void *p)
 		while (!may_run(c)) {
 			if (vm->quit_requested)
 				goto out;
+			if (c->exit_pending) {
+				if (!complete_exit(c))
+					goto out;
+				continue;   /* the BQL was dropped: look again */
+			}
 			c->stop_after_exit = false;
 			if (c->reset_gen != vm->reset_gen && !vm->pause_req) {
 				c->reset_gen = vm->reset_gen;
@@ -486,6 +528,7 @@ static void *vcpu_thread(void *p)
 		int e = errno;
 		kl_lock();
 		if (r < 0) {
+			c->exit_pending = false; /* KVM completed the last exit first */
 			if (e == EINTR || e == EAGAIN)
 				continue;
 			fprintf(stderr, "kvmlite: vCPU %u: KVM_RUN failed: %s\n", c->index, g_strerror(e));
@@ -493,6 +536,7 @@ static void *vcpu_thread(void *p)
 			kl_vm_fatal(vm, 2);
 			break;
 		}
+		c->exit_pending = true;
 		if (!handle_exit(c))
 			break;
 	}

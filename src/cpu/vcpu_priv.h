@@ -21,6 +21,9 @@ struct kl_vcpu {
 	struct kl_assist_vcpu *assist; /* emulation assist, NULL when off */
 	uint32_t cpuid_crc;       /* CRC-32 of the CPUID table set (migration check) */
 	bool stop_after_exit;    /* a reset was requested from this vCPU */
+	/* the last KVM_RUN returned an exit that KVM completes only at the
+	 * next KVM_RUN (complete_exit() in vcpu.c) */
+	bool exit_pending;
 	uint64_t reset_gen;      /* last reset generation applied */
 	/* architectural reset state, captured at creation */
 	struct kvm_regs rst_regs;
