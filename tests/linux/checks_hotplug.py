@@ -32,7 +32,8 @@ def checks(lib):
     global L
     L = _Lib(lib)
     return [("cpuhp", check_cpuhp), ("cpuhp-userspace", check_cpuhp_userspace),
-            ("pcihp", check_pcihp), ("pcihp-microvm", check_pcihp_microvm)]
+            ("pcihp", check_pcihp), ("pcihp-microvm", check_pcihp_microvm),
+            ("pcihp-userspace", check_pcihp_userspace)]
 
 
 # --- vCPU hot-plug -----------------------------------------------------------
@@ -237,3 +238,47 @@ def pcihp(ctx, machine):
     left = [d for b in pci for d in b["devices"] if d["slot"] in (5, 6)]
     if left:
         raise L.Fail("query-pci still lists slot 5/6 after DEVICE_DELETED: %r" % left)
+
+
+def check_pcihp_userspace(ctx):
+    """-M pc, busybox init, one cold-plugged virtio-net-pci NIC (eth0):
+    netdev_add user + device_add virtio-net-pci once init waits; init sees
+    /sys/class/net/eth1, sets it up (promisc on, so that the kernel names
+    it: "device eth1 entered promiscuous mode"; virtio_net logs nothing when
+    it binds) and gets a lease on it with busybox udhcpc (slirp: 10.0.2.15
+    on each user netdev); then device_del: init sees eth1 go and
+    DEVICE_DELETED comes."""
+    L.need_userspace(ctx)
+    g = ctx.guest("pcihp-us", ["-netdev", "user,id=n0",
+                               "-device", "virtio-net-pci,netdev=n0,addr=4"],
+                  "kl.test=pcihp", initrd="busybox", machine="pc")
+    i, _, _ = g.wait_for(r"KL-READY pcihp$", 600, what="init waiting for eth1")
+    q = QmpEvents(g.qmp_path)
+    try:
+        q.cmd("netdev_add", type="user", id="n1")
+        q.cmd("device_add", driver="virtio-net-pci", netdev="n1", id="nic1", addr="6",
+              mac="52:54:00:12:34:77")
+        g.wait_for(r"device eth1 entered promiscuous mode", 300, start=i,
+                   what="the kernel naming eth1")
+        j, _, m = g.wait_for(r"KL-LEASE (\S+) (\S+) from (\S+)|KL-FAIL pcihp", 300, start=i,
+                             what="a DHCP lease on eth1")
+        if m.group(0).startswith("KL-FAIL"):
+            raise L.Fail("guest script: %s" % m.group(0))
+        if m.groups() != ("eth1", "10.0.2.15", "10.0.2.2"):
+            raise L.Fail("wanted a lease of 10.0.2.15 from 10.0.2.2 on eth1: %r" % m.group(0))
+        j, _, _ = g.wait_for(r"KL-READY pcihp-unplug|KL-FAIL pcihp", 300, start=j,
+                             what="udhcpc done")
+        for e in q.events:
+            if e["event"] == "DEVICE_DELETED":
+                raise L.Fail("DEVICE_DELETED before any device_del: %r" % e)
+        q.cmd("device_del", id="nic1")
+        g.wait_for(r"KL-PASS pcihp|KL-FAIL pcihp", 300, start=j, what="eth1 removed")
+        g.wait_for(r"KL-INIT: eth1 gone", 0, start=j, what="guest script result")
+        g.wait_for(r"KL-PASS pcihp", 0, start=j, what="guest script result")
+        q.wait_deleted("nic1", g, 300)
+    finally:
+        q.close()
+    g.wait_for(r"KL-INIT: powering off", 120, what="init script")
+    rc = g.wait_exit(60)
+    if rc != 0:
+        raise L.Fail("poweroff: VMM exit status %d, wanted 0" % rc)

@@ -4,6 +4,14 @@
 # the check with kl.test=NAME on the kernel command line and reads the
 # "KL-..." lines from the serial console.
 export PATH=/bin:/sbin
+# udhcpc -s /init (the pcihp check): report the lease, configure nothing
+case "$1" in
+deconfig | bound | renew | leasefail | nak)
+	# shellcheck disable=SC2154 # udhcpc sets interface, ip, serverid
+	[ "$1" = bound ] && echo "KL-LEASE $interface $ip from $serverid"
+	exit 0
+	;;
+esac
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
@@ -118,6 +126,37 @@ cpuhp)
 			pass cpuhp
 		else
 			fail cpuhp "nproc $(nproc), the process pinned to CPU 1 ran on '$c1'"
+		fi
+	fi
+	;;
+pcihp)
+	# one cold-plugged NIC (eth0): the host device_adds a virtio-net-pci
+	# NIC after this line; bring it up (promisc: the kernel then names it
+	# in its log), get a DHCP lease on it, then wait for its device_del
+	echo "KL-READY pcihp"
+	i=0
+	while [ ! -e /sys/class/net/eth1 ] && [ $i -lt 300 ]; do
+		sleep 1
+		i=$((i + 1))
+	done
+	if [ ! -e /sys/class/net/eth1 ]; then
+		fail pcihp "no /sys/class/net/eth1 after device_add"
+	elif ! ip link set eth1 up promisc on; then
+		fail pcihp "ip link set eth1 up failed"
+	elif ! udhcpc -i eth1 -n -q -t 10 -T 3 -s /init; then
+		fail pcihp "udhcpc got no lease on eth1"
+	else
+		echo "KL-READY pcihp-unplug"
+		i=0
+		while [ -e /sys/class/net/eth1 ] && [ $i -lt 300 ]; do
+			sleep 1
+			i=$((i + 1))
+		done
+		if [ -e /sys/class/net/eth1 ]; then
+			fail pcihp "eth1 still there after device_del"
+		else
+			echo "KL-INIT: eth1 gone"
+			pass pcihp
 		fi
 	fi
 	;;
