@@ -43,12 +43,44 @@ static bool wait_reported(uint32_t want, uint64_t us)
 	return ap_reported >= want;
 }
 
+/* The trampoline in its page, stacks for nslots APs, the report counter
+ * cleared, the BSP's LAPIC on: 0, or -1 after probe_fail(). */
+static int ap_setup(unsigned nslots)
+{
+	memcpy((void *)(uintptr_t)TRAMPOLINE_BASE, trampoline_start,
+	       (size_t)(trampoline_end - trampoline_start));
+	ap_stack_size = AP_STACK_PAGES * 4096;
+	ap_stack_base = (uint64_t)(uintptr_t)probe_alloc_pages(AP_STACK_PAGES * nslots);
+	if (!ap_stack_base)
+		return probe_fail("cannot allocate AP stacks");
+	ap_next_slot = 0;
+	ap_reported = 0;
+	barrier();
+	lapic_enable();
+	lapic_write(LAPIC_ESR, 0);
+	return 0;
+}
+
+/* INIT (assert, level), then INIT de-assert, 10 ms, and up to two SIPIs
+ * (the second only if no AP reported beyond `before` yet): 0 or -1. */
+static int ap_kick(unsigned id, uint32_t before)
+{
+	if (lapic_send_ipi(id, 0x0000c500) || lapic_send_ipi(id, 0x00008500))
+		return probe_fail("INIT IPI to apic id %u stayed pending", id);
+	udelay(10000);
+	for (unsigned s = 0; s < 2 && ap_reported <= before; s++) {
+		if (lapic_send_ipi(id, 0x00004600 | (TRAMPOLINE_BASE >> 12)))
+			return probe_fail("SIPI to apic id %u stayed pending", id);
+		udelay(200);
+	}
+	return 0;
+}
+
 /* Start every AP in the firmware tables and check they all report. */
 int probe_smp_start(void)
 {
 	struct probe_cpus cpus;
 	unsigned bsp = lapic_id(), naps = 0;
-	size_t tlen = (size_t)(trampoline_end - trampoline_start);
 	const struct hvm_start_info *si = probe_boot_info;
 
 	if (probe_find_cpus(&cpus))
@@ -75,32 +107,15 @@ int probe_smp_start(void)
 	    si->cmdline_paddr + strlen(probe_cmdline) + 1 > TRAMPOLINE_BASE)
 		return probe_fail("command line at 0x%lx overlaps the trampoline page 0x%x",
 				  si->cmdline_paddr, TRAMPOLINE_BASE);
-	memcpy((void *)(uintptr_t)TRAMPOLINE_BASE, trampoline_start, tlen);
-
-	ap_stack_size = AP_STACK_PAGES * 4096;
-	ap_stack_base = (uint64_t)(uintptr_t)probe_alloc_pages(AP_STACK_PAGES * naps);
-	if (!ap_stack_base)
-		return probe_fail("cannot allocate AP stacks");
-	ap_next_slot = 0;
-	ap_reported = 0;
-	barrier();
-
-	lapic_enable();
-	lapic_write(LAPIC_ESR, 0);
+	if (ap_setup(naps) < 0)
+		return -1;
 	unsigned started = 0;
 	for (unsigned i = 0; i < cpus.count; i++) {
 		unsigned id = cpus.apic_id[i];
 		if (id == bsp)
 			continue;
-		/* INIT (assert, level), then INIT de-assert, 10 ms, 2x SIPI */
-		if (lapic_send_ipi(id, 0x0000c500) || lapic_send_ipi(id, 0x00008500))
-			return probe_fail("INIT IPI to apic id %u stayed pending", id);
-		udelay(10000);
-		for (unsigned s = 0; s < 2 && ap_reported < started + 1; s++) {
-			if (lapic_send_ipi(id, 0x00004600 | (TRAMPOLINE_BASE >> 12)))
-				return probe_fail("SIPI to apic id %u stayed pending", id);
-			udelay(200);
-		}
+		if (ap_kick(id, started) < 0)
+			return -1;
 		started++;
 		if (!wait_reported(started, 2000000))
 			return probe_fail("AP apic id %u did not report within 2 s (%u of %u APs up)",
@@ -133,30 +148,15 @@ int probe_ap_start(unsigned id, unsigned *reported)
 	static bool ready;
 	const unsigned max = 8;
 	if (!ready) {
-		memcpy((void *)(uintptr_t)TRAMPOLINE_BASE, trampoline_start,
-		       (size_t)(trampoline_end - trampoline_start));
-		ap_stack_size = AP_STACK_PAGES * 4096;
-		ap_stack_base = (uint64_t)(uintptr_t)probe_alloc_pages(AP_STACK_PAGES * max);
-		if (!ap_stack_base)
-			return probe_fail("cannot allocate AP stacks");
-		ap_next_slot = 0;
-		ap_reported = 0;
-		barrier();
-		lapic_enable();
-		lapic_write(LAPIC_ESR, 0);
+		if (ap_setup(max) < 0)
+			return -1;
 		ready = true;
 	}
 	uint32_t before = ap_reported;
 	if (before >= max)
 		return probe_fail("probe_ap_start: more than %u AP starts", max);
-	if (lapic_send_ipi(id, 0x0000c500) || lapic_send_ipi(id, 0x00008500))
-		return probe_fail("INIT IPI to apic id %u stayed pending", id);
-	udelay(10000);
-	for (unsigned s = 0; s < 2 && ap_reported == before; s++) {
-		if (lapic_send_ipi(id, 0x00004600 | (TRAMPOLINE_BASE >> 12)))
-			return probe_fail("SIPI to apic id %u stayed pending", id);
-		udelay(200);
-	}
+	if (ap_kick(id, before) < 0)
+		return -1;
 	if (!wait_reported(before + 1, 2000000))
 		return probe_fail("AP apic id %u did not report within 2 s", id);
 	*reported = ap_ids[before];
