@@ -170,7 +170,6 @@ KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_target)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_machines)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_qom_list_types)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_device_list_properties)
-KL_QMP_BLOCK_CMDS_DECL(kl_qmp_qom_list_properties)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_cpu_definitions)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_query_cpu_model_expansion)
 KL_QMP_BLOCK_CMDS_DECL(kl_qmp_empty_list)
@@ -184,7 +183,7 @@ extern const struct kl_qmp_arg kl_qmp_qom_list_types_args[], kl_qmp_typename_arg
 	{ "query-machines", kl_qmp_query_machines, no_args }, \
 	{ "qom-list-types", kl_qmp_qom_list_types, kl_qmp_qom_list_types_args }, \
 	{ "device-list-properties", kl_qmp_device_list_properties, kl_qmp_typename_args }, \
-	{ "qom-list-properties", kl_qmp_qom_list_properties, kl_qmp_typename_args }, \
+	{ "qom-list-properties", kl_qmp_empty_list, kl_qmp_typename_args }, \
 	{ "query-cpu-definitions", kl_qmp_query_cpu_definitions, no_args }, \
 	{ "query-cpu-model-expansion", kl_qmp_query_cpu_model_expansion, kl_qmp_cpu_expansion_args }, \
 	{ "query-command-line-options", kl_qmp_empty_list, kl_qmp_cmdline_opts_args }, \

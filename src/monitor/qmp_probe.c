@@ -151,17 +151,6 @@ enum kl_qmp_err kl_qmp_device_list_properties(struct kl_qmp_session *s, JsonObje
 	return KL_QMP_OK;
 }
 
-/* qom-list-properties: kvmlite's objects have no introspectable class
- * properties.  An empty list, never an error: libvirt 9.0 crashes on
- * DeviceNotFound for memory-backend-file. */
-enum kl_qmp_err kl_qmp_qom_list_properties(struct kl_qmp_session *s, JsonObject *args,
-					       JsonNode **ret, char **desc)
-{
-	(void)s, (void)args, (void)desc;
-	*ret = kl_qmp_arr_node(json_array_new());
-	return KL_QMP_OK;
-}
-
 enum kl_qmp_err kl_qmp_query_cpu_definitions(struct kl_qmp_session *s, JsonObject *args,
 						 JsonNode **ret, char **desc)
 {
@@ -207,6 +196,10 @@ enum kl_qmp_err kl_qmp_query_cpu_model_expansion(struct kl_qmp_session *s, JsonO
 	return KL_QMP_OK;
 }
 
+/* query-command-line-options, query-iothreads and qom-list-properties
+ * (kvmlite's objects have no introspectable class properties): an empty
+ * list, never an error -- libvirt 9.0 crashes on DeviceNotFound for
+ * qom-list-properties memory-backend-file. */
 enum kl_qmp_err kl_qmp_empty_list(struct kl_qmp_session *s, JsonObject *args,
 				      JsonNode **ret, char **desc)
 {
