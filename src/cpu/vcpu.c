@@ -441,6 +441,14 @@ static bool may_run(struct kl_vcpu *c)
 	       c->reset_gen == vm->reset_gen && !c->stop_after_exit && c->plugged;
 }
 
+/* KVM_RUN failed with errno e (not EINTR/EAGAIN): the VM stops. */
+static void kvm_run_failed(struct kl_vcpu *c, int e)
+{
+	fprintf(stderr, "kvmlite: vCPU %u: KVM_RUN failed: %s\n", c->index, g_strerror(e));
+	kl_vcpu_dump(c);
+	kl_vm_fatal(c->vm, 2);
+}
+
 /* KVM finishes an exit to user space -- the data of a PIO or MMIO read,
  * the rest of an instruction its emulator was running (all of a guest's
  * ring 0 on a PVM host) -- only in the next KVM_RUN, and until then the
@@ -465,9 +473,7 @@ static bool complete_exit(struct kl_vcpu *c)
 			c->exit_pending = false;
 			if (e == EINTR || e == EAGAIN)
 				break;
-			fprintf(stderr, "kvmlite: vCPU %u: KVM_RUN failed: %s\n", c->index, g_strerror(e));
-			kl_vcpu_dump(c);
-			kl_vm_fatal(c->vm, 2);
+			kvm_run_failed(c, e);
 			return false;
 		}
 		/* the completion made a new exit (the next round of a string
@@ -531,9 +537,7 @@ static void *vcpu_thread(void *p)
 			c->exit_pending = false; /* KVM completed the last exit first */
 			if (e == EINTR || e == EAGAIN)
 				continue;
-			fprintf(stderr, "kvmlite: vCPU %u: KVM_RUN failed: %s\n", c->index, g_strerror(e));
-			kl_vcpu_dump(c);
-			kl_vm_fatal(vm, 2);
+			kvm_run_failed(c, e);
 			break;
 		}
 		c->exit_pending = true;
