@@ -14,17 +14,20 @@ int kl_cpu_model_apply(struct kvm_cpuid2 *cpuid, const char *spec, char **err);
 /* Names of the models, NULL-terminated. */
 const char *const *kl_cpu_model_names(void);
 
-/* Fix up topology leaves (1, 4, 0xb, 0x1f) for vcpu index of ncpus. */
+/* Fix up topology leaves (1, 4, 0xb, 0x1f, AMD's 0x8000001e and
+ * 0x80000026) for vcpu index of ncpus. */
 void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned ncpus);
 
-/* Replace the table's basic and extended leaves by this host's own CPUID
- * (adding the sub-leaves KVM left out; capacity = entries allocated): on
- * hosts where guests read the host's CPUID, so that KVM's checks agree with
- * what the guest sees. */
-void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity);
-/* Before the first vCPU on such hosts: ask for AMX guest permission when
- * the host has AMX (the guest will enable it).  -1 with *err. */
-int kl_cpuid_host_prepare(char **err);
+/* Before the first vCPU on hosts where guests read the host's CPUID: ask
+ * for AMX guest permission when the host has AMX (the guest will enable
+ * it), and read this host's basic and extended leaves, on the lowest CPU
+ * the thread may run on.  The table (g_free) or NULL with *err. */
+struct kvm_cpuid2 *kl_cpuid_host_prepare(char **err);
+/* Replace the table's leaves by host's (from kl_cpuid_host_prepare), adding
+ * the sub-leaves KVM left out (capacity = entries allocated), so that KVM's
+ * checks agree with what the guest sees. */
+void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity,
+			const struct kvm_cpuid2 *host);
 
 /* True when /dev/kvm is PVM / has no hardware virtualisation (guests run
  * in the instruction emulator). */

@@ -71,6 +71,8 @@ struct kl_vm {
 				      vCPU exists but is not plugged (kl_vcpu_plugged) */
 	const char *cpu_model;     /* -cpu, for hot-plugged vCPUs */
 	struct kl_assist *assist;  /* emulation assist, NULL when off */
+	struct kvm_cpuid2 *host_cpuid; /* the host's own leaves on hosts whose guests
+					  read them (kl_cpuid_host_prepare), or NULL */
 	struct kl_virtio_mmio_slots *virtio_mmio; /* -M microvm's virtio-mmio
 						     transports (virtio.h), or NULL */
 

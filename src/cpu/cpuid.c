@@ -48,6 +48,14 @@ void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned nc
 				e->ecx = e->index;
 			}
 			break;
+		case 0x8000001e:        /* AMD: extended APIC id, core id, node id */
+			e->eax = index;
+			e->ebx = index & 0xff;  /* one thread per core: bits 15:8 = 0 */
+			e->ecx = 0;             /* node 0, one node per processor */
+			break;
+		case 0x80000026:        /* AMD extended topology: EDX = x2APIC id */
+			e->edx = index;
+			break;
 		default:
 			break;
 		}
@@ -63,6 +71,7 @@ void kl_cpuid_fix_topology(struct kvm_cpuid2 *cpuid, unsigned index, unsigned nc
 #include <cpuid.h>
 #include <errno.h>
 #include <glib.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -146,7 +155,42 @@ static void copy_range(struct kvm_cpuid2 *c, unsigned cap, uint32_t first)
 	}
 }
 
-int kl_cpuid_host_prepare(char **err)
+/* Run on one host CPU, the lowest this thread may run on: leaves that
+ * describe the CPU executing CPUID (AMD's 0x8000001e, a hybrid part's
+ * 0x1a and cache leaves, ...) then read the same in every process started
+ * with the same affinity -- the migration check compares the tables. */
+static struct kvm_cpuid2 *host_snapshot(void)
+{
+	unsigned cap = 512;
+	struct kvm_cpuid2 *h = g_malloc0(sizeof(*h) + cap * sizeof(struct kvm_cpuid_entry2));
+	cpu_set_t was, one;
+	bool pinned = false;
+	if (sched_getaffinity(0, sizeof(was), &was) == 0) {
+		for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+			if (!CPU_ISSET(cpu, &was))
+				continue;
+			CPU_ZERO(&one);
+			CPU_SET(cpu, &one);
+			pinned = sched_setaffinity(0, sizeof(one), &one) == 0;
+			break;
+		}
+	}
+	copy_range(h, cap, 0);
+	copy_range(h, cap, 0x80000000);
+	if (pinned)
+		sched_setaffinity(0, sizeof(was), &was);
+	/* OSXSAVE and OSPKE reflect the guest's CR4: KVM computes them. */
+	for (uint32_t i = 0; i < h->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &h->entries[i];
+		if (e->function == 1)
+			e->ecx &= ~(1u << 27);
+		if (e->function == 7 && e->index == 0)
+			e->ecx &= ~(1u << 4);
+	}
+	return h;
+}
+
+struct kvm_cpuid2 *kl_cpuid_host_prepare(char **err)
 {
 	/* AMX (XTILEDATA) is a dynamic component: KVM lets a guest enable it in
 	 * XCR0 only when the VMM process asked for it before creating vCPUs.
@@ -154,27 +198,26 @@ int kl_cpuid_host_prepare(char **err)
 	unsigned a, b, c, d;
 	__cpuid_count(0xd, 0, a, b, c, d);
 	(void)b; (void)c; (void)d;
-	if (!(a >> XFEATURE_XTILEDATA & 1))
-		return 0;
-	if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_GUEST_PERM, XFEATURE_XTILEDATA) != 0) {
+	if ((a >> XFEATURE_XTILEDATA & 1) &&
+	    syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_GUEST_PERM, XFEATURE_XTILEDATA) != 0) {
 		*err = g_strdup_printf("arch_prctl(ARCH_REQ_XCOMP_GUEST_PERM, AMX): %s (the guest "
 				       "sees AMX in this host's CPUID and will enable it)",
 				       g_strerror(errno));
-		return -1;
+		return NULL;
 	}
-	return 0;
+	return host_snapshot();
 }
 
-void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity)
+void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity,
+			const struct kvm_cpuid2 *host)
 {
-	copy_range(cpuid, capacity, 0);
-	copy_range(cpuid, capacity, 0x80000000);
-	/* OSXSAVE and OSPKE reflect the guest's CR4: KVM computes them. */
-	for (uint32_t i = 0; i < cpuid->nent; i++) {
-		struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
-		if (e->function == 1)
-			e->ecx &= ~(1u << 27);
-		if (e->function == 7 && e->index == 0)
-			e->ecx &= ~(1u << 4);
+	for (uint32_t i = 0; i < host->nent; i++) {
+		const struct kvm_cpuid_entry2 *h = &host->entries[i];
+		bool indexed = h->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+		struct kvm_cpuid_entry2 *e = entry_for(cpuid, capacity, h->function, h->index,
+						       indexed);
+		if (e) {
+			e->eax = h->eax; e->ebx = h->ebx; e->ecx = h->ecx; e->edx = h->edx;
+		}
 	}
 }

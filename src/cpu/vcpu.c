@@ -12,7 +12,6 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "kvmlite/assist.h"
 #include "kvmlite/loop.h"
@@ -81,11 +80,11 @@ static int set_cpuid(struct kl_vcpu *c, const char *model, char **err)
 		}
 		nent *= 2;
 	}
-	if (kl_host_is_emulated()) {
+	if (vm->host_cpuid) {
 		/* the guest sees the host's CPUID: start KVM's table from it */
-		unsigned cap = cpuid->nent + 512;
+		unsigned cap = cpuid->nent + vm->host_cpuid->nent;
 		cpuid = g_realloc(cpuid, sizeof(*cpuid) + cap * sizeof(struct kvm_cpuid_entry2));
-		kl_cpuid_host_view(cpuid, cap);
+		kl_cpuid_host_view(cpuid, cap, vm->host_cpuid);
 		if (c->index == 0)
 			warn_cpu_model(model);
 	}
@@ -99,15 +98,8 @@ static int set_cpuid(struct kl_vcpu *c, const char *model, char **err)
 		g_free(cpuid);
 		return -1;
 	}
-	/* what the guest sees (not the padding), for migration's CPU check */
-	uLong crc = 0;
-	for (unsigned i = 0; i < cpuid->nent; i++) {
-		const struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
-		uint32_t f[7] = { e->function, e->index, e->flags, e->eax, e->ebx, e->ecx, e->edx };
-		crc = crc32_z(crc, (const Bytef *)f, sizeof(f));
-	}
-	c->cpuid_crc = (uint32_t)crc;
-	g_free(cpuid);
+	/* kept for migration's CPU check (vcpu_state.c) */
+	c->cpuid = cpuid;
 	return 0;
 }
 
@@ -588,6 +580,7 @@ void kl_vcpu_destroy(struct kl_vcpu *c)
 	if (!c)
 		return;
 	kl_assist_vcpu_destroy(c->assist);
+	g_free(c->cpuid);
 	munmap(c->run, c->vm->vcpu_mmap_size);
 	close(c->fd);
 	g_free(c);

@@ -19,7 +19,7 @@ struct kl_vcpu {
 	bool started, exited, parked;
 	bool plugged;            /* false: an empty hot-plug slot (parked) */
 	struct kl_assist_vcpu *assist; /* emulation assist, NULL when off */
-	uint32_t cpuid_crc;       /* CRC-32 of the CPUID table set (migration check) */
+	struct kvm_cpuid2 *cpuid; /* the table set (migration's CPU check) */
 	bool stop_after_exit;    /* a reset was requested from this vCPU */
 	/* the last KVM_RUN returned an exit that KVM completes only at the
 	 * next KVM_RUN (complete_exit() in vcpu.c) */

@@ -222,7 +222,7 @@ int kl_vm_create(struct kl_vm *vm, uint64_t ram_size, const struct kl_mem_opts *
 		return -1;
 	}
 	/* before the assist sizes its XSAVE buffers and before any vCPU */
-	if (kl_host_is_emulated() && kl_cpuid_host_prepare(err) < 0)
+	if (kl_host_is_emulated() && !(vm->host_cpuid = kl_cpuid_host_prepare(err)))
 		return -1;
 	if (kl_assist_enabled(cpu->assist)) {
 		vm->assist = kl_assist_create(vm, cpu->assist_log, err);
@@ -293,6 +293,8 @@ void kl_vm_destroy(struct kl_vm *vm)
 	vm->vcpus = NULL;
 	kl_assist_destroy(vm->assist);
 	vm->assist = NULL;
+	g_free(vm->host_cpuid);
+	vm->host_cpuid = NULL;
 	/* Devices last registered go first (they may use earlier ones). */
 	for (guint i = vm->cleanups->len; i > 0; i--) {
 		struct cleanup_entry *e = g_ptr_array_index(vm->cleanups, i - 1);

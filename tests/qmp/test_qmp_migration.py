@@ -17,13 +17,18 @@ usage: test_qmp_migration.py [--vmm kvmlite|qemu] VMM_BINARY PROBE_ELF
 (b) -incoming defer: query-status 'inmigrate'; migrate from the guest is
     refused; migrate-incoming starts listening; a second migrate-incoming
     is refused; the source of (a)'s shape migrates into it and it runs.
+(c) kvmlite: (a)'s file with one bit of vcpu/0's CPUID table (leaf 7.0
+    EBX) flipped and the section's CRC-32 made good again: -incoming file:
+    refuses it, exit 1, naming the leaf and register.
 Exit status 0 pass, 1 fail, 77 skip.
 """
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
+import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qmplib  # noqa: E402
@@ -118,6 +123,59 @@ def running_guest(flavour, binary, probe, tmp):
         q.close()
     finally:
         vm.stop()
+    return snap
+
+
+def vcpu0_record(data):
+    """(payload offset, length) of the vcpu/0 section record: its name as
+    the stream writes strings, version, length, payload, CRC-32 of it."""
+    name = b"vcpu/0"
+    tag = struct.pack("<I", len(name)) + name
+    at = data.find(tag)
+    while at >= 0:
+        p = at + len(tag)
+        if p + 8 <= len(data):
+            ver, n = struct.unpack_from("<II", data, p)
+            end = p + 8 + n
+            if end + 4 <= len(data) and \
+                    struct.unpack_from("<I", data, end)[0] == zlib.crc32(data[p + 8:end]):
+                return p + 8, n
+        at = data.find(tag, at + 1)
+    return None
+
+
+def cpuid_refused(flavour, binary, probe, tmp, snap):
+    data = bytearray(open(snap, "rb").read())
+    rec = vcpu0_record(data)
+    check(rec is not None, "(c) the vcpu/0 section record found in the file")
+    if rec is None:
+        return
+    off, n = rec
+    nent = struct.unpack_from("<I", data, off)[0]
+    leaf = None
+    for i in range(min(nent, (n - 4) // 28)):
+        e = off + 4 + 28 * i
+        fn, idx = struct.unpack_from("<II", data, e)
+        if (fn, idx) == (7, 0):
+            leaf = e
+    check(leaf is not None, "(c) leaf 7.0 in vcpu/0's CPUID table (%d entries)" % nent)
+    if leaf is None:
+        return
+    struct.pack_into("<I", data, leaf + 16, struct.unpack_from("<I", data, leaf + 16)[0] ^ 1)
+    struct.pack_into("<I", data, off + n, zlib.crc32(bytes(data[off:off + n])))
+    bad = os.path.join(tmp, "cpuid-flipped.bin")
+    open(bad, "wb").write(data)
+    vm = VMM(flavour, binary, probe, "migrate", paused=False, extra=["-incoming", "file:" + bad])
+    print("(c) %s" % " ".join(vm.cmd), flush=True)
+    try:
+        rc = vm.wait_exit()
+        vm.ethread.join(5)
+        err = vm.stderr_text()
+        check(rc == 1 and "CPUID differs from the source's: leaf 0x7.0 EBX" in err,
+              "a flipped CPUID bit refused, naming leaf 7.0 EBX (exit %r: %r)" %
+              (rc, err.strip()[-300:]))
+    finally:
+        vm.stop()
 
 
 def deferred(flavour, binary, probe, tmp):
@@ -165,8 +223,10 @@ def main():
         return status
     tmp = tempfile.mkdtemp(prefix="klqmpmig-")
     try:
-        running_guest(flavour, binary, probe, tmp)
+        snap = running_guest(flavour, binary, probe, tmp)
         deferred(flavour, binary, probe, tmp)
+        if flavour == "kvmlite":
+            cpuid_refused(flavour, binary, probe, tmp, snap)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return qmplib.verdict(failures)
