@@ -34,6 +34,9 @@
  * FIP[31:0], FCS = 0, FDP[31:0], FDS = 0 (reserved bytes 14-15, 22-23 as 0):
  * this CPU deprecates FCS/FDS (CPUID.7.0:EBX[13]) and KVM's buffer has no
  * room for them; their restore loads FIP/FDP zero-extended and drops FCS/FDS.
+ * On a CPU that keeps FCS/FDS (AMD) a 32-bit-form save by the guest still
+ * stores 0 there: the selectors are not in KVM's buffer (a 64-bit guest's
+ * kernel uses the REX.W forms).
  * Outside 64-bit mode XMM8-15, YMM8-15_H, ZMM8-15_H and ZMM16-31 are neither
  * saved nor restored (SDM 13.13).
  *

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "assist_int.h"
+#include "kvmlite/byteorder.h"
 
 #define PAGE 4096u
 #define MEMSZ (16 * PAGE)
