@@ -88,6 +88,7 @@ struct kl_bfile {
 	void *engine_state;
 	struct kl_tpool *pool;          /* threads engine, native fallbacks */
 	bool in_poll;                   /* inside the completion handler: batch submits */
+	bool draining;                  /* process() runs: no kick needed (atomic) */
 	unsigned max_batch;             /* ... up to this many at a time */
 
 	unsigned in_flight;

@@ -758,6 +758,7 @@ static void process(struct kl_bfile *bf)
 	 * wakeup).  With requests in flight, busy-poll for up to poll_ns for
 	 * the next completion, like QEMU's aio polling; at most 1 ms here. */
 	uint64_t start = kl_clock_ns(), spin_until = 0;
+	__atomic_store_n(&bf->draining, true, __ATOMIC_SEQ_CST);
 	for (;;) {
 		process_once(bf);
 		uint64_t t = kl_clock_ns();
@@ -765,8 +766,16 @@ static void process(struct kl_bfile *bf)
 			break; /* let the other main-loop sources run */
 		if (ready(bf))
 			continue;
-		if (!poll_ns || !bf->in_flight)
-			break;
+		if (!poll_ns || !bf->in_flight) {
+			/* workers skip the kick while we drain (kl_tpool's
+			 * push_done): look once more after saying we stopped */
+			__atomic_store_n(&bf->draining, false, __ATOMIC_SEQ_CST);
+			__atomic_thread_fence(__ATOMIC_SEQ_CST);
+			if (!ready(bf))
+				return;
+			__atomic_store_n(&bf->draining, true, __ATOMIC_SEQ_CST);
+			continue;
+		}
 		if (!spin_until)
 			spin_until = t + poll_ns;
 		while (!ready(bf) && kl_clock_ns() < spin_until)
@@ -775,6 +784,10 @@ static void process(struct kl_bfile *bf)
 			break;
 		spin_until = 0;
 	}
+	__atomic_store_n(&bf->draining, false, __ATOMIC_SEQ_CST);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (ready(bf))
+		kl_blk_kick(bf); /* come back after the other sources */
 }
 
 static bool efd_handler(int fd, GIOCondition cond, void *opaque)

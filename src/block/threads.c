@@ -12,7 +12,9 @@
  * sleepers as there are queued requests (none when no worker sleeps).
  * Completions go on a lock-free stack and only the push onto an empty
  * stack signals the eventfd, so one main-loop wake-up collects many
- * completions.  Nothing spins: an idle pool sleeps. */
+ * completions -- and not even that push while the main loop is draining
+ * completions (bf->draining, file.c's process(): it looks at the stack
+ * again after it clears the flag).  Nothing spins: an idle pool sleeps. */
 #include "block_int.h"
 #include "kvmlite/seccomp.h"
 
@@ -112,7 +114,8 @@ static void push_done(struct kl_tpool *p, struct kl_blk_req *r)
 		r->next = head;
 	} while (!__atomic_compare_exchange_n(&p->done, &head, r, true,
 					      __ATOMIC_RELEASE, __ATOMIC_RELAXED));
-	if (!head)
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (!head && !__atomic_load_n(&p->bf->draining, __ATOMIC_SEQ_CST))
 		kl_blk_kick(p->bf);
 }
 
