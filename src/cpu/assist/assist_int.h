@@ -74,6 +74,7 @@ enum kl_asx_kind {
 	KL_ASX_K_X87,        /* FNCLEX FLDCW FNSTSW FWAIT FNINIT(helper) ... */
 	KL_ASX_K_MXCSR,      /* LDMXCSR STMXCSR */
 	KL_ASX_K_PKRU,       /* RDPKRU WRPKRU */
+	KL_ASX_K_MWAITX,     /* MONITORX MWAITX (AMD) */
 	KL_ASX_K_INT3,
 	KL_ASX_K_OTHER,      /* anything else insn.c executes */
 	KL_ASX_K_FAULT,      /* an assisted instruction raised an exception */

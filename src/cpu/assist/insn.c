@@ -1,6 +1,7 @@
 /* Instructions of the emulation assist other than the XSAVE family
  * (assist_int.h): integer (POPCNT LZCNT TZCNT CMPXCHG8B/16B CRC32 MOVBE,
- * BMI1/BMI2), system (CLAC STAC RDTSCP RDPID RDPKRU WRPKRU INT3), x87
+ * BMI1/BMI2), system (CLAC STAC RDTSCP RDPID RDPKRU WRPKRU MONITORX MWAITX
+ * INT3), x87
  * control (FNCLEX FNINIT FLDCW FNSTCW FNSTSW FWAIT FILD m32 FLD1 FLDZ EMMS)
  * and SSE control (LDMXCSR STMXCSR, also VEX-encoded).
  *
@@ -59,7 +60,7 @@
 
 /* ---- host features ---------------------------------------------------- */
 enum feat { F_SMAP, F_RDPID, F_RDTSCP, F_BMI1, F_BMI2, F_POPCNT, F_LZCNT, F_MOVBE,
-	    F_SSE42, F_CX16, F_CX8 };
+	    F_SSE42, F_CX16, F_CX8, F_MONITORX };
 
 static bool host_has(enum feat f)
 {
@@ -69,7 +70,7 @@ static bool host_has(enum feat f)
 		[F_BMI2] = { 7, 0, 1, 8 },       [F_POPCNT] = { 1, 0, 2, 23 },
 		[F_LZCNT] = { 0x80000001, 0, 2, 5 }, [F_MOVBE] = { 1, 0, 2, 22 },
 		[F_SSE42] = { 1, 0, 2, 20 },     [F_CX16] = { 1, 0, 2, 13 },
-		[F_CX8] = { 1, 0, 3, 8 },
+		[F_CX8] = { 1, 0, 3, 8 },        [F_MONITORX] = { 0x80000001, 0, 2, 29 },
 	};
 	unsigned r[4];
 	if (!__get_cpuid_count(t[f].leaf, t[f].sub, &r[0], &r[1], &r[2], &r[3]))
@@ -244,6 +245,25 @@ static enum kl_asx_result clac_stac(struct kl_asx_cpu *c, bool set)
 		return kl_asx_raise(c, KL_X86_UD, false, 0);
 	flags_set(c, FL_AC, set ? FL_AC : 0);
 	c->kind = set ? KL_ASX_K_STAC : KL_ASX_K_CLAC;
+	return KL_ASX_DONE;
+}
+
+/* AMD's MONITORX / MWAITX (APM vol. 3), any CPL: Linux's udelay() on an AMD
+ * host (the guest reads the host's CPUID) waits with them.  Nothing is
+ * monitored and MWAITX returns at once, which the APM allows (a wake-up
+ * for an implementation-specific reason): the caller's loop reads the TSC
+ * again.  MONITORX takes no extensions (ECX = 0) and a canonical RAX;
+ * MWAITX knows ECX bits 0 (wake on a masked interrupt) and 1 (EBX timer). */
+static enum kl_asx_result monitorx_mwaitx(struct kl_asx_cpu *c, bool wait)
+{
+	if (!host_has(F_MONITORX))
+		return kl_asx_raise(c, KL_X86_UD, false, 0);
+	uint32_t ecx = (uint32_t)c->regs.rcx;
+	uint64_t a = c->regs.rax;
+	if (wait ? (ecx & ~3u) != 0
+		 : ecx != 0 || (mode64(c) && (uint64_t)((int64_t)(a << 16) >> 16) != a))
+		return kl_asx_raise(c, KL_X86_GP, true, 0);
+	c->kind = KL_ASX_K_MWAITX;
 	return KL_ASX_DONE;
 }
 
@@ -790,6 +810,8 @@ enum kl_asx_result kl_asx_insn(struct kl_asx_cpu *cpu, const struct kl_insn *in)
 			case 0xca: return clac_stac(cpu, false);
 			case 0xcb: return clac_stac(cpu, true);
 			case 0xf9: return rdtscp(cpu);
+			case 0xfa: return monitorx_mwaitx(cpu, false);
+			case 0xfb: return monitorx_mwaitx(cpu, true);
 			case 0xee: return pkru(cpu, false);
 			case 0xef: return pkru(cpu, true);
 			}
@@ -873,7 +895,8 @@ const char *kl_asx_kind_name(enum kl_asx_kind k)
 		[KL_ASX_K_RDPID] = "rdpid",     [KL_ASX_K_CRC32] = "crc32",
 		[KL_ASX_K_MOVBE] = "movbe",     [KL_ASX_K_BMI] = "bmi",
 		[KL_ASX_K_X87] = "x87",         [KL_ASX_K_MXCSR] = "mxcsr",
-		[KL_ASX_K_PKRU] = "pkru",       [KL_ASX_K_INT3] = "int3",
+		[KL_ASX_K_PKRU] = "pkru",       [KL_ASX_K_MWAITX] = "monitorx-mwaitx",
+		[KL_ASX_K_INT3] = "int3",
 		[KL_ASX_K_OTHER] = "other",     [KL_ASX_K_FAULT] = "fault",
 		[KL_ASX_K_UNHANDLED] = "unhandled", [KL_ASX_K_SYSCALL] = "syscall",
 		[KL_ASX_K_PF_PASS] = "pf-pass", [KL_ASX_K_REARM] = "rearm",

@@ -276,6 +276,41 @@ START_TEST(test_clac_stac_int3)
 }
 END_TEST
 
+/* MONITORX / MWAITX: no-ops where the host has them (CPUID 8000_0001H:ECX[29],
+ * AMD), at any CPL; #GP(0) for MONITORX extensions or a non-canonical RAX
+ * and for reserved MWAITX hints; #UD on a host without them. */
+START_TEST(test_monitorx_mwaitx)
+{
+	C->regs.rax = DATA;
+	C->regs.rcx = 0;
+	C->regs.rbx = 1000;
+	uint64_t rflags = C->regs.rflags;
+	if (!host_has(0x80000001, 2, 29)) {
+		expect_fault(RUN(0x0f, 0x01, 0xfa), KL_X86_UD, 0);
+		expect_fault(RUN(0x0f, 0x01, 0xfb), KL_X86_UD, 0);
+		return;
+	}
+	for (int cpl = 0; cpl <= 3; cpl += 3) {
+		fake_cpl(F, cpl);
+		C->regs.rcx = 0;
+		expect_done(RUN(0x0f, 0x01, 0xfa), 3, KL_ASX_K_MWAITX);      /* monitorx */
+		C->regs.rcx = 3;                                               /* masked irq, timer */
+		expect_done(RUN(0x0f, 0x01, 0xfb), 3, KL_ASX_K_MWAITX);      /* mwaitx */
+		ck_assert_uint_eq(C->regs.rax, DATA);
+		ck_assert_uint_eq(C->regs.rbx, 1000);
+		ck_assert_uint_eq(C->regs.rflags, rflags);
+		C->regs.rcx = 4;
+		expect_fault(RUN(0x0f, 0x01, 0xfb), KL_X86_GP, 0);
+		C->regs.rcx = 1;
+		expect_fault(RUN(0x0f, 0x01, 0xfa), KL_X86_GP, 0);
+		C->regs.rcx = 0;
+		C->regs.rax = 0x0000800000000000ull;                          /* non-canonical */
+		expect_fault(RUN(0x0f, 0x01, 0xfa), KL_X86_GP, 0);
+		C->regs.rax = DATA;
+	}
+}
+END_TEST
+
 START_TEST(test_pkru)
 {
 	expect_fault(RUN(0x0f, 0x01, 0xee), KL_X86_UD, 0);   /* CR4.PKE clear */
@@ -714,6 +749,7 @@ int main(void)
 	tcase_add_test(tc, test_cmpxchg8b);
 	tcase_add_test(tc, test_rdtscp_rdpid);
 	tcase_add_test(tc, test_clac_stac_int3);
+	tcase_add_test(tc, test_monitorx_mwaitx);
 	tcase_add_test(tc, test_pkru);
 	tcase_add_test(tc, test_crc32);
 	tcase_add_test(tc, test_crc32_native);
