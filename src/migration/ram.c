@@ -431,12 +431,34 @@ int kl_mig_ram_load(struct kl_vm *vm, struct kl_mig_in *in, char **err)
 	uint64_t *w = written_map(vm, in, gpa, &page);
 	for (uint64_t k = 0; w && k < len / KL_MIG_PAGE; k++)
 		w[(page + k) / 64] |= 1ull << ((page + k) % 64);
-	if (kl_mig_read(in, hva, len, err) < 0)
-		return -1;
+	uint32_t got = 0;
+	if (vm->mem.file_shared) {
+		/* RAM another process may be running in (the source itself,
+		 * when the same file is shared without x-ignore-shared): the
+		 * CRC is of the bytes received, through a bounce buffer, not
+		 * of RAM that may already have changed again */
+		enum { CHUNK = 64 * KL_MIG_PAGE };
+		uint8_t *buf = g_malloc(CHUNK);
+		for (uint64_t done = 0; done < len;) {
+			size_t n = len - done < CHUNK ? (size_t)(len - done) : CHUNK;
+			if (kl_mig_read(in, buf, n, err) < 0) {
+				g_free(buf);
+				return -1;
+			}
+			got = (uint32_t)crc32_z(got, buf, n);
+			memcpy(hva + done, buf, n);
+			done += n;
+		}
+		g_free(buf);
+	} else {
+		if (kl_mig_read(in, hva, len, err) < 0)
+			return -1;
+		got = (uint32_t)crc32_z(0, hva, len);
+	}
 	uint8_t c[4];
 	if (kl_mig_read(in, c, 4, err) < 0)
 		return -1;
-	uint32_t want = kl_mig_get_u32(c), got = (uint32_t)crc32_z(0, hva, len);
+	uint32_t want = kl_mig_get_u32(c);
 	if (want != got) {
 		*err = g_strdup_printf("RAM record at 0x%llx: CRC-32 %08x, the stream says %08x",
 				       (unsigned long long)gpa, got, want);
