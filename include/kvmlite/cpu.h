@@ -4,6 +4,7 @@
 
 #include <linux/kvm.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct kl_vm;
 
@@ -33,7 +34,15 @@ void kl_cpuid_host_view(struct kvm_cpuid2 *cpuid, unsigned capacity,
  * in the instruction emulator). */
 bool kl_host_is_emulated(void);
 
-
+/* The CPUID table in the vcpu migration section (src/cpu/cpuid_state.c):
+ * save it; check the source's (version 2: the table, 1: its CRC-32) against
+ * ours, 0 or -1 with *err naming the first difference.  A malformed stream
+ * fails `in` (kl_vms_failed) and returns 0: the section loader reports it. */
+struct kl_vms_out;
+struct kl_vms_in;
+void kl_cpuid_state_save(const struct kvm_cpuid2 *t, struct kl_vms_out *o);
+int kl_cpuid_state_check(const struct kvm_cpuid2 *t, unsigned vcpu, struct kl_vms_in *in,
+			 uint32_t version, char **err);
 
 /* vCPU objects (src/cpu/vcpu.c), driven by src/cpu/vm.c. */
 struct kl_vcpu *kl_vcpu_create(struct kl_vm *vm, unsigned index, const char *cpu_model,

@@ -17,91 +17,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <zlib.h>
 
 #include "kvmlite/assist.h"
+#include "kvmlite/cpu.h"
 #include "kvmlite/migration.h"
 #include "kvmlite/vm.h"
 #include "kvmlite/vmstate.h"
 #include "vcpu_priv.h"
 
 #define MAX_MSRS 1024u
-#define MAX_CPUID 4096u
-
-/* CPUID entry i as the stream carries it (not the padding) */
-static void cpuid_words(const struct kvm_cpuid_entry2 *e, uint32_t f[7])
-{
-	f[0] = e->function; f[1] = e->index; f[2] = e->flags;
-	f[3] = e->eax; f[4] = e->ebx; f[5] = e->ecx; f[6] = e->edx;
-}
-
-static void cpuid_save(const struct kl_vcpu *c, struct kl_vms_out *o)
-{
-	kl_vms_put_u32(o, c->cpuid->nent);
-	for (unsigned i = 0; i < c->cpuid->nent; i++) {
-		uint32_t f[7];
-		cpuid_words(&c->cpuid->entries[i], f);
-		for (unsigned k = 0; k < 7; k++)
-			kl_vms_put_u32(o, f[k]);
-	}
-}
-
-/* 0 when the source's table (version 2) or its CRC-32 (version 1) is ours */
-static int cpuid_check(const struct kl_vcpu *c, struct kl_vms_in *in, uint32_t version,
-		       char **err)
-{
-	const struct kvm_cpuid2 *t = c->cpuid;
-	if (version < 2) {
-		uint32_t crc = kl_vms_get_u32(in);
-		uLong mine = 0;
-		for (unsigned i = 0; i < t->nent; i++) {
-			uint32_t f[7];
-			cpuid_words(&t->entries[i], f);
-			mine = crc32_z(mine, (const Bytef *)f, sizeof(f));
-		}
-		if (kl_vms_failed(in) || crc == (uint32_t)mine)
-			return 0;
-		*err = g_strdup_printf("vCPU %u: CPUID differs from the source's (CRC-32 %08x, the "
-				       "source's %08x): a different CPU model or host CPU",
-				       c->index, (uint32_t)mine, crc);
-		return -1;
-	}
-	static const char *const reg[7] = { "function", "index", "flags", "EAX", "EBX", "ECX",
-					    "EDX" };
-	uint32_t n = kl_vms_get_u32_max(in, MAX_CPUID, "number of CPUID entries");
-	char *diff = NULL;
-	for (uint32_t i = 0; i < n && !kl_vms_failed(in); i++) {
-		uint32_t f[7], m[7] = { 0 };
-		for (unsigned k = 0; k < 7; k++)
-			f[k] = kl_vms_get_u32(in);
-		if (diff || kl_vms_failed(in))
-			continue;
-		if (i >= t->nent) {
-			diff = g_strdup_printf("the source has %u entries, this vCPU %u (the first "
-					       "extra: leaf %#x.%u)", n, t->nent, f[0], f[1]);
-			continue;
-		}
-		cpuid_words(&t->entries[i], m);
-		for (unsigned k = 0; k < 7 && !diff; k++)
-			if (f[k] != m[k])
-				diff = k < 2 ? g_strdup_printf("entry %u is leaf %#x.%u here, %#x.%u "
-							       "on the source", i, m[0], m[1],
-							       f[0], f[1])
-					     : g_strdup_printf("leaf %#x.%u %s is %#010x here, "
-							       "%#010x on the source", m[0], m[1],
-							       reg[k], m[k], f[k]);
-	}
-	if (!diff && !kl_vms_failed(in) && n < t->nent)
-		diff = g_strdup_printf("the source has %u entries, this vCPU %u (the first "
-				       "missing: leaf %#x.%u)", n, t->nent,
-				       t->entries[n].function, t->entries[n].index);
-	if (!diff)
-		return 0;
-	*err = g_strdup_printf("vCPU %u: CPUID differs from the source's: %s: a different CPU "
-			       "model or host CPU", c->index, diff);
-	g_free(diff);
-	return -1;
-}
 
 static uint32_t *msr_list;   /* KVM_GET_MSR_INDEX_LIST, read once */
 static unsigned nmsr_list;
@@ -212,7 +136,7 @@ static int vcpu_save(void *opaque, struct kl_vms_out *o, char **err)
 		g_free(xs);
 		return -1;
 	}
-	cpuid_save(c, o);
+	kl_cpuid_state_save(c->cpuid, o);
 	put_blob(o, &regs, sizeof(regs));
 	put_blob(o, &sregs, sizeof(sregs));
 	put_blob(o, xs, xsave_len);
@@ -245,7 +169,7 @@ static int vcpu_load(void *opaque, struct kl_vms_in *in, uint32_t version, char 
 	struct kvm_vcpu_events ev;
 	struct kvm_mp_state mp;
 	struct kvm_debugregs dbg;
-	if (cpuid_check(c, in, version, err) < 0)
+	if (kl_cpuid_state_check(c->cpuid, c->index, in, version, err) < 0)
 		return -1;
 	void *xs = g_malloc0(xsave_len);
 	get_blob(in, &regs, sizeof(regs), "kvm_regs");
