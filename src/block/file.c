@@ -748,6 +748,16 @@ static bool ready(struct kl_bfile *bf)
 	       (bf->ops->has_completions && bf->ops->has_completions(bf));
 }
 
+/* Workers skip the completion kick while the main loop drains (kl_tpool's
+ * push_done): after saying we stopped, look once more.  True when
+ * completions are waiting. */
+static bool stop_draining(struct kl_bfile *bf)
+{
+	__atomic_store_n(&bf->draining, false, __ATOMIC_SEQ_CST);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return ready(bf);
+}
+
 static void process(struct kl_bfile *bf)
 {
 	uint64_t v;
@@ -767,11 +777,7 @@ static void process(struct kl_bfile *bf)
 		if (ready(bf))
 			continue;
 		if (!poll_ns || !bf->in_flight) {
-			/* workers skip the kick while we drain (kl_tpool's
-			 * push_done): look once more after saying we stopped */
-			__atomic_store_n(&bf->draining, false, __ATOMIC_SEQ_CST);
-			__atomic_thread_fence(__ATOMIC_SEQ_CST);
-			if (!ready(bf))
+			if (!stop_draining(bf))
 				return;
 			__atomic_store_n(&bf->draining, true, __ATOMIC_SEQ_CST);
 			continue;
@@ -784,9 +790,7 @@ static void process(struct kl_bfile *bf)
 			break;
 		spin_until = 0;
 	}
-	__atomic_store_n(&bf->draining, false, __ATOMIC_SEQ_CST);
-	__atomic_thread_fence(__ATOMIC_SEQ_CST);
-	if (ready(bf))
+	if (stop_draining(bf))
 		kl_blk_kick(bf); /* come back after the other sources */
 }
 
