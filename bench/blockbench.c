@@ -5,11 +5,14 @@
  *   blockbench -f FILE [-e threads|native|io_uring] [-c none|...] [-w]
  *              [-q 32] [-b 4096] [-t 30] [-j pool-threads] [-s size]
  *              [-p busy-poll-us] [-B max-batch] [-F|--format raw|qcow2]
- *              [-n ops]
+ *              [-n ops] [-S step]
  *
  * -n stops after that many completed I/Os instead of after -t seconds (the
  * qcow2 rows of bench/block: qemu-img bench runs a fixed count).  A format
  * whose driver is not in this build exits with status 3 and says so.
+ * -S STEP replaces the random offsets by qemu-img bench's: the first request
+ * at 0, each next one STEP bytes further, modulo the size (bench/block's
+ * qcow2 rows, so both tools visit the same offsets in the same order).
  *
  * Output (one line): engine=... rw=... iops=... p50_us=... p99_us=... ops=...
  */
@@ -38,6 +41,7 @@ static uint64_t *lat;
 static size_t nlat, cap;
 static unsigned outstanding;
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint64_t stride, next_off; /* -S: qemu-img bench's offsets */
 
 static uint64_t now_ns(void)
 {
@@ -59,6 +63,10 @@ static void cb(void *opaque, long ret);
 static void issue(struct slot *s)
 {
 	uint64_t off = (xorshift() % nblocks) * bs;
+	if (stride) {
+		off = next_off;
+		next_off = (next_off + stride) % (nblocks * bs);
+	}
 	s->t0 = now_ns();
 	int r = kl_blk_submit(bd, do_write ? KL_BLK_WRITE : KL_BLK_READ, off, &s->iov, 1, 0,
 			      cb, s);
@@ -127,7 +135,7 @@ static void usage(void)
 	fprintf(stderr, "usage: blockbench -f FILE [-e threads|native|io_uring] "
 		"[-c cache] [-w] [-q depth] [-b bs] [-t seconds] [-j pool-threads] "
 		"[-s size-bytes] [-p poll-us] [-B max-batch] [-F|--format raw|qcow2] "
-		"[-n ops]\n");
+		"[-n ops] [-S step]\n");
 	exit(2);
 }
 
@@ -146,7 +154,7 @@ int main(int argc, char **argv)
 	};
 
 	bs = 4096;
-	while ((c = getopt_long(argc, argv, "f:e:c:wq:b:t:j:s:p:B:F:n:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:e:c:wq:b:t:j:s:p:B:F:n:S:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f': o.file = optarg; break;
 		case 'e':
@@ -176,10 +184,11 @@ int main(int argc, char **argv)
 		case 'B': max_batch = (unsigned)atoi(optarg); break;
 		case 'F': o.format = optarg; break;
 		case 'n': max_ops = strtoull(optarg, NULL, 0); break;
+		case 'S': stride = strtoull(optarg, NULL, 0); break;
 		default: usage();
 		}
 	}
-	if (!o.file || !qd || !bs || !secs)
+	if (!o.file || !qd || !bs || !secs || stride % bs)
 		usage();
 	if (o.format && !kl_bdrv_find(o.format)) {
 		fprintf(stderr, "blockbench: format '%s' not available in this build\n", o.format);
@@ -223,7 +232,8 @@ int main(int argc, char **argv)
 	printf("format=%s engine=%s cache=%s rw=%s qd=%u bs=%llu pool=%u secs=%.2f ops=%llu "
 	       "failed=%llu iops=%.0f p50_us=%.1f p99_us=%.1f\n",
 	       o.format ? o.format : "raw", kl_blk_engine_name(o.engine), kl_blk_cache_name(o.cache),
-	       do_write ? "randwrite" : "randread", qd, (unsigned long long)bs,
+	       stride ? (do_write ? "stridewrite" : "strideread")
+		      : (do_write ? "randwrite" : "randread"), qd, (unsigned long long)bs,
 	       o.engine == KL_AIO_THREADS ? pool : 0, el,
 	       (unsigned long long)done_ops, (unsigned long long)failed,
 	       (double)done_ops / el, pct(50), pct(99));
