@@ -14,7 +14,11 @@
  * stack signals the eventfd, so one main-loop wake-up collects many
  * completions -- and not even that push while the main loop is draining
  * completions (bf->draining, file.c's process(): it looks at the stack
- * again after it clears the flag).  Nothing spins: an idle pool sleeps. */
+ * again after it clears the flag).  A worker that finds the ring empty
+ * right after finishing a request calls sched_yield() once before it
+ * sleeps: with more workers than CPUs, the main loop its completion woke
+ * usually runs in that slot and refills the ring (bench/README.md,
+ * "sched_yield").  Nothing spins: an idle pool sleeps. */
 #include "block_int.h"
 #include "kvmlite/seccomp.h"
 
@@ -22,6 +26,7 @@
 #include <fcntl.h>
 #include <glib.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -123,12 +128,24 @@ static void *worker(void *opaque)
 {
 	struct kl_tpool *p = opaque;
 
+	bool yielded = true;
+
 	kl_sandbox_thread_start(KL_THREAD_IO); /* docs/sandbox.md */
 	for (;;) {
 		struct kl_blk_req *r = ring_take(p);
 		if (r) {
 			r->ret = kl_blk_do_sync(p->bf, r);
 			push_done(p, r);
+			yielded = false;
+			continue;
+		}
+		/* The ring is empty just after our request finished: give the
+		 * CPU away once first.  The main loop, woken by the completion,
+		 * usually runs then and queues the next request, which we take
+		 * without the FUTEX_WAIT/FUTEX_WAKE round trip (top of file). */
+		if (!yielded) {
+			yielded = true;
+			sched_yield();
 			continue;
 		}
 		if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
