@@ -26,9 +26,8 @@ static int uring_init(struct kl_bfile *bf, char **err)
 	 * this thread (e.g. when an io-wq worker finishes a request) wakes it
 	 * if it sleeps but does not IPI it while it runs; it runs at our next
 	 * syscall, and TASKRUN_FLAG makes io_uring_peek_cqe() enter the
-	 * kernel for it.  On tmpfs this took 4 K randread at QD32 from 207 K
-	 * to 520 K IOPS (bench/README.md, "COOP_TASKRUN").  Older kernels
-	 * refuse the flags with EINVAL: set up without them. */
+	 * kernel for it (figures: bench/README.md, "COOP_TASKRUN").  Older
+	 * kernels refuse the flags with EINVAL: set up without them. */
 	int r = io_uring_queue_init(URING_DEPTH, &u->ring,
 				    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG);
 	if (r == -EINVAL)

@@ -127,8 +127,7 @@ static void push_done(struct kl_tpool *p, struct kl_blk_req *r)
 static void *worker(void *opaque)
 {
 	struct kl_tpool *p = opaque;
-
-	bool yielded = true;
+	bool just_finished = false; /* our last look found a request */
 
 	kl_sandbox_thread_start(KL_THREAD_IO); /* docs/sandbox.md */
 	for (;;) {
@@ -136,15 +135,15 @@ static void *worker(void *opaque)
 		if (r) {
 			r->ret = kl_blk_do_sync(p->bf, r);
 			push_done(p, r);
-			yielded = false;
+			just_finished = true;
 			continue;
 		}
 		/* The ring is empty just after our request finished: give the
 		 * CPU away once first.  The main loop, woken by the completion,
 		 * usually runs then and queues the next request, which we take
 		 * without the FUTEX_WAIT/FUTEX_WAKE round trip (top of file). */
-		if (!yielded) {
-			yielded = true;
+		if (just_finished) {
+			just_finished = false;
 			sched_yield();
 			continue;
 		}
