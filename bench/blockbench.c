@@ -97,11 +97,13 @@ static void cb(void *opaque, long ret)
 				abort();
 		}
 		lat[nlat++] = t - s->t0;
-		if (max_ops && done_ops >= max_ops) {
-			stopping = true;
-			t_stop = t;
-			return;
-		}
+	}
+	/* -n counts failed requests too: an image that fails every request
+	 * (marked corrupt, say) must end the run, not resubmit forever. */
+	if (max_ops && done_ops + failed >= max_ops) {
+		stopping = true;
+		t_stop = t;
+		return;
 	}
 	issue(s);
 }
