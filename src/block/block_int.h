@@ -75,7 +75,6 @@ struct kl_blk_engine_ops {
 struct kl_bfile {
 	char *filename;
 	int fd;
-	int mfd;                        /* metadata fd without O_DIRECT (direct only; -1) */
 	int efd;                        /* completion eventfd (all engines) */
 	unsigned efd_watch;
 	uint64_t size;

@@ -183,14 +183,7 @@ struct kl_bfile *kl_bfile_open(const struct kl_bfile_opts *o, char **err)
 	}
 	struct kl_bfile *bf = g_new0(struct kl_bfile, 1);
 	bf->fd = fd;
-	bf->mfd = -1;
 	bf->efd = -1;
-	/* the metadata fd is opened now, with the data fd: after the
-	 * privilege drop (src/sandbox/privs.c) the path may not open */
-	if (direct && (bf->mfd = open(f, flags & ~O_DIRECT)) < 0) {
-		*err = g_strdup_printf("Could not open '%s': %s", f, g_strerror(errno));
-		goto fail;
-	}
 	if (S_ISREG(st.st_mode)) {
 		bf->size = (uint64_t)st.st_size;
 	} else if (S_ISBLK(st.st_mode)) {
@@ -249,8 +242,6 @@ fail:
 		kl_tpool_free(bf->pool);
 	if (bf->efd >= 0)
 		close(bf->efd);
-	if (bf->mfd >= 0)
-		close(bf->mfd);
 	close(fd);
 	g_free(bf->filename);
 	g_free(bf);
@@ -829,8 +820,6 @@ void kl_bfile_close(struct kl_bfile *bf)
 		kl_tpool_free(bf->pool);
 	close(bf->efd);
 	close(bf->fd);
-	if (bf->mfd >= 0)
-		close(bf->mfd);
 	g_free(bf->filename);
 	g_free(bf);
 	if (!open_files) { /* the write-zeroes buffer lives while files are open */
