@@ -132,7 +132,10 @@ static int file_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, un
  * request is done on the aligned blocks that cover it, through a bounce
  * buffer: read them, and for a write patch and write them back.  Those
  * blocks may hold a neighbouring cluster only when clusters are smaller
- * than the O_DIRECT alignment (512 B clusters on a 4 KiB-sector disk). */
+ * than the O_DIRECT alignment (512 B clusters on a 4 KiB-sector disk);
+ * a data write to that neighbour still in flight is not waited for (a
+ * known gap: file.c's write tracking covers the async path only; the
+ * buffered fd before had the same exposure at page granularity). */
 static int full_pread(int fd, char *p, size_t len, uint64_t off)
 {
 	while (len) {
