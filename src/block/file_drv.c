@@ -144,8 +144,11 @@ static int full_pread(int fd, char *p, size_t len, uint64_t off)
 			continue;
 		if (r < 0)
 			return -errno;
-		if (r == 0) { /* past the end of the file: zeroes */
-			memset(p, 0, len);
+		if (r == 0 || (size_t)r < len) {
+			/* a short read is the end of the file: zeroes after it
+			 * (a second read from where it stopped would be
+			 * unaligned, which O_DIRECT may refuse) */
+			memset(p + r, 0, len - (size_t)r);
 			break;
 		}
 		p += r;

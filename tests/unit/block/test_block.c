@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -428,6 +429,82 @@ START_TEST(test_odd_size)
 	kl_blockdev_close(bd);
 	unlink(path);
 	g_free(path);
+}
+END_TEST
+
+/* Pages of the file at path in the page cache (mmap + mincore). */
+static size_t cached_pages(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	ck_assert(fd >= 0);
+	struct stat st;
+	ck_assert(fstat(fd, &st) == 0);
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = ((size_t)st.st_size + pg - 1) / pg, res = 0;
+	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	ck_assert(m != MAP_FAILED);
+	unsigned char *v = g_malloc(n);
+	ck_assert(mincore(m, (size_t)st.st_size, v) == 0);
+	for (size_t i = 0; i < n; i++)
+		res += v[i] & 1;
+	g_free(v);
+	munmap(m, (size_t)st.st_size);
+	close(fd);
+	return res;
+}
+
+/* The file node's synchronous I/O (formats' metadata, file_drv.c) with
+ * cache.direct=on: unaligned offsets, lengths and buffers, on a file whose
+ * last block is partial, and a write across its end.  The bytes and the
+ * size come out as a buffered fd would leave them, and no page of the file
+ * is left in the page cache. */
+START_TEST(test_sync_direct)
+{
+	enum { SZ = 8192 + 1000 };
+	char *path = make_file("/tmp", SZ);
+	static unsigned char pat[SZ + 20], got[2048], w[30];
+	fill(pat, SZ, 21);
+	int fd = open(path, O_WRONLY);
+	ck_assert_int_eq(pwrite(fd, pat, SZ, 0), SZ);
+	ck_assert(fdatasync(fd) == 0);
+	ck_assert(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+	close(fd);
+	ck_assert_uint_eq(cached_pages(path), 0);
+	char *spec = g_strdup_printf("driver=file,filename=%s,cache.direct=on", path), *err = NULL;
+	struct kl_opts *o = kl_opts_parse(spec, NULL, &err);
+	ck_assert_msg(o, "%s", err);
+	struct kl_bnode_inherit in = { .direct = true };
+	struct kl_bnode *bs = kl_bnode_open(o, &in, &err);
+	ck_assert_msg(bs, "%s", err);
+	kl_opts_free(o);
+	/* across the end: the file's bytes, then zeroes (unaligned buffer) */
+	memset(got, 0xee, sizeof(got));
+	ck_assert_int_eq(kl_bnode_pread_sync(bs, 8190, got + 1, 1500), 0);
+	ck_assert(memcmp(got + 1, pat + 8190, SZ - 8190) == 0);
+	ck_assert(all_zero(got + 1 + (SZ - 8190), 1500 - (SZ - 8190)));
+	/* 8 bytes inside a block, as an L1 entry is written */
+	fill(w, sizeof(w), 22);
+	ck_assert_int_eq(kl_bnode_pwrite_sync(bs, 100, w, 8), 0);
+	memcpy(pat + 100, w, 8);
+	/* across the end of the file: it grows to exactly the write's end */
+	fill(w, sizeof(w), 23);
+	ck_assert_int_eq(kl_bnode_pwrite_sync(bs, SZ - 10, w + 1, 29), 0);
+	memcpy(pat + SZ - 10, w + 1, 29);
+	/* inside the (still partial) last block */
+	ck_assert_int_eq(kl_bnode_pwrite_sync(bs, SZ + 2, w, 5), 0);
+	memcpy(pat + SZ + 2, w, 5);
+	ck_assert_int_eq(kl_bnode_pread_sync(bs, 0, got, 1024), 0);
+	ck_assert(memcmp(got, pat, 1024) == 0);
+	kl_bnode_unref(bs);
+	ck_assert_msg(cached_pages(path) == 0, "%zu pages cached", cached_pages(path));
+	struct stat st;
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_size, SZ + 19);
+	static unsigned char all[SZ + 19];
+	read_file(path, 0, all, SZ + 19);
+	ck_assert(memcmp(all, pat, SZ + 19) == 0);
+	unlink(path);
+	g_free(path);
+	g_free(spec);
 }
 END_TEST
 
@@ -864,6 +941,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_out_of_order, 0, 3);
 	tcase_add_loop_test(tc, test_readonly, 0, 3);
 	tcase_add_loop_test(tc, test_odd_size, 0, 3);
+	tcase_add_test(tc, test_sync_direct);
 	tcase_add_loop_test(tc, test_rmw_serialised, 0, 3);
 	tcase_add_loop_test(tc, test_wz_fallback, 0, 6);
 	tcase_add_loop_test(tc, test_close_drains, 0, 3);
