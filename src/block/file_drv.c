@@ -174,19 +174,24 @@ static int full_pwrite(int fd, const char *p, size_t len, uint64_t off)
 }
 
 /* The aligned blocks [*boff, *boff + *blen) that cover [off, off + len),
- * in a buffer the O_DIRECT fd accepts; NULL when the request needs none. */
-static char *dio_bounce(const struct kl_bfile *bf, uint64_t off, size_t len, const void *buf,
-			uint64_t *boff, size_t *blen)
+ * and in *bounce a buffer for them that the O_DIRECT fd accepts, or NULL
+ * when the request can go as it is.  -ENOMEM when no buffer. */
+static int dio_bounce(const struct kl_bfile *bf, uint64_t off, size_t len, const void *buf,
+		      uint64_t *boff, size_t *blen, char **bounce)
 {
 	uint64_t a = bf->align;
 	*boff = off & ~(a - 1);
 	*blen = (size_t)(((off + len + a - 1) & ~(a - 1)) - *boff);
+	*bounce = NULL;
 	if (!bf->direct || (*boff == off && *blen == len &&
 			    !((uintptr_t)buf & (bf->mem_align - 1))))
-		return NULL;
+		return 0;
 	void *b;
 	size_t ma = bf->mem_align > 4096 ? bf->mem_align : 4096;
-	return posix_memalign(&b, ma, *blen) == 0 ? b : NULL;
+	if (posix_memalign(&b, ma, *blen) != 0)
+		return -ENOMEM;
+	*bounce = b;
+	return 0;
 }
 
 static int file_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t len)
@@ -194,14 +199,11 @@ static int file_pread_sync(struct kl_bnode *bs, uint64_t off, void *buf, size_t 
 	struct kl_bfile *bf = node_file(bs);
 	uint64_t boff;
 	size_t blen;
-	char *b = dio_bounce(bf, off, len, buf, &boff, &blen);
-	if (!b) {
-		if (bf->direct && (boff != off || blen != len ||
-				   ((uintptr_t)buf & (bf->mem_align - 1))))
-			return -ENOMEM;
-		return full_pread(bf->fd, buf, len, off);
-	}
-	int r = full_pread(bf->fd, b, blen, boff);
+	char *b;
+	int r = dio_bounce(bf, off, len, buf, &boff, &blen, &b);
+	if (r < 0 || !b)
+		return r < 0 ? r : full_pread(bf->fd, buf, len, off);
+	r = full_pread(bf->fd, b, blen, boff);
 	if (r == 0)
 		memcpy(buf, b + (off - boff), len);
 	free(b);
@@ -215,12 +217,11 @@ static int file_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, 
 		return -EROFS;
 	uint64_t boff;
 	size_t blen;
-	int r;
-	char *b = dio_bounce(bf, off, len, buf, &boff, &blen);
+	char *b;
+	int r = dio_bounce(bf, off, len, buf, &boff, &blen, &b);
+	if (r < 0)
+		return r;
 	if (!b) {
-		if (bf->direct && (boff != off || blen != len ||
-				   ((uintptr_t)buf & (bf->mem_align - 1))))
-			return -ENOMEM;
 		r = full_pwrite(bf->fd, buf, len, off);
 	} else {
 		/* read-modify-write of the covering blocks, unless the

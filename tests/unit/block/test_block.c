@@ -10,11 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvmlite/block.h"
+#include "pagecache.h"
 #include "kvmlite/loop.h"
 #include "kvmlite/opts.h"
 #include "../../../src/block/block_int.h" /* white box: fallocate fallbacks */
@@ -432,26 +432,6 @@ START_TEST(test_odd_size)
 }
 END_TEST
 
-/* Pages of the file at path in the page cache (mmap + mincore). */
-static size_t cached_pages(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-	ck_assert(fd >= 0);
-	struct stat st;
-	ck_assert(fstat(fd, &st) == 0);
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = ((size_t)st.st_size + pg - 1) / pg, res = 0;
-	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	ck_assert(m != MAP_FAILED);
-	unsigned char *v = g_malloc(n);
-	ck_assert(mincore(m, (size_t)st.st_size, v) == 0);
-	for (size_t i = 0; i < n; i++)
-		res += v[i] & 1;
-	g_free(v);
-	munmap(m, (size_t)st.st_size);
-	close(fd);
-	return res;
-}
-
 /* The file node's synchronous I/O (formats' metadata, file_drv.c) with
  * cache.direct=on: unaligned offsets, lengths and buffers, on a file whose
  * last block is partial, and a write across its end.  The bytes and the
@@ -465,10 +445,9 @@ START_TEST(test_sync_direct)
 	fill(pat, SZ, 21);
 	int fd = open(path, O_WRONLY);
 	ck_assert_int_eq(pwrite(fd, pat, SZ, 0), SZ);
-	ck_assert(fdatasync(fd) == 0);
-	ck_assert(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
 	close(fd);
-	ck_assert_uint_eq(cached_pages(path), 0);
+	kl_test_drop_cached(path);
+	ck_assert_uint_eq(kl_test_cached_pages(path), 0);
 	char *spec = g_strdup_printf("driver=file,filename=%s,cache.direct=on", path), *err = NULL;
 	struct kl_opts *o = kl_opts_parse(spec, NULL, &err);
 	ck_assert_msg(o, "%s", err);
@@ -495,7 +474,7 @@ START_TEST(test_sync_direct)
 	ck_assert_int_eq(kl_bnode_pread_sync(bs, 0, got, 1024), 0);
 	ck_assert(memcmp(got, pat, 1024) == 0);
 	kl_bnode_unref(bs);
-	ck_assert_msg(cached_pages(path) == 0, "%zu pages cached", cached_pages(path));
+	ck_assert_msg(kl_test_cached_pages(path) == 0, "%zu pages cached", kl_test_cached_pages(path));
 	struct stat st;
 	ck_assert_int_eq(stat(path, &st), 0);
 	ck_assert_int_eq(st.st_size, SZ + 19);

@@ -13,12 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvmlite/loop.h"
+#include "pagecache.h"
 #include "kvmlite/opts.h"
 #include "../../../src/block/node.h"
 
@@ -370,111 +370,71 @@ START_TEST(test_read_images)
 }
 END_TEST
 
+/* Random concurrent writes on a qemu-img image, then again after reopening
+ * with a tiny L2 cache (evictions); qemu-img check and compare after each.
+ * direct: with cache.direct=on, and neither data nor metadata (the header,
+ * L1 entries of 8 bytes, L2 slices, refcount blocks, all through the
+ * O_DIRECT fd with bounce buffers where unaligned) may leave a page of the
+ * image in the page cache, which would make every later O_DIRECT write
+ * flush and invalidate (bench/README.md, "qcow2 metadata and the page
+ * cache"). */
+static void write_images(const struct cfg *c, GRand *rnd, int n1, int n2, bool direct)
+{
+	uint8_t *ref = make_image(c, rnd, "img.qcow2");
+	char *p = path("img.qcow2");
+	if (direct) {
+		int t = open(p, O_RDONLY | O_DIRECT);
+		if (t < 0 && errno == EINVAL) {
+			fprintf(stderr, "SKIP: %s refuses O_DIRECT\n", dir);
+			g_free(p);
+			g_free(ref);
+			return;
+		}
+		ck_assert(t >= 0);
+		close(t);
+		kl_test_drop_cached(p);
+		ck_assert_uint_eq(kl_test_cached_pages(p), 0);
+	}
+	direct_io = direct;
+	for (int pass = 0; pass < 2; pass++) {
+		if (direct) /* qemu-img check and compare read through it */
+			kl_test_drop_cached(p);
+		struct kl_bnode *bs = open_img("img.qcow2", false, pass ? "l2-cache-size=4096,"
+					       "refcount-cache-size=4096" : NULL, NULL);
+		random_writes(bs, ref, c->size, c->cs, rnd, pass ? n2 : n1, true);
+		read_compare(bs, ref, c->size, rnd, pass ? n2 + 10 : n1 + 10);
+		kl_bnode_unref(bs);
+		if (direct)
+			ck_assert_msg(kl_test_cached_pages(p) == 0, "%s: %zu pages of the image "
+				      "cached after cache.direct=on I/O", c->name,
+				      kl_test_cached_pages(p));
+		write_file("ref.raw", ref, c->size);
+		check_clean("img.qcow2");
+		compare_raw("img.qcow2", "ref.raw");
+	}
+	direct_io = false;
+	g_free(p);
+	g_free(ref);
+}
+
 START_TEST(test_write_images)
 {
 	SKIP_NO_QEMU();
 	if (getenv("KL_QCOW2_CFG") && atoi(getenv("KL_QCOW2_CFG")) != _i)
 		return;
-	const struct cfg *c = &cfgs[_i];
 	GRand *rnd = g_rand_new_with_seed(200 + (guint32)_i +
 					  (getenv("KL_QCOW2_SEED") ? (guint32)atoi(getenv("KL_QCOW2_SEED")) : 0));
-	uint8_t *ref = make_image(c, rnd, "img.qcow2");
-	struct kl_bnode *bs = open_img("img.qcow2", false, NULL, NULL);
-	random_writes(bs, ref, c->size, c->cs, rnd, 40, true);
-	read_compare(bs, ref, c->size, rnd, 50);
-	kl_bnode_unref(bs);
-	write_file("ref.raw", ref, c->size);
-	check_clean("img.qcow2");
-	compare_raw("img.qcow2", "ref.raw");
-	/* again after reopening, with a tiny L2 cache (evictions) */
-	bs = open_img("img.qcow2", false, "l2-cache-size=4096,refcount-cache-size=4096", NULL);
-	random_writes(bs, ref, c->size, c->cs, rnd, 20, true);
-	read_compare(bs, ref, c->size, rnd, 30);
-	kl_bnode_unref(bs);
-	write_file("ref.raw", ref, c->size);
-	check_clean("img.qcow2");
-	compare_raw("img.qcow2", "ref.raw");
-	g_free(ref);
+	write_images(&cfgs[_i], rnd, 40, 20, false);
 	g_rand_free(rnd);
 }
 END_TEST
 
-/* Pages of the file in the page cache (mmap + mincore). */
-static size_t cached_pages(const char *name)
-{
-	char *p = path(name);
-	int fd = open(p, O_RDONLY);
-	ck_assert_msg(fd >= 0, "open %s", p);
-	struct stat st;
-	ck_assert(fstat(fd, &st) == 0);
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = ((size_t)st.st_size + pg - 1) / pg, res = 0;
-	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	ck_assert(m != MAP_FAILED);
-	unsigned char *v = g_malloc(n);
-	ck_assert(mincore(m, (size_t)st.st_size, v) == 0);
-	for (size_t i = 0; i < n; i++)
-		res += v[i] & 1;
-	g_free(v);
-	munmap(m, (size_t)st.st_size);
-	close(fd);
-	g_free(p);
-	return res;
-}
-
-/* Write the file's dirty pages and drop the file from the page cache. */
-static void drop_cached(const char *name)
-{
-	char *p = path(name);
-	int fd = open(p, O_RDONLY);
-	ck_assert(fd >= 0);
-	ck_assert(fdatasync(fd) == 0);
-	ck_assert(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0);
-	close(fd);
-	g_free(p);
-}
-
-/* cache.direct=on: the same writes, and neither data nor metadata (the
- * header, L1 entries of 8 bytes, L2 slices, refcount blocks, all through
- * the O_DIRECT fd with bounce buffers where unaligned) leaves a page of the
- * image in the page cache, which would make every later O_DIRECT write
- * flush and invalidate (bench/README.md, "qcow2 metadata and the page
- * cache").  Skipped where the directory refuses O_DIRECT. */
+/* The same with cache.direct=on (skipped where the directory refuses it). */
 START_TEST(test_write_images_direct)
 {
 	SKIP_NO_QEMU();
-	const struct cfg *c = &cfgs[_i];
 	GRand *rnd = g_rand_new_with_seed(300 + (guint32)_i);
-	uint8_t *ref = make_image(c, rnd, "img.qcow2");
-	char *p = path("img.qcow2");
-	int t = open(p, O_RDONLY | O_DIRECT);
-	g_free(p);
-	if (t < 0 && errno == EINVAL) {
-		fprintf(stderr, "SKIP: %s refuses O_DIRECT\n", dir);
-		g_free(ref);
-		g_rand_free(rnd);
-		return;
-	}
-	ck_assert(t >= 0);
-	close(t);
-	drop_cached("img.qcow2");
-	ck_assert_uint_eq(cached_pages("img.qcow2"), 0);
-	direct_io = true;
-	struct kl_bnode *bs = open_img("img.qcow2", false, NULL, NULL);
-	random_writes(bs, ref, c->size, c->cs, rnd, 30, true);
-	read_compare(bs, ref, c->size, rnd, 40);
-	kl_bnode_unref(bs);
-	/* again after reopening, with a tiny L2 cache (evictions) */
-	bs = open_img("img.qcow2", false, "l2-cache-size=4096,refcount-cache-size=4096", NULL);
-	random_writes(bs, ref, c->size, c->cs, rnd, 15, true);
-	read_compare(bs, ref, c->size, rnd, 20);
-	kl_bnode_unref(bs);
-	direct_io = false;
-	ck_assert_msg(cached_pages("img.qcow2") == 0, "%s: %zu pages of the image cached after "
-		      "cache.direct=on I/O", c->name, cached_pages("img.qcow2"));
-	write_file("ref.raw", ref, c->size);
-	check_clean("img.qcow2");
-	compare_raw("img.qcow2", "ref.raw");
-	g_free(ref);
+	write_images(&cfgs[_i], rnd, 30, 15, true);
 	g_rand_free(rnd);
 }
 END_TEST
