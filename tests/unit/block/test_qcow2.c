@@ -495,9 +495,8 @@ START_TEST(test_extl2_backing)
 }
 END_TEST
 
-/* _i 0-3: cached; 4-7: the same with cache.direct=on (the snapshot table
- * ends the file at any byte, so the metadata's O_DIRECT read-modify-write
- * meets a file whose last block is partial) */
+/* _i 0-3: cached; 4-7: the same with cache.direct=on (our snapshot create,
+ * list and delete with all their metadata through the O_DIRECT fd) */
 START_TEST(test_snapshots)
 {
 	SKIP_NO_QEMU();
@@ -580,6 +579,7 @@ START_TEST(test_snapshots)
 	g_free(at_snap);
 	g_free(ref);
 	g_rand_free(rnd);
+	direct_io = false;
 }
 END_TEST
 
