@@ -126,6 +126,9 @@ void kl_blk_set_max_batch(unsigned n);
 /* Busy-poll for further completions for up to ns after handling some, while
  * requests are in flight (0 = off, the default; like QEMU's poll-max-ns). */
 void kl_blk_set_poll_ns(uint64_t ns);
+/* Files opened afterwards with O_DIRECT use at least this alignment (0 or 1:
+ * what the file says).  For tests: a 4 KiB-sector disk on a 512-byte one. */
+void kl_blk_set_min_align(uint32_t align);
 /* O_DIRECT alignment in use (1 when the page cache is used). */
 uint32_t kl_blockdev_dio_align(const struct kl_blockdev *bd);
 /* Requests submitted and not yet completed. */

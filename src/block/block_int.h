@@ -95,6 +95,8 @@ struct kl_bfile {
 	struct kl_blk_req *waiting, *waiting_tail; /* tracked writes held back, FIFO */
 	unsigned n_serial;              /* serial requests in flight or waiting */
 	struct kl_blk_req *deferred, **deferred_tail; /* complete on next poll */
+	unsigned hold;                  /* kl_bfile_wait_span() runs: hold callbacks */
+	struct kl_blk_req *held, **held_tail; /* finished, callback not yet run */
 };
 
 struct kl_bfile_opts {
@@ -116,6 +118,11 @@ int kl_bfile_submit(struct kl_bfile *bf, enum kl_blk_op op, uint64_t offset,
 /* Run the completion handler of every open file once, then wait up to
  * timeout_ms for one to have completions (drain loops). */
 void kl_bfile_wait_any(int timeout_ms);
+/* Wait until no write in flight overlaps [beg, end) on the disk, before a
+ * synchronous read-modify-write of those blocks (main loop, BQL held; also
+ * from a completion callback).  Requests that finish meanwhile have their
+ * callbacks run by the next run of the completion handler, not inside. */
+void kl_bfile_wait_span(struct kl_bfile *bf, uint64_t beg, uint64_t end);
 extern const struct kl_bdrv kl_bdrv_file;
 
 

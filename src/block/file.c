@@ -35,6 +35,7 @@
 static unsigned pool_size = 16;
 static unsigned max_batch = DEFAULT_MAX_BATCH;
 static uint64_t poll_ns;
+static uint32_t min_align;
 static void *zero_buf;
 
 void kl_blk_set_pool_size(unsigned nthreads)
@@ -55,6 +56,11 @@ void kl_blk_set_max_batch(unsigned n)
 void kl_blk_set_poll_ns(uint64_t ns)
 {
 	poll_ns = ns;
+}
+
+void kl_blk_set_min_align(uint32_t align)
+{
+	min_align = align;
 }
 
 static const char *const engine_names[] = {
@@ -127,6 +133,10 @@ static void probe_alignment(struct kl_bfile *bf)
 	}
 	if (al < 512)
 		al = 512;
+	if (al < min_align)
+		al = min_align;
+	if (mem < min_align)
+		mem = min_align;
 	if (mem < 1)
 		mem = 1;
 	bf->align = al;
@@ -206,6 +216,7 @@ struct kl_bfile *kl_bfile_open(const struct kl_bfile_opts *o, char **err)
 	bf->readonly = o->readonly;
 	bf->engine = o->engine;
 	bf->deferred_tail = &bf->deferred;
+	bf->held_tail = &bf->held;
 	bf->max_batch = o->max_batch ? o->max_batch : max_batch;
 	if (direct) {
 		probe_alignment(bf);
@@ -252,12 +263,10 @@ fail:
 
 static void untrack_write(struct kl_blk_req *r);
 
-static void finish(struct kl_blk_req *r, long ret)
+static void deliver(struct kl_blk_req *r, long ret)
 {
 	struct kl_bfile *bf = r->bf;
 
-	if (r->tracked)
-		untrack_write(r);
 	bf->in_flight--;
 	free(r->bounce);
 	g_free(r->ziov);
@@ -265,6 +274,23 @@ static void finish(struct kl_blk_req *r, long ret)
 	void *opaque = r->opaque;
 	g_free(r);
 	cb(opaque, ret);
+}
+
+static void finish(struct kl_blk_req *r, long ret)
+{
+	struct kl_bfile *bf = r->bf;
+
+	if (r->tracked)
+		untrack_write(r);
+	r->tracked = false;
+	if (bf->hold) { /* kl_bfile_wait_span(): the callback runs later */
+		r->ret = ret;
+		r->next = NULL;
+		*bf->held_tail = r;
+		bf->held_tail = &r->next;
+		return;
+	}
+	deliver(r, ret);
 }
 
 static void submit_phase(struct kl_blk_req *r)
@@ -711,31 +737,59 @@ int kl_bfile_submit(struct kl_bfile *bf, enum kl_blk_op op, uint64_t offset,
 
 /* ---- completion handler ---- */
 
-static void process_once(struct kl_bfile *bf)
+/* Harvest completions: run the next phase of each request, and the
+ * callback of each that finished (held back while bf->hold). */
+static void harvest(struct kl_bfile *bf)
 {
-	bf->in_poll = true;
-	struct kl_blk_req *list = bf->deferred;
-	bf->deferred = NULL;
-	bf->deferred_tail = &bf->deferred;
-	while (list) {
-		struct kl_blk_req *r = list;
-		list = r->next;
+	/* The requests deferred so far, not those deferred meanwhile (a retry
+	 * would spin here); one at a time off the list, which a nested
+	 * harvest (kl_bfile_wait_span) continues. */
+	unsigned n = 0;
+	for (struct kl_blk_req *q = bf->deferred; q; q = q->next)
+		n++;
+	while (n-- && bf->deferred) {
+		struct kl_blk_req *r = bf->deferred;
+		bf->deferred = r->next;
+		if (!bf->deferred)
+			bf->deferred_tail = &bf->deferred;
 		kl_blk_io_done(r, r->ret);
 	}
 	if (bf->pool)
 		kl_tpool_poll(bf->pool);
 	if (bf->ops->poll)
 		bf->ops->poll(bf);
-	bf->in_poll = false;
+}
+
+/* Push what the callbacks submitted to the kernel / the workers. */
+static void flush_batches(struct kl_bfile *bf)
+{
 	if (bf->pool)
 		kl_tpool_flush(bf->pool);
 	if (bf->ops->flush_batch)
 		bf->ops->flush_batch(bf);
 }
 
+static void process_once(struct kl_bfile *bf)
+{
+	bf->in_poll = true;
+	if (!bf->hold) {
+		struct kl_blk_req *h = bf->held;
+		bf->held = NULL;
+		bf->held_tail = &bf->held;
+		while (h) {
+			struct kl_blk_req *r = h;
+			h = r->next;
+			deliver(r, r->ret);
+		}
+	}
+	harvest(bf);
+	bf->in_poll = false;
+	flush_batches(bf);
+}
+
 static bool ready(struct kl_bfile *bf)
 {
-	return bf->deferred || (bf->pool && kl_tpool_has_done(bf->pool)) ||
+	return bf->deferred || (bf->held && !bf->hold) || (bf->pool && kl_tpool_has_done(bf->pool)) ||
 	       (bf->ops->has_completions && bf->ops->has_completions(bf));
 }
 
@@ -826,6 +880,50 @@ void kl_bfile_close(struct kl_bfile *bf)
 		free(zero_buf);
 		zero_buf = NULL;
 	}
+}
+
+static bool span_busy(const struct kl_bfile *bf, uint64_t beg, uint64_t end)
+{
+	for (const struct kl_blk_req *q = bf->writes; q; q = q->wnext)
+		if (q->sbeg < end && beg < q->send)
+			return true;
+	return false;
+}
+
+/* A synchronous read-modify-write (file_drv.c) reads whole O_DIRECT blocks
+ * and writes them back; a block it shares with a write in flight (clusters
+ * smaller than the block) would get that write's old bytes back.  So wait
+ * for such writes first, as QEMU's serialising requests do.  Completions
+ * found meanwhile advance their requests (an RMW's write phase starts), but
+ * their callbacks, which may submit more or re-enter the format driver, are
+ * held for the next run of the completion handler.  The engines' poll()s
+ * take this nesting: each consumes a completion before handling it. */
+void kl_bfile_wait_span(struct kl_bfile *bf, uint64_t beg, uint64_t end)
+{
+	if (!span_busy(bf, beg, end))
+		return;
+	bool was = bf->in_poll;
+	/* called from process(): workers must kick the eventfd we sleep on */
+	bool was_draining = __atomic_load_n(&bf->draining, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&bf->draining, false, __ATOMIC_SEQ_CST);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	bf->hold++;
+	while (span_busy(bf, beg, end)) {
+		uint64_t v;
+		while (read(bf->efd, &v, sizeof(v)) < 0 && errno == EINTR)
+			;
+		bf->in_poll = true;
+		harvest(bf);
+		bf->in_poll = was;
+		flush_batches(bf);
+		if (span_busy(bf, beg, end) && !ready(bf)) {
+			struct pollfd p = { .fd = bf->efd, .events = POLLIN };
+			poll(&p, 1, 1);
+		}
+	}
+	bf->hold--;
+	__atomic_store_n(&bf->draining, was_draining, __ATOMIC_SEQ_CST);
+	kl_blk_kick(bf); /* for the held callbacks, and the eventfd read above */
 }
 
 void kl_bfile_wait_any(int timeout_ms)

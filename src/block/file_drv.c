@@ -132,10 +132,10 @@ static int file_write_zeroes(struct kl_bnode *bs, uint64_t off, uint64_t len, un
  * request is done on the aligned blocks that cover it, through a bounce
  * buffer: read them, and for a write patch and write them back.  Those
  * blocks may hold a neighbouring cluster only when clusters are smaller
- * than the O_DIRECT alignment (512 B clusters on a 4 KiB-sector disk);
- * a data write to that neighbour still in flight is not waited for (a
- * known gap: file.c's write tracking covers the async path only; the
- * buffered fd before had the same exposure at page granularity). */
+ * than the O_DIRECT alignment (512 B clusters on a 4 KiB-sector disk): a
+ * write-back waits for the writes in flight to those blocks first
+ * (kl_bfile_wait_span), or it would undo them; later ones start after it,
+ * from the main loop. */
 static int full_pread(int fd, char *p, size_t len, uint64_t off)
 {
 	while (len) {
@@ -226,7 +226,10 @@ static int file_pwrite_sync(struct kl_bnode *bs, uint64_t off, const void *buf, 
 	} else {
 		/* read-modify-write of the covering blocks, unless the
 		 * request covers them exactly (only the buffer was misaligned) */
-		r = boff == off && blen == len ? 0 : full_pread(bf->fd, b, blen, boff);
+		bool rmw = boff != off || blen != len;
+		if (rmw)
+			kl_bfile_wait_span(bf, boff, boff + blen);
+		r = rmw ? full_pread(bf->fd, b, blen, boff) : 0;
 		if (r == 0) {
 			memcpy(b + (off - boff), buf, len);
 			r = full_pwrite(bf->fd, b, blen, boff);

@@ -21,7 +21,11 @@ struct native {
 	bool no_fdsync;
 	unsigned npend;                  /* length of pend */
 	struct iocb *iocbs[NATIVE_DEPTH];
+	/* events taken from the kernel, [ev_next, ev_n) not handled yet: a
+	 * handler may poll again, nested (kl_bfile_wait_span), and then takes
+	 * these first */
 	struct io_event ev[NATIVE_DEPTH];
+	unsigned ev_next, ev_n;
 };
 
 static int native_init(struct kl_bfile *bf, char **err)
@@ -124,21 +128,29 @@ static void native_submit(struct kl_bfile *bf, struct kl_blk_req *r)
 		native_flush_batch(bf);
 }
 
+/* Each event is consumed before it is handled: a nested poll goes on
+ * from the next one, and the outer loop then finds them all handled. */
+static void handle_events(struct native *n)
+{
+	while (n->ev_next < n->ev_n) {
+		struct io_event *e = &n->ev[n->ev_next++];
+		n->inflight--;
+		kl_blk_io_done(e->data, (long)e->res);
+	}
+}
+
 static void native_poll(struct kl_bfile *bf)
 {
 	struct native *n = bf->engine_state;
 	struct timespec zero = { 0, 0 };
 	int got;
 
+	handle_events(n);
 	do {
 		got = io_getevents(n->ctx, 0, NATIVE_DEPTH, n->ev, &zero);
-		if (got == -EINTR)
-			continue;
-		for (int i = 0; i < got; i++) {
-			struct kl_blk_req *r = n->ev[i].data;
-			n->inflight--;
-			kl_blk_io_done(r, (long)n->ev[i].res);
-		}
+		n->ev_next = 0;
+		n->ev_n = got > 0 ? (unsigned)got : 0;
+		handle_events(n);
 	} while (got == NATIVE_DEPTH || got == -EINTR);
 }
 

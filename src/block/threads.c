@@ -46,6 +46,9 @@ struct kl_tpool {
 	bool stop;
 	struct kl_blk_req *done __attribute__((aligned(64))); /* finished (lock-free stack) */
 	struct kl_blk_req *batch, **batch_tail; /* main loop: to hand over at once */
+	/* main loop: taken from done, not handled yet, in finishing order (a
+	 * handler may poll again, nested: kl_bfile_wait_span) */
+	struct kl_blk_req *taken;
 	unsigned nbatch;
 	unsigned n;
 	pthread_t *th;
@@ -221,26 +224,26 @@ void kl_tpool_submit(struct kl_tpool *p, struct kl_blk_req *r)
 
 void kl_tpool_poll(struct kl_tpool *p)
 {
-	struct kl_blk_req *list = __atomic_exchange_n(&p->done, NULL, __ATOMIC_ACQUIRE);
-
-	/* The stack is newest first: reverse it to complete in finishing order. */
-	struct kl_blk_req *rev = NULL;
-	while (list) {
-		struct kl_blk_req *r = list;
-		list = r->next;
-		r->next = rev;
-		rev = r;
+	if (!p->taken) {
+		struct kl_blk_req *list = __atomic_exchange_n(&p->done, NULL, __ATOMIC_ACQUIRE);
+		/* The stack is newest first: reverse it to complete in finishing order. */
+		while (list) {
+			struct kl_blk_req *r = list;
+			list = r->next;
+			r->next = p->taken;
+			p->taken = r;
+		}
 	}
-	while (rev) {
-		struct kl_blk_req *r = rev;
-		rev = r->next;
+	while (p->taken) {
+		struct kl_blk_req *r = p->taken;
+		p->taken = r->next;
 		kl_blk_io_done(r, r->ret);
 	}
 }
 
 bool kl_tpool_has_done(struct kl_tpool *p)
 {
-	return __atomic_load_n(&p->done, __ATOMIC_RELAXED) != NULL;
+	return p->taken || __atomic_load_n(&p->done, __ATOMIC_RELAXED) != NULL;
 }
 
 /* After a completion run (bf->in_poll cleared): start what it submitted. */
