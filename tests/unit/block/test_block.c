@@ -556,6 +556,61 @@ START_TEST(test_rmw_serialised)
 }
 END_TEST
 
+/* A synchronous write of part of an O_DIRECT block (a format's metadata
+ * beside a data cluster in the block) is a read-modify-write too: it must
+ * wait for the async writes in flight to that block, or write their old
+ * bytes back (or have its own undone by their RMW).  Per block: an async
+ * write of its first quarter, at once a sync write of its third; both must
+ * land, and the async callback must not run inside the sync call. */
+START_TEST(test_sync_rmw_waits)
+{
+	enum kl_blk_engine e = (enum kl_blk_engine)_i;
+	char *path = make_file("/tmp", FILE_SIZE);
+	kl_blk_set_min_align(4096); /* a 4 KiB block whatever the disk's */
+	struct kl_blockdev *bd = open_dev(path, e, KL_CACHE_NONE, false);
+	kl_blk_set_min_align(0);
+	uint32_t a = kl_blockdev_dio_align(bd);
+	ck_assert_uint_eq(a, 4096);
+	struct kl_bnode *file = kl_blockdev_root(bd)->file;
+	ck_assert_ptr_nonnull(file);
+	enum { NB = 32 };
+	ck_assert_uint_le((uint64_t)NB * a, FILE_SIZE);
+	unsigned char *abuf = g_malloc((size_t)NB * a), *sbuf = g_malloc((size_t)NB * a);
+	unsigned char *img = g_malloc((size_t)NB * a);
+	struct op ops[NB];
+	struct iovec iov[NB];
+	for (int round = 0; round < 10; round++) {
+		for (int b = 0; b < NB; b++) {
+			unsigned char *x = abuf + (size_t)b * a, *y = sbuf + (size_t)b * a;
+			fill(x, a / 4, (unsigned)(round * 1000 + b));
+			fill(y, a / 4, (unsigned)(round * 1000 + 500 + b));
+			iov[b] = (struct iovec){ x, a / 4 };
+			ck_assert_int_eq(submit(bd, KL_BLK_WRITE, (uint64_t)b * a, &iov[b], 1, 0,
+						&ops[b]), 0);
+			in_submit = true; /* op_cb: not inside the sync call either */
+			ck_assert_int_eq(kl_bnode_pwrite_sync(file, (uint64_t)b * a + a / 2, y,
+							      a / 4), 0);
+			in_submit = false;
+		}
+		wait_ops(ops, NB);
+		read_file(path, 0, img, (size_t)NB * a);
+		for (int b = 0; b < NB; b++) {
+			ck_assert_int_eq(ops[b].ret, (long)(a / 4));
+			ck_assert_msg(!memcmp(img + (size_t)b * a, abuf + (size_t)b * a, a / 4),
+				      "round %d block %d: the async write was undone", round, b);
+			ck_assert_msg(!memcmp(img + (size_t)b * a + a / 2, sbuf + (size_t)b * a, a / 4),
+				      "round %d block %d: the sync write was undone", round, b);
+		}
+	}
+	kl_blockdev_close(bd);
+	g_free(abuf);
+	g_free(sbuf);
+	g_free(img);
+	unlink(path);
+	g_free(path);
+}
+END_TEST
+
 /* File systems without fallocate ZERO_RANGE/PUNCH_HOLE: write-zeroes is
  * emulated with writes of a zero buffer (several chunks, unaligned ends),
  * discard completes as a no-op. */
@@ -922,6 +977,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_odd_size, 0, 3);
 	tcase_add_test(tc, test_sync_direct);
 	tcase_add_loop_test(tc, test_rmw_serialised, 0, 3);
+	tcase_add_loop_test(tc, test_sync_rmw_waits, 0, 3);
 	tcase_add_loop_test(tc, test_wz_fallback, 0, 6);
 	tcase_add_loop_test(tc, test_close_drains, 0, 3);
 	tcase_add_test(tc, test_flush_modes);
