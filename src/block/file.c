@@ -282,7 +282,6 @@ static void finish(struct kl_blk_req *r, long ret)
 
 	if (r->tracked)
 		untrack_write(r);
-	r->tracked = false;
 	if (bf->hold) { /* kl_bfile_wait_span(): the callback runs later */
 		r->ret = ret;
 		r->next = NULL;
@@ -803,11 +802,17 @@ static bool stop_draining(struct kl_bfile *bf)
 	return ready(bf);
 }
 
-static void process(struct kl_bfile *bf)
+/* Reset the completion eventfd (non-blocking) before looking for work. */
+static void efd_clear(struct kl_bfile *bf)
 {
 	uint64_t v;
 	while (read(bf->efd, &v, sizeof(v)) < 0 && errno == EINTR)
 		;
+}
+
+static void process(struct kl_bfile *bf)
+{
+	efd_clear(bf);
 	/* Completions that arrive meanwhile are handled now rather than after
 	 * another trip through poll() (a kick they made costs one spurious
 	 * wakeup).  With requests in flight, busy-poll for up to poll_ns for
@@ -909,9 +914,7 @@ void kl_bfile_wait_span(struct kl_bfile *bf, uint64_t beg, uint64_t end)
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	bf->hold++;
 	while (span_busy(bf, beg, end)) {
-		uint64_t v;
-		while (read(bf->efd, &v, sizeof(v)) < 0 && errno == EINTR)
-			;
+		efd_clear(bf);
 		bf->in_poll = true;
 		harvest(bf);
 		bf->in_poll = was;

@@ -380,20 +380,29 @@ END_TEST
  * image in the page cache, which would make every later O_DIRECT write
  * flush and invalidate (bench/README.md, "qcow2 metadata and the page
  * cache"). */
+/* True (and a SKIP line) when the file at p cannot be opened with O_DIRECT. */
+static bool direct_refused(const char *p)
+{
+	int t = open(p, O_RDONLY | O_DIRECT);
+	if (t < 0 && errno == EINVAL) {
+		fprintf(stderr, "SKIP: %s refuses O_DIRECT\n", dir);
+		return true;
+	}
+	ck_assert_msg(t >= 0, "open %s: %s", p, strerror(errno));
+	close(t);
+	return false;
+}
+
 static void write_images(const struct cfg *c, GRand *rnd, int n1, int n2, bool direct)
 {
 	uint8_t *ref = make_image(c, rnd, "img.qcow2");
 	char *p = path("img.qcow2");
 	if (direct) {
-		int t = open(p, O_RDONLY | O_DIRECT);
-		if (t < 0 && errno == EINVAL) {
-			fprintf(stderr, "SKIP: %s refuses O_DIRECT\n", dir);
+		if (direct_refused(p)) {
 			g_free(p);
 			g_free(ref);
 			return;
 		}
-		ck_assert(t >= 0);
-		close(t);
 		kl_test_drop_cached(p);
 		ck_assert_uint_eq(kl_test_cached_pages(p), 0);
 	}
@@ -453,24 +462,19 @@ END_TEST
 START_TEST(test_sub_align)
 {
 	SKIP_NO_QEMU();
-	static const enum kl_blk_engine engines[] = { KL_AIO_THREADS, KL_AIO_NATIVE,
-						      KL_AIO_IO_URING };
 	const uint64_t size = 8 << 20, cs = 512;
 	char *p = path("sa.qcow2");
-	int t = open(p, O_CREAT | O_RDWR | O_DIRECT, 0644);
-	if (t < 0 && errno == EINVAL) {
-		fprintf(stderr, "SKIP: %s refuses O_DIRECT\n", dir);
+	ck_assert_int_eq(sh("rm -f sa.qcow2 && qemu-img create -q -f qcow2 -o cluster_size=512 "
+			    "sa.qcow2 %lu", (unsigned long)size), 0);
+	if (direct_refused(p)) {
 		g_free(p);
 		return;
 	}
-	close(t);
-	ck_assert_int_eq(sh("rm -f sa.qcow2 && qemu-img create -q -f qcow2 -o cluster_size=512 "
-			    "sa.qcow2 %lu", (unsigned long)size), 0);
 	GRand *rnd = g_rand_new_with_seed(400 + (guint32)_i);
 	uint8_t *ref = g_malloc0(size);
 	kl_blk_set_min_align(4096);
 	direct_io = true;
-	engine_sel = engines[_i];
+	engine_sel = (enum kl_blk_engine)_i;
 	/* small caches: slices are evicted (written) while data writes are in
 	 * flight, as is a FLUSH submitted amid each batch */
 	struct kl_bnode *bs = open_img("sa.qcow2", false, "l2-cache-size=4096,"
