@@ -17,6 +17,12 @@ static uint64_t host_xcr0, host_mask;   /* XCR0; the components the tests use */
  * emulation stores 0, xsave.c), and its 32-bit-form restores may keep them
  * in FIP/FDP[47:32] */
 static bool host_keeps_fcs;
+/* the CPU saves FOP, FIP and FDP as 0 while no x87 exception is pending
+ * (FSW.ES = 0): AMD's legacy behaviour, seen on an AMD EPYC (family 25)
+ * that reports XSaveErPtr (CPUID 8000_0008h:EBX[2]) all the same.  What a
+ * restore puts in those fields is then not observable, so a state the
+ * emulation restored with them set is the same state as the CPU's zeros. */
+static bool host_drops_fptr;
 static size_t host_len;                 /* standard-format size for XCR0 */
 static uint8_t hsave[XS_MAX] __attribute__((aligned(64)));
 static uint8_t S[XS_MAX] __attribute__((aligned(64))), S2[XS_MAX] __attribute__((aligned(64)));
@@ -96,6 +102,17 @@ static void host_setup(void)
 	__cpuid_count(7, 0, a, b, c, d);
 	host_keeps_fcs = !(b >> 13 & 1);
 	(void)a, (void)c, (void)d;
+	/* restore FOP/FIP/FDP with no exception pending, save them back */
+	memset(S, 0, host_len);
+	memset(N, 0, host_len);
+	kl_put16(S, 0x037f);
+	kl_put16(S + 6, 0x0091);
+	st64(S + 8, 0x123456789aull);
+	st64(S + 16, 0x55667788ull);
+	st32(S + 24, 0x1f80);
+	st64(S + 512, 1);
+	nat_xsave64(S, S, 0, N, host_mask);
+	host_drops_fptr = !kl_le16(N + 6) && !ld64(N + 8) && !ld64(N + 16);
 }
 
 /* Offset of state component i in a compacted area with XCOMP_BV xcomp
@@ -194,9 +211,11 @@ static bool x87_init(const uint8_t *s)
  * bits): on a CPU that keeps FCS/FDS only FIP/FDP[31:0] are compared. */
 static void assert_same_state(const uint8_t *a, const uint8_t *b, int iter, bool rst32)
 {
+	bool fptr_dropped = host_drops_fptr && !(b[2] & 0x80); /* FSW.ES clear */
 	for (unsigned o = 0; o < 416; o++)
 		if (a[o] != b[o] && !(rst32 && host_keeps_fcs && ((o >= 12 && o < 16) ||
-								   (o >= 20 && o < 24))))
+								   (o >= 20 && o < 24))) &&
+		    !(fptr_dropped && o >= 6 && o < 24 && !b[o]))
 			ck_abort_msg("iteration %d: legacy byte %u: %02x, native %02x", iter, o, a[o],
 				     b[o]);
 	uint64_t ba = ld64(a + 512) & host_xcr0, bb = ld64(b + 512) & host_xcr0;
